@@ -1,0 +1,62 @@
+"""One retry policy, shared by the in-process executor and the durable engines.
+
+The default follows the seed design: 1 s, 10 s, 100 s, 1000 s, ... capped at an hour, with a little
+jitter so that many failing steps do not all come back at the same instant.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pypgflow.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff: the delay after failed attempt *n* is ``base * factor ** (n - 1)``.
+
+    ``max`` caps the delay; ``jitter`` is a fraction (0 to 1) by which each delay is spread at
+    random, up or down, so retries of many runs do not arrive together.
+    """
+
+    base: float = 1.0
+    factor: float = 10.0
+    max: float = 3600.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.base >= 0:
+            raise InvalidArgument(f"Backoff base must be >= 0, got {self.base!r}")
+        if not self.factor >= 1:
+            raise InvalidArgument(f"Backoff factor must be >= 1, got {self.factor!r}")
+        if not self.max >= 0:
+            raise InvalidArgument(f"Backoff max must be >= 0, got {self.max!r}")
+        if not 0 <= self.jitter <= 1:
+            raise InvalidArgument(f"Backoff jitter must be between 0 and 1, got {self.jitter!r}")
+
+    def delay(self, attempt: int, *, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based) before the next one."""
+        if attempt < 1:
+            raise InvalidArgument(f"attempt numbers start at 1, got {attempt!r}")
+        try:
+            delay = self.base * self.factor ** (attempt - 1)
+        except OverflowError:
+            delay = self.max
+        delay = min(delay, self.max)
+        if self.jitter:
+            delay *= 1.0 + self.jitter * (2.0 * rand() - 1.0)
+        return max(0.0, delay)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"base": self.base, "factor": self.factor, "max": self.max, "jitter": self.jitter}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> Backoff:
+        return cls(**{key: float(value) for key, value in data.items()})
+
+
+DEFAULT_BACKOFF = Backoff()
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT = 30.0

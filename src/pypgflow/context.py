@@ -1,0 +1,96 @@
+"""What a running step knows about itself: :class:`StepContext`, and the logger that carries it.
+
+Every log record pypgflow writes about a step carries ``run_id``, ``workflow``, ``step`` and
+``attempt`` as record attributes, so a formatter or a JSON log handler can show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("pypgflow")
+
+
+class ContextLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter that adds its context to each record, keeping the caller's own extras."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+def context_logger(name: str = "pypgflow", **context: Any) -> ContextLogger:
+    return ContextLogger(logging.getLogger(name), context)
+
+
+@dataclass
+class StepContext:
+    """Passed to a step that takes a ``ctx`` parameter.
+
+    ``attempt`` counts from 1. ``task_index`` is the element's position for a map step, else None.
+    ``cancelled`` turns true when the run is cancelled while the step runs: long sync steps should
+    check it and return early (async steps are cancelled for you).
+    """
+
+    run_id: str
+    workflow: str
+    step: str
+    attempt: int
+    task_index: int | None = None
+    instance_id: str | None = None
+    _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _logger: ContextLogger | None = field(default=None, repr=False)
+
+    @property
+    def logger(self) -> ContextLogger:
+        """A logger (``pypgflow.step``) whose records carry this run, step and attempt."""
+        if self._logger is None:
+            self._logger = context_logger(
+                "pypgflow.step",
+                run_id=self.run_id,
+                workflow=self.workflow,
+                step=self.step,
+                attempt=self.attempt,
+                task_index=self.task_index,
+            )
+        return self._logger
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Mark the step as cancelled (called by the worker, not by step code)."""
+        self._cancel_event.set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to a process-isolated step: the event and the logger stay behind.
+        return (
+            StepContext,
+            (
+                self.run_id,
+                self.workflow,
+                self.step,
+                self.attempt,
+                self.task_index,
+                self.instance_id,
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "step": self.step,
+            "attempt": self.attempt,
+            "task_index": self.task_index,
+            "instance_id": self.instance_id,
+        }

@@ -1,0 +1,173 @@
+"""Every exception pypgflow raises, under one root: :class:`PypgflowError`.
+
+Each class's docstring is its default message, so ``raise RunNotFound()`` still says something useful.
+Driver errors are wrapped (``raise ... from exc``) so callers catch pypgflow's classes, never psycopg's
+or sqlite3's.
+"""
+
+from __future__ import annotations
+
+import traceback as traceback_module
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class PypgflowError(Exception):
+    """pypgflow failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is None:
+            message = (type(self).__doc__ or type(self).__name__).strip().splitlines()[0]
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgument(PypgflowError, ValueError):
+    """An argument passed to pypgflow is invalid."""
+
+
+class WorkflowDefinitionError(PypgflowError):
+    """The workflow definition is invalid."""
+
+
+class SerializationError(PypgflowError, TypeError):
+    """A value cannot be stored: step inputs and outputs must be JSON."""
+
+
+class StepTimeout(PypgflowError):
+    """A step ran past its timeout."""
+
+    def __init__(self, message: str | None = None, *, step: str = "", timeout: float = 0.0) -> None:
+        super().__init__(message)
+        self.step = step
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class AttemptError:
+    """What went wrong in one attempt of one step: kept for every attempt, in order."""
+
+    step: str
+    attempt: int
+    type: str
+    message: str
+    traceback: str
+    task_index: int | None = None
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, *, step: str, attempt: int, task_index: int | None = None
+    ) -> AttemptError:
+        return cls(
+            step=step,
+            attempt=attempt,
+            type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback_module.format_exception(exc)),
+            task_index=task_index,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptError:
+        return cls(
+            step=str(data.get("step", "")),
+            attempt=int(data.get("attempt", 0)),
+            type=str(data.get("type", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+            task_index=data.get("task_index"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def where(self) -> str:
+        """The step, with the element index for a map step: ``resize[3]``."""
+        return self.step if self.task_index is None else f"{self.step}[{self.task_index}]"
+
+
+class WorkflowFailed(PypgflowError):
+    """The workflow failed after its last attempt."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        workflow: str = "",
+        step: str = "",
+        attempts: int = 0,
+        errors: list[AttemptError] | tuple[AttemptError, ...] = (),
+        run_id: str | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.step = step
+        self.attempts = attempts
+        self.errors: tuple[AttemptError, ...] = tuple(errors)
+        self.run_id = run_id
+        if message is None and self.errors:
+            last = self.errors[-1]
+            message = (
+                f"workflow {workflow!r} failed at step {last.where!r} after {attempts} "
+                f"attempt{'s' if attempts != 1 else ''}: {last.type}: {last.message}"
+            )
+        super().__init__(message)
+
+
+class WorkflowTimedOut(WorkflowFailed, StepTimeout):
+    """The workflow failed because its last attempt ran past a step's timeout.
+
+    It is both a :class:`WorkflowFailed` (with every attempt's error) and a :class:`StepTimeout`,
+    so callers may catch either.
+    """
+
+    def __init__(self, failure: WorkflowFailed, timeout: StepTimeout) -> None:
+        WorkflowFailed.__init__(
+            self,
+            failure.message,
+            workflow=failure.workflow,
+            step=failure.step,
+            attempts=failure.attempts,
+            errors=failure.errors,
+            run_id=failure.run_id,
+        )
+        self.timeout = timeout.timeout
+
+
+class RunCancelled(PypgflowError):
+    """The run was cancelled."""
+
+    def __init__(self, message: str | None = None, *, run_id: str | None = None) -> None:
+        super().__init__(message or (f"run {run_id} was cancelled" if run_id else None))
+        self.run_id = run_id
+
+
+class RunNotFound(PypgflowError, LookupError):
+    """No run has that id."""
+
+
+class UnknownWorkflow(PypgflowError, LookupError):
+    """No workflow of that name is registered with this app."""
+
+
+class ConfigurationError(PypgflowError):
+    """pypgflow is not configured correctly."""
+
+
+class DatabaseError(PypgflowError):
+    """The database failed."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+class SchemaNotMigrated(DatabaseError):
+    """The pypgflow schema is missing or out of date: run `pypgflow migrate` (or app.migrate())."""
+
+
+class NotSupported(PypgflowError):
+    """This engine does not support that feature."""

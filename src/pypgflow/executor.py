@@ -1,0 +1,397 @@
+"""The in-process executor: run a workflow now, in this process, and return its result.
+
+Nothing is stored: this is the seed's ``Pgflow.Executor``, grown to DAGs. Independent branches run
+concurrently (async steps on the event loop, sync steps in a bounded thread pool), each step under
+its timeout, failures retried with exponential backoff.
+
+Two retry modes:
+
+- ``retry="workflow"`` (the seed's choice): any failure re-runs the whole workflow from its first
+  step, up to ``max_attempts`` times, waiting ``backoff`` between passes. Steps' own
+  ``max_attempts``/``backoff`` are not used in this mode; their timeouts are.
+- ``retry="step"``: only the failed step is retried, with its own ``max_attempts`` and ``backoff``;
+  completed outputs are kept. This is what the durable engines do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import threading
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Literal
+
+from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Backoff
+from pypgflow.context import StepContext, context_logger
+from pypgflow.errors import (
+    AttemptError,
+    InvalidArgument,
+    PypgflowError,
+    StepTimeout,
+    WorkflowFailed,
+    WorkflowTimedOut,
+)
+from pypgflow.invocation import alarm_deadlines, call_step, inline_sync_possible
+from pypgflow.workflow import ArgSource, Step, StepOptions, Workflow, resolve_options
+
+RetryMode = Literal["workflow", "step"]
+Sleep = Callable[[float], Awaitable[None]]
+
+_MISSING: Any = object()
+_shared_pool: ThreadPoolExecutor | None = None
+_shared_pool_lock = threading.Lock()
+
+
+def _default_pool() -> ThreadPoolExecutor:
+    """One thread pool for sync steps, shared by every execution in this process."""
+    global _shared_pool
+    with _shared_pool_lock:
+        if _shared_pool is None:
+            _shared_pool = ThreadPoolExecutor(
+                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="pypgflow-step"
+            )
+            atexit.register(_shared_pool.shutdown, wait=False, cancel_futures=True)
+        return _shared_pool
+
+
+_main_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _run_on_main_loop(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on an event loop kept for the main thread: a new loop per call would cost
+    more than running a short workflow. The loop is never set as the thread's current loop."""
+    global _main_loop
+    if _main_loop is None or _main_loop.is_closed():
+        _main_loop = asyncio.new_event_loop()
+        atexit.register(_main_loop.close)
+    task = _main_loop.create_task(coro)
+    try:
+        return _main_loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                _main_loop.run_until_complete(task)
+        raise
+
+
+class MapInputError(PypgflowError, TypeError):
+    """A map step was given something other than a list."""
+
+
+class _StepFailed(Exception):
+    """A step failed for good in this pass; carries what WorkflowFailed needs."""
+
+    def __init__(self, step: str, attempts: int, cause: BaseException, retryable: bool = True):
+        super().__init__(step)
+        self.step = step
+        self.attempts = attempts
+        self.cause = cause
+        self.retryable = retryable
+
+
+def execute(
+    workflow: Workflow,
+    input: Any = None,
+    *,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    retry: RetryMode = "workflow",
+    backoff: Backoff | None = None,
+    max_workers: int | None = None,
+    sleep: Sleep | None = None,
+) -> Any:
+    """Run ``workflow`` on ``input`` now and return its result.
+
+    Raises :class:`~pypgflow.WorkflowFailed` after the last attempt (also a
+    :class:`~pypgflow.StepTimeout` when that attempt timed out). Inside a running event loop, use
+    :func:`execute_async`; called there anyway, the workflow runs on a helper thread.
+    ``sleep`` replaces ``asyncio.sleep`` between attempts (for tests).
+    """
+    execution = _Execution(
+        workflow,
+        input,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        retry=retry,
+        backoff=backoff,
+        max_workers=max_workers,
+        sleep=sleep,
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="pypgflow-execute") as helper:
+            return helper.submit(asyncio.run, execution.run()).result()
+    if not inline_sync_possible():
+        return asyncio.run(execution.run())
+    with alarm_deadlines():
+        execution.inline = True
+        return _run_on_main_loop(execution.run())
+
+
+async def execute_async(
+    workflow: Workflow,
+    input: Any = None,
+    *,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    retry: RetryMode = "workflow",
+    backoff: Backoff | None = None,
+    max_workers: int | None = None,
+    sleep: Sleep | None = None,
+) -> Any:
+    """:func:`execute` for asyncio code: sync steps run in the thread pool, never on your loop."""
+    execution = _Execution(
+        workflow,
+        input,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        retry=retry,
+        backoff=backoff,
+        max_workers=max_workers,
+        sleep=sleep,
+    )
+    return await execution.run()
+
+
+class _Execution:
+    """The state of one in-process execution."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        input: Any,
+        *,
+        max_attempts: int | None,
+        timeout: float | None,
+        retry: RetryMode,
+        backoff: Backoff | None,
+        max_workers: int | None,
+        sleep: Sleep | None,
+    ) -> None:
+        if not isinstance(workflow, Workflow):
+            raise InvalidArgument(f"execute() takes a Workflow, got {type(workflow).__name__}")
+        if retry not in ("workflow", "step"):
+            raise InvalidArgument(f"retry must be 'workflow' or 'step', got {retry!r}")
+        if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
+            raise InvalidArgument(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise InvalidArgument(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise InvalidArgument(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        self.workflow = workflow.validate()
+        self.input = input
+        self.retry = retry
+        self.max_attempts = max_attempts or workflow.max_attempts or DEFAULT_MAX_ATTEMPTS
+        self.backoff = backoff or workflow.backoff or DEFAULT_BACKOFF
+        self.options: dict[str, StepOptions] = {
+            step.name: resolve_options(
+                workflow, step, max_attempts=max_attempts, timeout=timeout, backoff=backoff
+            )
+            for step in workflow
+        }
+        self.max_workers = max_workers
+        self.pool: Executor | None = None
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self.inline = False
+        self.run_id = uuid.uuid4().hex
+        self.errors: list[AttemptError] = []
+        self.log = context_logger(run_id=self.run_id, workflow=workflow.name)
+        self.dependents = workflow.dependents()
+
+    async def run(self) -> Any:
+        own_pool = ThreadPoolExecutor(self.max_workers) if self.max_workers else None
+        self.pool = own_pool or _default_pool()
+        self.log.info("workflow %s started (run %s)", self.workflow.name, self.run_id)
+        try:
+            if self.retry == "step":
+                try:
+                    result = await self._attempt_workflow(1, step_retries=True)
+                except _StepFailed as failed:
+                    raise self._failure(failed, attempts=failed.attempts) from failed.cause
+            else:
+                result = await self._run_with_workflow_retries()
+        except WorkflowFailed as failure:
+            self.log.error("workflow %s failed: %s", self.workflow.name, failure.message)
+            raise
+        finally:
+            if own_pool is not None:
+                own_pool.shutdown(wait=False, cancel_futures=True)
+        self.log.info("workflow %s completed (run %s)", self.workflow.name, self.run_id)
+        return result
+
+    async def _run_with_workflow_retries(self) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt_workflow(attempt, step_retries=False)
+            except _StepFailed as failed:
+                if attempt >= self.max_attempts or not failed.retryable:
+                    raise self._failure(failed, attempts=attempt) from failed.cause
+                delay = self.backoff.delay(attempt)
+                self.log.warning(
+                    "workflow %s attempt %d failed at step %s; retrying from the first step in %.3g s",
+                    self.workflow.name,
+                    attempt,
+                    failed.step,
+                    delay,
+                    extra={"step": failed.step, "attempt": attempt},
+                )
+                await self.sleep(delay)
+                attempt += 1
+
+    def _failure(self, failed: _StepFailed, *, attempts: int) -> WorkflowFailed:
+        failure = WorkflowFailed(
+            workflow=self.workflow.name,
+            step=failed.step,
+            attempts=attempts,
+            errors=self.errors,
+            run_id=self.run_id,
+        )
+        if isinstance(failed.cause, StepTimeout):
+            return WorkflowTimedOut(failure, failed.cause)
+        return failure
+
+    async def _attempt_workflow(self, workflow_attempt: int, *, step_retries: bool) -> Any:
+        """One pass over the graph: launch each step once its dependencies are done."""
+        steps = self.workflow.steps
+        outputs: dict[str, Any] = {}
+        remaining = {step.name: len(step.depends_on) for step in steps.values()}
+        ready = deque(self.workflow.roots)
+        running: dict[asyncio.Task[Any], str] = {}
+        try:
+            while ready or running:
+                while ready:
+                    name = ready.popleft()
+                    step = steps[name]
+                    run = self._run_step(step, outputs, workflow_attempt, step_retries)
+                    if self._can_inline(step) and not ready and not running:
+                        # Nothing else can run meanwhile: call it here, no task, no thread.
+                        outputs[name] = await run
+                        self._release(name, remaining, ready)
+                    else:
+                        running[asyncio.ensure_future(run)] = name
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    name = running.pop(task)
+                    outputs[name] = task.result()
+                    self._release(name, remaining, ready)
+        finally:
+            await _cancel_all(running)
+        return self.workflow.result_from(outputs)
+
+    def _release(self, name: str, remaining: dict[str, int], ready: deque[str]) -> None:
+        for dependent in self.dependents[name]:
+            remaining[dependent] -= 1
+            if remaining[dependent] == 0:
+                ready.append(dependent)
+
+    def _can_inline(self, step: Step) -> bool:
+        return self.inline and not step.is_async and not step.is_map and step.isolation == "thread"
+
+    async def _run_step(
+        self, step: Step, outputs: Mapping[str, Any], workflow_attempt: int, step_retries: bool
+    ) -> Any:
+        if not step.is_map:
+            return await self._run_attempts(step, outputs, workflow_attempt, step_retries)
+        items = self.input if step.map_over is None else outputs[step.map_over]
+        if not isinstance(items, list):
+            source = "the workflow input" if step.map_over is None else f"step {step.map_over!r}"
+            error = MapInputError(
+                f"map step {step.name!r} needs a list from {source}, got {type(items).__name__}"
+            )
+            self.errors.append(
+                AttemptError.from_exception(error, step=step.name, attempt=workflow_attempt)
+            )
+            raise _StepFailed(step.name, workflow_attempt, error, retryable=False)
+        tasks = [
+            asyncio.ensure_future(
+                self._run_attempts(
+                    step, outputs, workflow_attempt, step_retries, index=index, item=item
+                )
+            )
+            for index, item in enumerate(items)
+        ]
+        try:
+            if tasks:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            return [task.result() for task in tasks]
+        finally:
+            await _cancel_all(tasks)
+
+    async def _run_attempts(
+        self,
+        step: Step,
+        outputs: Mapping[str, Any],
+        workflow_attempt: int,
+        step_retries: bool,
+        *,
+        index: int | None = None,
+        item: Any = _MISSING,
+    ) -> Any:
+        options = self.options[step.name]
+        attempt = 1 if step_retries else workflow_attempt
+        inline = index is None and self._can_inline(step)
+        while True:
+            ctx = (
+                StepContext(self.run_id, self.workflow.name, step.name, attempt, index)
+                if _wants_context(step)
+                else None
+            )
+            args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
+            try:
+                return await call_step(
+                    step, args, kwargs, timeout=options.timeout, pool=self.pool, inline=inline
+                )
+            except Exception as exc:
+                self.errors.append(
+                    AttemptError.from_exception(
+                        exc, step=step.name, attempt=attempt, task_index=index
+                    )
+                )
+                where = step.name if index is None else f"{step.name}[{index}]"
+                last = not step_retries or attempt >= options.max_attempts
+                self.log.warning(
+                    "step %s attempt %d failed: %s: %s",
+                    where,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    extra={"step": step.name, "attempt": attempt, "task_index": index},
+                )
+                if last:
+                    raise _StepFailed(where, attempt, exc) from exc
+                delay = options.backoff.delay(attempt)
+                self.log.info(
+                    "step %s will retry in %.3g s",
+                    where,
+                    delay,
+                    extra={"step": step.name, "attempt": attempt, "task_index": index},
+                )
+                await self.sleep(delay)
+                attempt += 1
+
+
+def _wants_context(step: Step) -> bool:
+    return any(p.source is ArgSource.CONTEXT for p in step.params)
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+__all__ = ["MapInputError", "RetryMode", "execute", "execute_async"]

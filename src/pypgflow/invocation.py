@@ -1,0 +1,209 @@
+"""Calling one step function once, under its timeout: the part the executor and the worker share.
+
+Three ways to run a function, chosen per step:
+
+- ``async def`` steps run on the event loop and are cancelled at the deadline.
+- ``def`` steps run in a bounded thread pool. A thread cannot be killed: at the deadline the caller
+  gets :class:`StepTimeout` at once, while the thread runs on until the function returns.
+  (The in-process executor, when it owns the main thread and nothing else is running, calls a
+  sync step directly and interrupts it with ``SIGALRM`` instead: cheaper, and really stopped.)
+- ``isolation="process"`` steps run in a child process that is killed at the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import math
+import multiprocessing
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pypgflow.errors import PypgflowError, StepTimeout
+from pypgflow.workflow import Step
+
+
+class StepProcessDied(PypgflowError):
+    """The child process running a step exited without returning a result."""
+
+
+async def call_step(
+    step: Step,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    timeout: float,
+    pool: Executor | None,
+    inline: bool = False,
+) -> Any:
+    """Run ``step.fn(*args, **kwargs)`` once and return its result, or raise at the deadline.
+
+    ``inline`` runs a sync step directly on this thread, interrupted by ``SIGALRM``: only for
+    callers inside :func:`alarm_deadlines` that block nothing else by waiting.
+    """
+    limit = None if math.isinf(timeout) else timeout
+    if step.isolation == "process":
+        return await _call_in_process(step, args, kwargs, limit)
+    if step.is_async:
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                return await step.fn(*args, **kwargs)
+        except TimeoutError:
+            if deadline.expired():
+                raise _timeout(step, timeout) from None
+            raise
+    if inline:
+        return _call_inline(step, args, kwargs, limit, timeout)
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, step.fn, *args, **kwargs)
+    future = loop.run_in_executor(pool, call)
+    deadline = asyncio.timeout(limit)
+    try:
+        async with deadline:
+            return await future
+    except TimeoutError:
+        if deadline.expired():
+            raise _timeout(step, timeout) from None
+        raise
+
+
+def _timeout(step: Step, timeout: float) -> StepTimeout:
+    return StepTimeout(
+        f"step {step.name!r} timed out after {timeout:g} s", step=step.name, timeout=timeout
+    )
+
+
+# -- inline, interrupted by SIGALRM -------------------------------------------------------------
+
+
+class _Deadline(BaseException):
+    """Raised inside an inline step at its deadline; a BaseException so `except Exception` in
+    step code does not swallow it."""
+
+
+def inline_sync_possible() -> bool:
+    """True when a sync step may run on this thread with a SIGALRM deadline."""
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _Deadline
+
+
+@contextlib.contextmanager
+def alarm_deadlines() -> Iterator[None]:
+    """Install the SIGALRM handler that inline sync steps' deadlines rely on, for a whole execution."""
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_inline(
+    step: Step, args: list[Any], kwargs: dict[str, Any], limit: float | None, timeout: float
+) -> Any:
+    if limit is None:
+        return step.fn(*args, **kwargs)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            return step.fn(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        raise _timeout(step, timeout) from None
+
+
+# -- in a child process, killed at the deadline ---------------------------------------------------
+
+
+def _child_main(
+    conn: Connection, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Entry point of the child process: run the function, send back ("ok", result) or ("error", exc)."""
+    try:
+        result = fn(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        conn.send(("ok", result))
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(exc))
+        exc.add_note(f"(raised in the step's child process)\n{text}")
+        try:
+            conn.send(("error", exc))
+        except Exception:  # the exception itself cannot be sent: send its description
+            conn.send(("error", StepProcessDied(f"{type(exc).__qualname__}: {exc}\n{text}")))
+    finally:
+        conn.close()
+
+
+async def _call_in_process(
+    step: Step, args: list[Any], kwargs: dict[str, Any], limit: float | None
+) -> Any:
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_child_main,
+        args=(sender, step.fn, args, kwargs),
+        name=f"pypgflow-step-{step.name}",
+        daemon=True,
+    )
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        process.start()
+        sender.close()
+        loop.add_reader(receiver.fileno(), wake)
+        loop.add_reader(process.sentinel, wake)
+        try:
+            deadline = asyncio.timeout(limit)
+            async with deadline:
+                await done
+        except TimeoutError:
+            raise _timeout(step, limit or math.inf) from None
+        finally:
+            loop.remove_reader(receiver.fileno())
+            loop.remove_reader(process.sentinel)
+        if receiver.poll():
+            try:
+                status, payload = receiver.recv()
+            except EOFError:
+                status, payload = "died", None
+        else:
+            status, payload = "died", None
+        if status == "ok":
+            return payload
+        if status == "error":
+            raise payload
+        process.join(1.0)
+        raise StepProcessDied(
+            f"step {step.name!r}: its process exited with code {process.exitcode} "
+            "without returning a result"
+        )
+    finally:
+        if process.is_alive():
+            process.kill()
+        if process.pid is not None:
+            process.join(5.0)  # immediate: the child has exited or was just killed
+            process.close()
+        receiver.close()

@@ -1,0 +1,553 @@
+"""Workflows and their steps: how a workflow is written, validated and bound to its functions.
+
+A :class:`Workflow` is a directed acyclic graph of :class:`Step` s. It knows nothing about how it is
+executed: the in-process executor and the durable engines both read the same definition.
+
+Linear chains are the default: a step declared without ``depends_on`` depends on the step declared
+just before it, and receives that step's output. DAGs name their dependencies; parameters are bound
+by name (``input``, ``ctx``, or a dependency's name).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar, overload
+
+from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Backoff
+from pypgflow.errors import WorkflowDefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+Isolation = Literal["thread", "process"]
+StepRef = str | Callable[..., Any]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
+_RESERVED_STEP_NAMES = frozenset({"input", "ctx"})
+_MISSING: Any = object()
+
+
+class ArgSource(Enum):
+    """Where one parameter of a step function gets its value."""
+
+    INPUT = "input"  # the workflow input
+    CONTEXT = "ctx"  # the StepContext
+    DEPENDENCY = "dependency"  # the output of the named dependency
+    ITEM = "item"  # the element of a map step
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    source: ArgSource
+    positional_only: bool
+    dependency: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Step:
+    """One step of a workflow: a function, what it depends on, and how it is retried."""
+
+    name: str
+    fn: Callable[..., Any]
+    depends_on: tuple[str, ...]
+    params: tuple[Param, ...]
+    is_async: bool
+    max_attempts: int | None = None
+    timeout: float | None = None
+    backoff: Backoff | None = None
+    isolation: Isolation = "thread"
+    is_map: bool = False
+    #: for a map step, the step whose list output it maps over; None maps over the workflow input
+    map_over: str | None = None
+
+    def bind(
+        self, *, input: Any, outputs: Mapping[str, Any], ctx: Any, item: Any = _MISSING
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments to call the step function with."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for param in self.params:
+            if param.source is ArgSource.INPUT:
+                value = input
+            elif param.source is ArgSource.CONTEXT:
+                value = ctx
+            elif param.source is ArgSource.ITEM:
+                value = item
+            else:
+                assert param.dependency is not None
+                value = outputs[param.dependency]
+            if param.positional_only:
+                args.append(value)
+            else:
+                kwargs[param.name] = value
+        return args, kwargs
+
+
+def _check_name(kind: str, name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise WorkflowDefinitionError(
+            f"invalid {kind} name {name!r}: use 1 to 200 letters, digits, '_', '.', ':' or '-'"
+        )
+    return name
+
+
+def _check_options(
+    where: str, max_attempts: int | None, timeout: float | None, backoff: Backoff | None
+) -> None:
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+    ):
+        raise WorkflowDefinitionError(f"{where}: max_attempts must be an integer >= 1")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout <= 0
+    ):
+        raise WorkflowDefinitionError(f"{where}: timeout must be a number of seconds > 0")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise WorkflowDefinitionError(f"{where}: backoff must be a pypgflow.Backoff")
+
+
+class Workflow:
+    """A named graph of steps. The name is the workflow's stable identifier.
+
+    ``max_attempts``, ``timeout`` and ``backoff`` set this workflow's defaults; a step's own setting
+    wins over them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.name = _check_name("workflow", name)
+        _check_options(f"workflow {name!r}", max_attempts, timeout, backoff)
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.backoff = backoff
+        self._steps: dict[str, Step] = {}
+        self._order: tuple[str, ...] | None = None
+        self._options: dict[tuple[Any, ...], StepOptions] = {}
+
+    # -- definition ---------------------------------------------------------------------------
+
+    @overload
+    def step(self, fn: F) -> F: ...
+
+    @overload
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[StepRef] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        isolation: Isolation = "thread",
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[StepRef] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        isolation: Isolation = "thread",
+    ) -> Any:
+        """Declare a step. Used bare (``@flow.step``) or with options; returns the function unchanged.
+
+        Without ``depends_on`` the step depends on the step declared just before it (a linear
+        chain); ``depends_on=[]`` makes it a root that receives the workflow input.
+        """
+
+        def decorate(func: F) -> F:
+            self._add(
+                func,
+                name=name,
+                depends_on=depends_on,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                backoff=backoff,
+                isolation=isolation,
+                is_map=False,
+                map_over=None,
+            )
+            return func
+
+        return decorate(fn) if fn is not None else decorate
+
+    def map(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        over: StepRef | None,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        isolation: Isolation = "thread",
+    ) -> Any:
+        """Declare a map step: the function runs once per element of the list that step ``over``
+        returned (or of the workflow input with ``over=None``); the step's output is the list of
+        results, in order. Retries and timeouts apply to each element on its own.
+        """
+
+        def decorate(func: F) -> F:
+            self._add(
+                func,
+                name=name,
+                depends_on=[] if over is None else [over],
+                max_attempts=max_attempts,
+                timeout=timeout,
+                backoff=backoff,
+                isolation=isolation,
+                is_map=True,
+                map_over=None if over is None else self._ref_name(over, "map over"),
+            )
+            return func
+
+        return decorate(fn) if fn is not None else decorate
+
+    @classmethod
+    def from_steps(
+        cls,
+        name: str,
+        steps: Iterable[tuple[str, Callable[..., Any]] | Callable[..., Any]],
+        *,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> Workflow:
+        """A linear workflow from a list of ``(name, function)`` pairs (or bare functions), in order:
+        each step's output is the next step's input.
+        """
+        flow = cls(name, max_attempts=max_attempts, timeout=timeout, backoff=backoff)
+        for entry in steps:
+            if isinstance(entry, tuple):
+                if len(entry) != 2 or not isinstance(entry[0], str) or not callable(entry[1]):
+                    raise WorkflowDefinitionError(
+                        f"workflow {name!r}: each step must be a (name, function) pair, "
+                        f"got {entry!r}"
+                    )
+                flow.step(name=entry[0])(entry[1])
+            elif callable(entry):
+                flow.step(entry)
+            else:
+                raise WorkflowDefinitionError(
+                    f"workflow {name!r}: each step must be a (name, function) pair, got {entry!r}"
+                )
+        return flow.validate()
+
+    def _ref_name(self, ref: StepRef, what: str) -> str:
+        if isinstance(ref, str):
+            return ref
+        if callable(ref):
+            for step in self._steps.values():
+                if step.fn is ref:
+                    return step.name
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: {what} refers to {getattr(ref, '__qualname__', ref)!r}, "
+                "which is not a step of this workflow (declare it first, or name it by string)"
+            )
+        raise WorkflowDefinitionError(
+            f"workflow {self.name!r}: {what} takes step names or step functions, got {ref!r}"
+        )
+
+    def _add(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None,
+        depends_on: Sequence[StepRef] | None,
+        max_attempts: int | None,
+        timeout: float | None,
+        backoff: Backoff | None,
+        isolation: Isolation,
+        is_map: bool,
+        map_over: str | None,
+    ) -> None:
+        if not callable(fn):
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: a step must be a function, got {fn!r}"
+            )
+        step_name = _check_name("step", name if name is not None else fn.__name__)
+        where = f"workflow {self.name!r}, step {step_name!r}"
+        if step_name in _RESERVED_STEP_NAMES:
+            raise WorkflowDefinitionError(f"{where}: {step_name!r} is reserved for step parameters")
+        if step_name in self._steps:
+            raise WorkflowDefinitionError(f"{where}: duplicate step name")
+        _check_options(where, max_attempts, timeout, backoff)
+        if isolation not in ("thread", "process"):
+            raise WorkflowDefinitionError(f"{where}: isolation must be 'thread' or 'process'")
+        if isolation == "process" and ("<locals>" in fn.__qualname__ or fn.__name__ == "<lambda>"):
+            raise WorkflowDefinitionError(
+                f"{where}: isolation='process' needs a module-level function that a child "
+                f"process can import; {fn.__qualname__!r} is not one"
+            )
+
+        if depends_on is None:
+            deps: tuple[str, ...] = (next(reversed(self._steps)),) if self._steps else ()
+        else:
+            if isinstance(depends_on, str) or not isinstance(depends_on, Sequence | set):
+                raise WorkflowDefinitionError(
+                    f"{where}: depends_on must be a list of step names or functions"
+                )
+            deps = tuple(self._ref_name(ref, "depends_on") for ref in depends_on)
+        if len(set(deps)) != len(deps):
+            raise WorkflowDefinitionError(f"{where}: depends_on names a step twice")
+        if step_name in deps:
+            raise WorkflowDefinitionError(f"{where}: a step cannot depend on itself")
+
+        params = _bind_parameters(where, fn, deps, is_map)
+        step = Step(
+            name=step_name,
+            fn=fn,
+            depends_on=deps,
+            params=params,
+            is_async=inspect.iscoroutinefunction(fn),
+            max_attempts=max_attempts,
+            timeout=None if timeout is None else float(timeout),
+            backoff=backoff,
+            isolation=isolation,
+            is_map=is_map,
+            map_over=map_over,
+        )
+        self._steps[step_name] = step
+        self._order = None
+        self._options.clear()
+        cycle = _find_cycle(self._steps)
+        if cycle:
+            del self._steps[step_name]
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: dependency cycle {' -> '.join(cycle)}"
+            )
+
+    # -- the finished graph -------------------------------------------------------------------
+
+    def validate(self) -> Workflow:
+        """Check the whole graph (every dependency exists, no cycle, not empty); returns self.
+
+        Called for you by the executor and by ``App.register``; errors in a single step are raised
+        as soon as the step is declared.
+        """
+        if not self._steps:
+            raise WorkflowDefinitionError(f"workflow {self.name!r} has no steps")
+        for step in self._steps.values():
+            for dep in step.depends_on:
+                if dep not in self._steps:
+                    raise WorkflowDefinitionError(
+                        f"workflow {self.name!r}, step {step.name!r}: depends on unknown step "
+                        f"{dep!r} (known: {', '.join(self._steps)})"
+                    )
+        self.topological_order()
+        return self
+
+    @property
+    def steps(self) -> Mapping[str, Step]:
+        """The steps by name, in declaration order."""
+        return MappingProxyType(self._steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps.values())
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, steps={list(self._steps)!r})"
+
+    def topological_order(self) -> tuple[str, ...]:
+        """Step names so that every step comes after its dependencies (declaration order on ties)."""
+        if self._order is None:
+            order: list[str] = []
+            placed: set[str] = set()
+            pending = list(self._steps.values())
+            while pending:
+                ready = [s for s in pending if all(d in placed for d in s.depends_on)]
+                if not ready:  # pragma: no cover - unknown names are caught by validate()
+                    raise WorkflowDefinitionError(f"workflow {self.name!r} cannot be ordered")
+                for step in ready:
+                    order.append(step.name)
+                    placed.add(step.name)
+                pending = [s for s in pending if s.name not in placed]
+            self._order = tuple(order)
+        return self._order
+
+    def dependents(self) -> dict[str, tuple[str, ...]]:
+        """For each step, the steps that depend on it."""
+        result: dict[str, list[str]] = {name: [] for name in self._steps}
+        for step in self._steps.values():
+            for dep in step.depends_on:
+                result[dep].append(step.name)
+        return {name: tuple(deps) for name, deps in result.items()}
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self._steps.values() if not s.depends_on)
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """Steps that nothing depends on: their outputs make the workflow's result."""
+        depended = {dep for s in self._steps.values() for dep in s.depends_on}
+        return tuple(name for name in self._steps if name not in depended)
+
+    def result_from(self, outputs: Mapping[str, Any]) -> Any:
+        """The workflow's result: the final step's output, or a dict keyed by leaf step names."""
+        leaves = self.leaves
+        if len(leaves) == 1:
+            return outputs[leaves[0]]
+        return {name: outputs[name] for name in leaves}
+
+    def shape(self) -> list[dict[str, Any]]:
+        """The graph as JSON-ready data (names, dependencies, options), in topological order."""
+        result = []
+        for name in self.topological_order():
+            step = self._steps[name]
+            result.append(
+                {
+                    "name": step.name,
+                    "depends_on": list(step.depends_on),
+                    "map": step.is_map,
+                    "map_over": step.map_over,
+                    "max_attempts": step.max_attempts,
+                    "timeout": step.timeout,
+                    "backoff": step.backoff.to_dict() if step.backoff else None,
+                    "isolation": step.isolation,
+                }
+            )
+        return result
+
+
+def _bind_parameters(
+    where: str, fn: Callable[..., Any], deps: tuple[str, ...], is_map: bool
+) -> tuple[Param, ...]:
+    """Decide, once at definition time, where each parameter of ``fn`` gets its value."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise WorkflowDefinitionError(f"{where}: cannot read the function's signature") from exc
+
+    params: list[Param] = []
+    free: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise WorkflowDefinitionError(
+                f"{where}: parameter {p.name!r} cannot be bound: *args and **kwargs are not "
+                "supported; name each input"
+            )
+        positional_only = p.kind is p.POSITIONAL_ONLY
+        if p.name == "ctx":
+            params.append(Param(p.name, ArgSource.CONTEXT, positional_only))
+        elif p.name in deps and not is_map:
+            params.append(Param(p.name, ArgSource.DEPENDENCY, positional_only, p.name))
+        elif p.name == "input":
+            params.append(Param(p.name, ArgSource.INPUT, positional_only))
+        else:
+            params.append(Param(p.name, ArgSource.ITEM, positional_only))  # decided below
+            free.append(p)
+
+    # The one parameter that no name claims takes the obvious value: the element of a map step,
+    # the single dependency's output, or the workflow input of a root step.
+    obvious: tuple[ArgSource, str | None] | None
+    if is_map:
+        obvious = (ArgSource.ITEM, None)
+    elif len(deps) == 1:
+        obvious = (ArgSource.DEPENDENCY, deps[0])
+    elif not deps:
+        obvious = (ArgSource.INPUT, None)
+    else:
+        obvious = None
+    required_free = [p for p in free if p.default is p.empty]
+    if obvious is not None and len(free) == 1:
+        index = next(i for i, param in enumerate(params) if param.name == free[0].name)
+        params[index] = Param(free[0].name, obvious[0], params[index].positional_only, obvious[1])
+        return tuple(params)
+    if required_free:
+        names = ", ".join(repr(p.name) for p in required_free)
+        known = f"its dependencies ({', '.join(deps)})" if deps else "no dependencies"
+        raise WorkflowDefinitionError(
+            f"{where}: parameter {names} cannot be bound: the step has {known}; a parameter "
+            "must be named after a dependency, 'input' or 'ctx'"
+            + (", or be the step's single other parameter" if obvious is not None else "")
+        )
+    # Free parameters with defaults keep their defaults.
+    return tuple(p for p in params if p.name not in {f.name for f in free})
+
+
+def _find_cycle(steps: Mapping[str, Step]) -> list[str] | None:
+    """A dependency cycle among the declared steps, as a path, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for dep in steps[name].depends_on:
+            if dep not in steps:
+                continue  # a forward reference, checked by validate()
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in steps:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """How one step is run: attempts, timeout and backoff, after every override is applied."""
+
+    max_attempts: int
+    timeout: float
+    backoff: Backoff
+
+
+def resolve_options(
+    workflow: Workflow,
+    step: Step,
+    *,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: Backoff | None = None,
+) -> StepOptions:
+    """A step's own setting wins, then the caller's, then the workflow's, then the defaults."""
+    key = (step.name, max_attempts, timeout, backoff)
+    cached = workflow._options.get(key)
+    if cached is not None:
+        return cached
+    options = workflow._options[key] = StepOptions(
+        max_attempts=_first(step.max_attempts, max_attempts, workflow.max_attempts)
+        or DEFAULT_MAX_ATTEMPTS,
+        timeout=_first(step.timeout, timeout, workflow.timeout) or DEFAULT_TIMEOUT,
+        backoff=_first(step.backoff, backoff, workflow.backoff) or DEFAULT_BACKOFF,
+    )
+    return options
+
+
+T = TypeVar("T")
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
