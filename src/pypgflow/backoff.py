@@ -17,8 +17,9 @@ from pypgflow.errors import InvalidArgument
 class Backoff:
     """Exponential backoff: the delay after failed attempt *n* is ``base * factor ** (n - 1)``.
 
-    ``max`` caps the delay; ``jitter`` is a fraction (0 to 1) by which each delay is spread at
-    random, up or down, so retries of many runs do not arrive together.
+    ``max`` caps the delay (jitter included); ``jitter`` is a fraction (0 to 1) by which each delay
+    is spread at random, up or down, so retries of many runs do not arrive together. With the
+    default ``Backoff()`` the delays are about 1 s, 10 s, 100 s, 1000 s, then 3600 s.
     """
 
     base: float = 1.0
@@ -27,6 +28,10 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
+        for field_name in ("base", "factor", "max", "jitter"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgument(f"Backoff {field_name} must be a number, got {value!r}")
         if not self.base >= 0:
             raise InvalidArgument(f"Backoff base must be >= 0, got {self.base!r}")
         if not self.factor >= 1:
@@ -47,7 +52,8 @@ class Backoff:
         delay = min(delay, self.max)
         if self.jitter:
             delay *= 1.0 + self.jitter * (2.0 * rand() - 1.0)
-        return max(0.0, delay)
+        # ``max`` is a hard cap: jitter spreads capped delays downwards only.
+        return min(max(0.0, delay), self.max)
 
     def to_dict(self) -> dict[str, float]:
         return {"base": self.base, "factor": self.factor, "max": self.max, "jitter": self.jitter}

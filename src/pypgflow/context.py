@@ -1,7 +1,9 @@
 """What a running step knows about itself: :class:`StepContext`, and the logger that carries it.
 
-Every log record pypgflow writes about a step carries ``run_id``, ``workflow``, ``step`` and
-``attempt`` as record attributes, so a formatter or a JSON log handler can show them.
+Every log record pypgflow writes about a run carries ``run_id``, ``workflow``, ``step``,
+``attempt``, ``task_index`` and ``event`` as record attributes (``None`` where one does not apply,
+e.g. ``step`` on a workflow-level record), so a formatter such as
+``"%(run_id)s %(step)s#%(attempt)s %(message)s"`` or a JSON log handler can show them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger("pypgflow")
+# A library never prints: without this, records of WARNING and above would reach logging's
+# "last resort" handler (stderr) in a program that has not configured logging.
+logger.addHandler(logging.NullHandler())
+
+#: The attributes every pypgflow record about a run carries (None where they do not apply).
+RECORD_CONTEXT = ("run_id", "workflow", "step", "attempt", "task_index", "event")
 
 
 class ContextLogger(logging.LoggerAdapter[logging.Logger]):
@@ -28,7 +36,8 @@ class ContextLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 def context_logger(name: str = "pypgflow", **context: Any) -> ContextLogger:
-    return ContextLogger(logging.getLogger(name), context)
+    """A :class:`ContextLogger` whose records carry every attribute of :data:`RECORD_CONTEXT`."""
+    return ContextLogger(logging.getLogger(name), {**dict.fromkeys(RECORD_CONTEXT), **context})
 
 
 @dataclass

@@ -56,10 +56,18 @@ class AttemptError:
     message: str
     traceback: str
     task_index: int | None = None
+    #: the worker instance that ran the attempt (durable runs only)
+    instance_id: str | None = None
 
     @classmethod
     def from_exception(
-        cls, exc: BaseException, *, step: str, attempt: int, task_index: int | None = None
+        cls,
+        exc: BaseException,
+        *,
+        step: str,
+        attempt: int,
+        task_index: int | None = None,
+        instance_id: str | None = None,
     ) -> AttemptError:
         return cls(
             step=step,
@@ -68,6 +76,7 @@ class AttemptError:
             message=str(exc),
             traceback="".join(traceback_module.format_exception(exc)),
             task_index=task_index,
+            instance_id=instance_id,
         )
 
     @classmethod
@@ -79,6 +88,7 @@ class AttemptError:
             message=str(data.get("message", "")),
             traceback=str(data.get("traceback", "")),
             task_index=data.get("task_index"),
+            instance_id=data.get("instance_id"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,18 +113,20 @@ class WorkflowFailed(PypgflowError):
         errors: list[AttemptError] | tuple[AttemptError, ...] = (),
         run_id: str | None = None,
     ) -> None:
-        self.workflow = workflow
-        self.step = step
-        self.attempts = attempts
-        self.errors: tuple[AttemptError, ...] = tuple(errors)
-        self.run_id = run_id
-        if message is None and self.errors:
-            last = self.errors[-1]
+        errors = tuple(errors)
+        if message is None and errors:
+            last = errors[-1]
             message = (
                 f"workflow {workflow!r} failed at step {last.where!r} after {attempts} "
                 f"attempt{'s' if attempts != 1 else ''}: {last.type}: {last.message}"
             )
+        # First, so that StepTimeout.__init__ (next in WorkflowTimedOut's MRO) cannot reset `step`.
         super().__init__(message)
+        self.workflow = workflow
+        self.step = step
+        self.attempts = attempts
+        self.errors: tuple[AttemptError, ...] = errors
+        self.run_id = run_id
 
 
 class WorkflowTimedOut(WorkflowFailed, StepTimeout):
@@ -136,6 +148,19 @@ class WorkflowTimedOut(WorkflowFailed, StepTimeout):
         )
         self.timeout = timeout.timeout
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default would call WorkflowTimedOut(message) on unpickling, which needs two arguments.
+        return (_restore_exception, (type(self), self.args, self.__dict__))
+
+
+def _restore_exception(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 class RunCancelled(PypgflowError):
     """The run was cancelled."""
@@ -143,6 +168,10 @@ class RunCancelled(PypgflowError):
     def __init__(self, message: str | None = None, *, run_id: str | None = None) -> None:
         super().__init__(message or (f"run {run_id} was cancelled" if run_id else None))
         self.run_id = run_id
+
+
+class ResultTimeout(PypgflowError, TimeoutError):
+    """The run did not finish in time."""
 
 
 class RunNotFound(PypgflowError, LookupError):

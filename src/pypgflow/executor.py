@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
+import queue
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, Literal
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Backoff
 from pypgflow.context import StepContext, context_logger
@@ -43,18 +46,89 @@ RetryMode = Literal["workflow", "step"]
 Sleep = Callable[[float], Awaitable[None]]
 
 _MISSING: Any = object()
-_shared_pool: ThreadPoolExecutor | None = None
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _DaemonThreadPool(Executor):
+    """A bounded pool of daemon threads for sync steps.
+
+    Like :class:`~concurrent.futures.ThreadPoolExecutor`, except that its threads are daemons: a sync
+    step abandoned at its timeout (a thread cannot be killed) must not keep the interpreter from
+    exiting, which ThreadPoolExecutor's exit hook, joining every worker, would do.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "pypgflow-step") -> None:
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.put((future, lambda: fn(*args, **kwargs)))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)  # wake the next worker, which exits too
+                return
+            future, call = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = call()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    del exc
+                else:
+                    future.set_result(result)
+                    del result
+            del future, call
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+_shared_pool: _DaemonThreadPool | None = None
 _shared_pool_lock = threading.Lock()
 
 
-def _default_pool() -> ThreadPoolExecutor:
+def _default_pool() -> _DaemonThreadPool:
     """One thread pool for sync steps, shared by every execution in this process."""
     global _shared_pool
     with _shared_pool_lock:
         if _shared_pool is None:
-            _shared_pool = ThreadPoolExecutor(
-                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="pypgflow-step"
-            )
+            _shared_pool = _DaemonThreadPool(min(32, (os.cpu_count() or 1) + 4))
             atexit.register(_shared_pool.shutdown, wait=False, cancel_futures=True)
         return _shared_pool
 
@@ -87,12 +161,30 @@ class MapInputError(PypgflowError, TypeError):
 class _StepFailed(Exception):
     """A step failed for good in this pass; carries what WorkflowFailed needs."""
 
-    def __init__(self, step: str, attempts: int, cause: BaseException, retryable: bool = True):
+    def __init__(
+        self,
+        step: str,
+        attempts: int,
+        cause: BaseException,
+        retryable: bool = True,
+        *,
+        task_index: int | None = None,
+    ):
         super().__init__(step)
         self.step = step
+        self.task_index = task_index
         self.attempts = attempts
         self.cause = cause
         self.retryable = retryable
+
+    @property
+    def where(self) -> str:
+        return self.step if self.task_index is None else f"{self.step}[{self.task_index}]"
+
+
+def _check_int(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidArgument(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def execute(
@@ -181,12 +273,16 @@ class _Execution:
             raise InvalidArgument(f"execute() takes a Workflow, got {type(workflow).__name__}")
         if retry not in ("workflow", "step"):
             raise InvalidArgument(f"retry must be 'workflow' or 'step', got {retry!r}")
-        if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
-            raise InvalidArgument(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        _check_int("max_attempts", max_attempts)
+        _check_int("max_workers", max_workers)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0)
+        ):
             raise InvalidArgument(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise InvalidArgument(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise InvalidArgument(f"backoff must be a pypgflow.Backoff, got {backoff!r}")
+        if sleep is not None and not callable(sleep):
+            raise InvalidArgument(f"sleep must be an async callable, got {sleep!r}")
         self.workflow = workflow.validate()
         self.input = input
         self.retry = retry
@@ -200,17 +296,28 @@ class _Execution:
         }
         self.max_workers = max_workers
         self.pool: Executor | None = None
+        self.process_slots: asyncio.Semaphore | None = None
         self.sleep: Sleep = sleep or asyncio.sleep
         self.inline = False
         self.run_id = uuid.uuid4().hex
         self.errors: list[AttemptError] = []
         self.log = context_logger(run_id=self.run_id, workflow=workflow.name)
+        self.debug = False
         self.dependents = workflow.dependents()
 
     async def run(self) -> Any:
-        own_pool = ThreadPoolExecutor(self.max_workers) if self.max_workers else None
+        own_pool = _DaemonThreadPool(self.max_workers) if self.max_workers else None
         self.pool = own_pool or _default_pool()
-        self.log.info("workflow %s started (run %s)", self.workflow.name, self.run_id)
+        # Child processes are costly: process-isolated steps (and map elements) take turns.
+        self.process_slots = asyncio.Semaphore(self.max_workers or max(2, os.cpu_count() or 1))
+        self.debug = self.log.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter()
+        self.log.info(
+            "workflow %s started (run %s)",
+            self.workflow.name,
+            self.run_id,
+            extra={"event": "workflow.started"},
+        )
         try:
             if self.retry == "step":
                 try:
@@ -220,12 +327,29 @@ class _Execution:
             else:
                 result = await self._run_with_workflow_retries()
         except WorkflowFailed as failure:
-            self.log.error("workflow %s failed: %s", self.workflow.name, failure.message)
+            self.log.error(
+                "workflow %s failed: %s",
+                self.workflow.name,
+                failure.message,
+                extra={
+                    "event": "workflow.failed",
+                    "step": failure.step,
+                    "attempt": failure.attempts,
+                    "elapsed": time.perf_counter() - started,
+                },
+            )
             raise
         finally:
             if own_pool is not None:
                 own_pool.shutdown(wait=False, cancel_futures=True)
-        self.log.info("workflow %s completed (run %s)", self.workflow.name, self.run_id)
+        elapsed = time.perf_counter() - started
+        self.log.info(
+            "workflow %s completed in %.3f s (run %s)",
+            self.workflow.name,
+            elapsed,
+            self.run_id,
+            extra={"event": "workflow.succeeded", "elapsed": elapsed},
+        )
         return result
 
     async def _run_with_workflow_retries(self) -> Any:
@@ -241,9 +365,15 @@ class _Execution:
                     "workflow %s attempt %d failed at step %s; retrying from the first step in %.3g s",
                     self.workflow.name,
                     attempt,
-                    failed.step,
+                    failed.where,
                     delay,
-                    extra={"step": failed.step, "attempt": attempt},
+                    extra={
+                        "event": "workflow.retrying",
+                        "step": failed.step,
+                        "attempt": attempt,
+                        "task_index": failed.task_index,
+                        "delay": delay,
+                    },
                 )
                 await self.sleep(delay)
                 attempt += 1
@@ -272,17 +402,19 @@ class _Execution:
                 while ready:
                     name = ready.popleft()
                     step = steps[name]
-                    run = self._run_step(step, outputs, workflow_attempt, step_retries)
                     if self._can_inline(step) and not ready and not running:
                         # Nothing else can run meanwhile: call it here, no task, no thread.
-                        outputs[name] = await run
+                        outputs[name] = await self._run_step(
+                            step, outputs, workflow_attempt, step_retries, inline=True
+                        )
                         self._release(name, remaining, ready)
                     else:
+                        run = self._run_step(step, outputs, workflow_attempt, step_retries)
                         running[asyncio.ensure_future(run)] = name
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                for task in _failed_first(done):
                     name = running.pop(task)
                     outputs[name] = task.result()
                     self._release(name, remaining, ready)
@@ -300,10 +432,18 @@ class _Execution:
         return self.inline and not step.is_async and not step.is_map and step.isolation == "thread"
 
     async def _run_step(
-        self, step: Step, outputs: Mapping[str, Any], workflow_attempt: int, step_retries: bool
+        self,
+        step: Step,
+        outputs: Mapping[str, Any],
+        workflow_attempt: int,
+        step_retries: bool,
+        *,
+        inline: bool = False,
     ) -> Any:
         if not step.is_map:
-            return await self._run_attempts(step, outputs, workflow_attempt, step_retries)
+            return await self._run_attempts(
+                step, outputs, workflow_attempt, step_retries, inline=inline
+            )
         items = self.input if step.map_over is None else outputs[step.map_over]
         if not isinstance(items, list):
             source = "the workflow input" if step.map_over is None else f"step {step.map_over!r}"
@@ -325,6 +465,10 @@ class _Execution:
         try:
             if tasks:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # Raise the first element's failure; the elements still running are cancelled below.
+            for task in _failed_first(tasks):
+                if task.done():
+                    task.result()
             return [task.result() for task in tasks]
         finally:
             await _cancel_all(tasks)
@@ -338,10 +482,11 @@ class _Execution:
         *,
         index: int | None = None,
         item: Any = _MISSING,
+        inline: bool = False,
     ) -> Any:
         options = self.options[step.name]
         attempt = 1 if step_retries else workflow_attempt
-        inline = index is None and self._can_inline(step)
+        where = step.name if index is None else f"{step.name}[{index}]"
         while True:
             ctx = (
                 StepContext(self.run_id, self.workflow.name, step.name, attempt, index)
@@ -349,17 +494,38 @@ class _Execution:
                 else None
             )
             args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
-            try:
-                return await call_step(
-                    step, args, kwargs, timeout=options.timeout, pool=self.pool, inline=inline
+            started = 0.0
+            if self.debug:
+                started = time.perf_counter()
+                self.log.debug(
+                    "step %s attempt %d started",
+                    where,
+                    attempt,
+                    extra=_extra("step.started", step, attempt, index),
                 )
+            try:
+                if step.isolation == "process":
+                    assert self.process_slots is not None
+                    async with self.process_slots:
+                        result = await call_step(
+                            step, args, kwargs, timeout=options.timeout, pool=None
+                        )
+                else:
+                    result = await call_step(
+                        step, args, kwargs, timeout=options.timeout, pool=self.pool, inline=inline
+                    )
+            except asyncio.CancelledError:
+                if ctx is not None:
+                    ctx.cancel()  # tell a sync step still running in its thread to stop
+                raise
             except Exception as exc:
+                if ctx is not None and isinstance(exc, StepTimeout):
+                    ctx.cancel()
                 self.errors.append(
                     AttemptError.from_exception(
                         exc, step=step.name, attempt=attempt, task_index=index
                     )
                 )
-                where = step.name if index is None else f"{step.name}[{index}]"
                 last = not step_retries or attempt >= options.max_attempts
                 self.log.warning(
                     "step %s attempt %d failed: %s: %s",
@@ -367,31 +533,66 @@ class _Execution:
                     attempt,
                     type(exc).__name__,
                     exc,
-                    extra={"step": step.name, "attempt": attempt, "task_index": index},
+                    extra=_extra("step.failed", step, attempt, index),
                 )
                 if last:
-                    raise _StepFailed(where, attempt, exc) from exc
+                    raise _StepFailed(step.name, attempt, exc, task_index=index) from exc
                 delay = options.backoff.delay(attempt)
                 self.log.info(
-                    "step %s will retry in %.3g s",
+                    "step %s will retry in %.3g s (attempt %d of %d)",
                     where,
                     delay,
-                    extra={"step": step.name, "attempt": attempt, "task_index": index},
+                    attempt + 1,
+                    options.max_attempts,
+                    extra={**_extra("step.retrying", step, attempt, index), "delay": delay},
                 )
                 await self.sleep(delay)
                 attempt += 1
+            else:
+                if self.debug:
+                    elapsed = time.perf_counter() - started
+                    self.log.debug(
+                        "step %s attempt %d succeeded in %.3f s",
+                        where,
+                        attempt,
+                        elapsed,
+                        extra={
+                            **_extra("step.succeeded", step, attempt, index),
+                            "elapsed": elapsed,
+                        },
+                    )
+                return result
+
+
+def _extra(event: str, step: Step, attempt: int, index: int | None) -> dict[str, Any]:
+    return {"event": event, "step": step.name, "attempt": attempt, "task_index": index}
 
 
 def _wants_context(step: Step) -> bool:
     return any(p.source is ArgSource.CONTEXT for p in step.params)
 
 
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
+
+
+def _failed_first(tasks: Iterable[_F]) -> list[_F]:
+    """Finished tasks that failed, then the others, each group in the given order."""
+    ordered = list(tasks)
+    failed = [t for t in ordered if t.done() and not t.cancelled() and t.exception() is not None]
+    return failed + [t for t in ordered if t not in failed]
+
+
 async def _cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what still runs and wait for it; consume the failures nobody else will read."""
+    tasks = list(tasks)
     pending = [t for t in tasks if not t.done()]
     for task in pending:
         task.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # marks it retrieved: no "Task exception was never retrieved"
 
 
 __all__ = ["MapInputError", "RetryMode", "execute", "execute_async"]

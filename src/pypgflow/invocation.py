@@ -18,6 +18,7 @@ import contextvars
 import functools
 import math
 import multiprocessing
+import pickle
 import signal
 import threading
 import traceback
@@ -32,6 +33,15 @@ from pypgflow.workflow import Step
 
 class StepProcessDied(PypgflowError):
     """The child process running a step exited without returning a result."""
+
+
+class StepProcessError(PypgflowError):
+    """A process-isolated step raised an exception that cannot be sent back as itself."""
+
+    def __init__(self, message: str | None = None, *, original_type: str = "") -> None:
+        super().__init__(message)
+        #: the qualified name of the exception's class in the child process
+        self.original_type = original_type
 
 
 async def call_step(
@@ -117,16 +127,23 @@ def alarm_deadlines() -> Iterator[None]:
 def _call_inline(
     step: Step, args: list[Any], kwargs: dict[str, Any], limit: float | None, timeout: float
 ) -> Any:
-    if limit is None:
-        return step.fn(*args, **kwargs)
+    # The step runs inside the executor's event loop, but must see what it would see in a worker
+    # thread: no running loop, so that it may call asyncio.run() (or execute()) itself.
+    loop = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
     try:
-        signal.setitimer(signal.ITIMER_REAL, limit)
-        try:
+        if limit is None:
             return step.fn(*args, **kwargs)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Deadline:
-        raise _timeout(step, timeout) from None
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                return step.fn(*args, **kwargs)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Deadline:
+            raise _timeout(step, timeout) from None
+    finally:
+        asyncio._set_running_loop(loop)
 
 
 # -- in a child process, killed at the deadline ---------------------------------------------------
@@ -135,7 +152,8 @@ def _call_inline(
 def _child_main(
     conn: Connection, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
 ) -> None:
-    """Entry point of the child process: run the function, send back ("ok", result) or ("error", exc)."""
+    """Entry point of the child process: run the function, send back ("ok", result) or
+    ("error", the pickled exception)."""
     try:
         result = fn(*args, **kwargs)
         if asyncio.iscoroutine(result):
@@ -145,9 +163,20 @@ def _child_main(
         text = "".join(traceback.format_exception(exc))
         exc.add_note(f"(raised in the step's child process)\n{text}")
         try:
-            conn.send(("error", exc))
+            if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: not the caller's
+                raise TypeError("not an Exception")
+            # An exception whose class cannot be rebuilt from its args (a custom __init__) pickles
+            # fine and then fails to unpickle in the parent: check the round trip here.
+            payload = pickle.dumps(exc)
+            pickle.loads(payload)
         except Exception:  # the exception itself cannot be sent: send its description
-            conn.send(("error", StepProcessDied(f"{type(exc).__qualname__}: {exc}\n{text}")))
+            payload = pickle.dumps(
+                StepProcessError(
+                    f"{type(exc).__qualname__}: {exc}\n{text}",
+                    original_type=type(exc).__qualname__,
+                )
+            )
+        conn.send(("error", payload))
     finally:
         conn.close()
 
@@ -184,17 +213,29 @@ async def _call_in_process(
         finally:
             loop.remove_reader(receiver.fileno())
             loop.remove_reader(process.sentinel)
+        status: str = "died"
+        payload: Any = None
         if receiver.poll():
             try:
                 status, payload = receiver.recv()
             except EOFError:
-                status, payload = "died", None
-        else:
-            status, payload = "died", None
+                pass
+            except Exception as exc:  # a result that cannot be unpickled here
+                raise StepProcessError(
+                    f"step {step.name!r}: its result could not be received: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         if status == "ok":
             return payload
         if status == "error":
-            raise payload
+            try:
+                error = pickle.loads(payload)
+            except Exception as exc:
+                raise StepProcessError(
+                    f"step {step.name!r}: its error could not be received: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            raise error
         process.join(1.0)
         raise StepProcessDied(
             f"step {step.name!r}: its process exited with code {process.exitcode} "
@@ -206,4 +247,5 @@ async def _call_in_process(
         if process.pid is not None:
             process.join(5.0)  # immediate: the child has exited or was just killed
             process.close()
+        sender.close()
         receiver.close()

@@ -282,7 +282,13 @@ class Workflow:
             raise WorkflowDefinitionError(
                 f"workflow {self.name!r}: a step must be a function, got {fn!r}"
             )
-        step_name = _check_name("step", name if name is not None else fn.__name__)
+        if name is None:
+            name = getattr(fn, "__name__", None)
+            if name is None:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.name!r}: {fn!r} has no __name__: give the step a name="
+                )
+        step_name = _check_name("step", name)
         where = f"workflow {self.name!r}, step {step_name!r}"
         if step_name in _RESERVED_STEP_NAMES:
             raise WorkflowDefinitionError(f"{where}: {step_name!r} is reserved for step parameters")
@@ -291,10 +297,11 @@ class Workflow:
         _check_options(where, max_attempts, timeout, backoff)
         if isolation not in ("thread", "process"):
             raise WorkflowDefinitionError(f"{where}: isolation must be 'thread' or 'process'")
-        if isolation == "process" and ("<locals>" in fn.__qualname__ or fn.__name__ == "<lambda>"):
+        qualname = getattr(fn, "__qualname__", "")
+        if isolation == "process" and ("<locals>" in qualname or "<lambda>" in qualname):
             raise WorkflowDefinitionError(
                 f"{where}: isolation='process' needs a module-level function that a child "
-                f"process can import; {fn.__qualname__!r} is not one"
+                f"process can import; {qualname or fn!r} is not one"
             )
 
         if depends_on is None:
@@ -316,7 +323,7 @@ class Workflow:
             fn=fn,
             depends_on=deps,
             params=params,
-            is_async=inspect.iscoroutinefunction(fn),
+            is_async=_is_async(fn),
             max_attempts=max_attempts,
             timeout=None if timeout is None else float(timeout),
             backoff=backoff,
@@ -469,11 +476,26 @@ def _bind_parameters(
         obvious = (ArgSource.INPUT, None)
     else:
         obvious = None
+    # That parameter is the only free one, or the only free one without a default value; and only
+    # if no parameter already takes that value by name (``input``, or the dependency's name).
+    if obvious is not None and any(
+        param.source is obvious[0] and param.dependency == obvious[1]
+        for param in params
+        if param.source is not ArgSource.ITEM
+    ):
+        obvious = None
     required_free = [p for p in free if p.default is p.empty]
-    if obvious is not None and len(free) == 1:
-        index = next(i for i, param in enumerate(params) if param.name == free[0].name)
-        params[index] = Param(free[0].name, obvious[0], params[index].positional_only, obvious[1])
-        return tuple(params)
+    taker: inspect.Parameter | None = None
+    if obvious is not None:
+        if len(free) == 1:
+            taker = free[0]
+        elif len(required_free) == 1:
+            taker = required_free[0]
+    if taker is not None:
+        assert obvious is not None
+        index = next(i for i, param in enumerate(params) if param.name == taker.name)
+        params[index] = Param(taker.name, obvious[0], params[index].positional_only, obvious[1])
+        required_free = []
     if required_free:
         names = ", ".join(repr(p.name) for p in required_free)
         known = f"its dependencies ({', '.join(deps)})" if deps else "no dependencies"
@@ -482,8 +504,30 @@ def _bind_parameters(
             "must be named after a dependency, 'input' or 'ctx'"
             + (", or be the step's single other parameter" if obvious is not None else "")
         )
-    # Free parameters with defaults keep their defaults.
-    return tuple(p for p in params if p.name not in {f.name for f in free})
+    # Other free parameters keep their defaults: they are not passed at all, which a positional-only
+    # parameter allows only when no bound positional-only parameter comes after it.
+    kept: list[Param] = []
+    dropped: str | None = None
+    for param in params:
+        if any(f.name == param.name for f in free) and (taker is None or taker.name != param.name):
+            if param.positional_only:
+                dropped = param.name
+            continue
+        if param.positional_only and dropped is not None:
+            raise WorkflowDefinitionError(
+                f"{where}: parameter {dropped!r} cannot be bound: it is positional-only, keeps its "
+                f"default, and comes before {param.name!r}, which must be passed"
+            )
+        kept.append(param)
+    return tuple(kept)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions, also behind functools.partial or as an object's ``async __call__``."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - the method itself, not callable()
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
 def _find_cycle(steps: Mapping[str, Step]) -> list[str] | None:

@@ -1,0 +1,551 @@
+"""App: what users touch to run workflows durably. Start runs, query them, cancel, retry, work.
+
+The App validates everything before it writes (JSON inputs, options, known workflows), asks
+orchestration to build each run, and hands the result to its engine. It holds no SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from pypgflow import orchestration
+from pypgflow.backoff import Backoff
+from pypgflow.engines.base import Engine, StartRequest
+from pypgflow.errors import (
+    AttemptError,
+    ConfigurationError,
+    InvalidArgument,
+    NotSupported,
+    ResultTimeout,
+    RunCancelled,
+    RunNotFound,
+    UnknownWorkflow,
+    WorkflowFailed,
+)
+from pypgflow.executor import MapInputError
+from pypgflow.records import InstanceInfo, RunInfo
+from pypgflow.serialization import dumps
+from pypgflow.status import RunStatus
+from pypgflow.workflow import Workflow
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DATABASE_URL_ENV = "PYPGFLOW_DATABASE_URL"
+DEFAULT_STALE_AFTER = 30.0
+
+
+def default_instance_id() -> str:
+    """PYPGFLOW_INSTANCE_ID, else INSTANCE_ID, else host-pid-random."""
+    explicit = os.environ.get("PYPGFLOW_INSTANCE_ID") or os.environ.get("INSTANCE_ID")
+    if explicit:
+        return explicit
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def engine_for_url(url: str, *, schema: str) -> Engine:
+    """The engine a database URL names."""
+    if url.startswith(("postgresql://", "postgres://")) or "=" in url.split("://")[0]:
+        from pypgflow.engines.postgres.engine import PostgresEngine
+
+        return PostgresEngine(url, schema=schema)
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise ConfigurationError(
+        f"unsupported database URL scheme {scheme!r}: use postgresql://user@host:port/dbname"
+    )
+
+
+class Run:
+    """A handle on a started run: its id, and ways to wait for it or act on it."""
+
+    def __init__(self, app: App, run_id: str) -> None:
+        self.app = app
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def status(self) -> RunStatus:
+        result = self.app.engine.run_result(self.id)
+        if result is None:
+            raise RunNotFound(f"no run with id {self.id}")
+        return result.status
+
+    async def status_async(self) -> RunStatus:
+        return await asyncio.to_thread(self.status)
+
+    def info(self) -> RunInfo:
+        return self.app.get_run(self.id)
+
+    def result(self, timeout: float | None = 10.0) -> Any:
+        """Wait for the run to finish and return its result.
+
+        Raises WorkflowFailed (with every attempt's error) if it failed, RunCancelled if it was
+        cancelled, ResultTimeout (a TimeoutError) if it is still going after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            outcome = self._outcome()
+            if outcome is not None:
+                return outcome()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"run {self.id} did not finish within {timeout:g} s")
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(pause * 1.5, 0.1)
+
+    async def result_async(self, timeout: float | None = 10.0) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            outcome = await asyncio.to_thread(self._outcome)
+            if outcome is not None:
+                return outcome()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"run {self.id} did not finish within {timeout:g} s")
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(wait)
+            pause = min(pause * 1.5, 0.1)
+
+    def _outcome(self) -> Callable[[], Any] | None:
+        """None while the run is going; else a function that returns its result or raises."""
+        result = self.app.engine.run_result(self.id)
+        if result is None:
+            raise RunNotFound(f"no run with id {self.id}")
+        if result.status is RunStatus.COMPLETED:
+            output = result.output
+            return lambda: output
+        if result.status is RunStatus.CANCELLED:
+
+            def cancelled() -> Any:
+                raise RunCancelled(run_id=self.id)
+
+            return cancelled
+        if result.status is RunStatus.FAILED:
+            failure = self.app._failure(self.id, result.error or {})
+
+            def failed() -> Any:
+                raise failure
+
+            return failed
+        return None
+
+    def cancel(self) -> bool:
+        return self.app.cancel(self.id)
+
+    def retry(self) -> bool:
+        return self.app.retry(self.id)
+
+
+class Job(Generic[P, R]):
+    """A plain background job: a one-step workflow. Call it to run the function here, now;
+    ``enqueue`` to run it durably on a worker."""
+
+    def __init__(self, app: App, fn: Callable[P, R], workflow: Workflow, queue: str) -> None:
+        self.app = app
+        self.fn = fn
+        self.workflow = workflow
+        self.queue = queue
+        self.__name__ = getattr(fn, "__name__", workflow.name)
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def enqueue(self, args: Any = None, **options: Any) -> Run:
+        """Start the job durably; ``options`` are those of ``App.start`` (queue, delay, ...)."""
+        options.setdefault("queue", self.queue)
+        return self.app.start(self.workflow, args, **options)
+
+    async def enqueue_async(self, args: Any = None, **options: Any) -> Run:
+        options.setdefault("queue", self.queue)
+        return await self.app.start_async(self.workflow, args, **options)
+
+
+class App:
+    """Durable workflows on a database: ``App("postgresql://...")``, or ``App()`` to read
+    ``PYPGFLOW_DATABASE_URL``. Safe to share between threads (a connection pool inside).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        workflows: Iterable[Workflow] = (),
+        schema: str = "pypgflow",
+        instance_id: str | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        if engine is None:
+            url = url or os.environ.get(DATABASE_URL_ENV)
+            if not url:
+                raise ConfigurationError(
+                    f"no database URL: pass App('postgresql://user@host:5432/dbname') or set "
+                    f"{DATABASE_URL_ENV}"
+                )
+            engine = engine_for_url(url, schema=schema)
+        self.engine = engine
+        self.url = url
+        self.instance_id = instance_id or default_instance_id()
+        self.workflows: dict[str, Workflow] = {}
+        for flow in workflows:
+            self.register(flow)
+
+    def __repr__(self) -> str:
+        return f"App(engine={type(self.engine).__name__}, workflows={list(self.workflows)})"
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # -- definitions ---------------------------------------------------------------------------
+
+    def register(self, workflow: Workflow) -> Workflow:
+        """Make ``workflow`` known to this app: its workers run it, ``start`` accepts its name."""
+        if not isinstance(workflow, Workflow):
+            raise InvalidArgument(f"register() takes a Workflow, got {type(workflow).__name__}")
+        workflow.validate()
+        known = self.workflows.get(workflow.name)
+        if known is not None and known is not workflow:
+            raise InvalidArgument(f"another workflow named {workflow.name!r} is already registered")
+        self.workflows[workflow.name] = workflow
+        return workflow
+
+    def job(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Declare a background job (a one-step workflow named after the function)."""
+
+        def decorate(func: Callable[P, R]) -> Job[P, R]:
+            flow = Workflow(name or func.__name__)
+            flow.step(
+                name=func.__name__, max_attempts=max_attempts, timeout=timeout, backoff=backoff
+            )(func)
+            self.register(flow)
+            return Job(self, func, flow, _check_queue(queue))
+
+        return decorate(fn) if fn is not None else decorate
+
+    def workflow(self, name_or_flow: str | Workflow) -> Workflow:
+        if isinstance(name_or_flow, Workflow):
+            return name_or_flow.validate()
+        if isinstance(name_or_flow, Job):
+            return name_or_flow.workflow
+        try:
+            return self.workflows[name_or_flow]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise UnknownWorkflow(
+                f"no workflow named {name_or_flow!r} is registered with this app (registered: "
+                f"{known})"
+            ) from None
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Create or upgrade the database schema (idempotent); returns the versions applied."""
+        return self.engine.migrate()
+
+    async def migrate_async(self) -> list[int]:
+        return await asyncio.to_thread(self.migrate)
+
+    # -- starting runs -------------------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: str | Workflow,
+        input: Any = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        connection: Any = None,
+    ) -> Run:
+        """Start a run of ``workflow`` on ``input``. Nothing is written if anything is invalid.
+
+        ``connection``: a psycopg connection whose transaction the run joins; it exists only if
+        that transaction commits.
+        """
+        request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
+        self._check_connection(connection)
+        (run_id,) = self.engine.start_runs([request], connection=connection)
+        return Run(self, run_id)
+
+    async def start_async(
+        self,
+        workflow: str | Workflow,
+        input: Any = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        connection: Any = None,
+    ) -> Run:
+        request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
+        self._check_connection(connection)
+        (run_id,) = await self.engine.start_runs_async([request], connection=connection)
+        return Run(self, run_id)
+
+    def start_many(
+        self,
+        workflow: str | Workflow,
+        inputs: Iterable[Any],
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        connection: Any = None,
+    ) -> list[Run]:
+        """Start one run per input in a single round trip; all or nothing."""
+        requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
+        self._check_connection(connection)
+        return [Run(self, run_id) for run_id in self.engine.start_runs(requests, connection)]
+
+    async def start_many_async(
+        self,
+        workflow: str | Workflow,
+        inputs: Iterable[Any],
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        connection: Any = None,
+    ) -> list[Run]:
+        requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
+        self._check_connection(connection)
+        ids = await self.engine.start_runs_async(requests, connection)
+        return [Run(self, run_id) for run_id in ids]
+
+    def _check_connection(self, connection: Any) -> None:
+        if connection is not None and not self.engine.supports_transactional_start:
+            raise NotSupported(
+                f"connection= (starting a run inside your own transaction) needs PostgreSQL; "
+                f"{type(self.engine).__name__} cannot do it"
+            )
+
+    def _requests(
+        self,
+        workflow: str | Workflow,
+        inputs: Iterable[Any],
+        queue: str,
+        priority: int,
+        delay: float | timedelta | None,
+        run_at: datetime | None,
+    ) -> list[StartRequest]:
+        if isinstance(inputs, str | bytes | dict) or not isinstance(inputs, Iterable):
+            raise InvalidArgument("start_many() takes an iterable of inputs, one per run")
+        return [
+            self._request(workflow, item, queue, priority, delay, run_at, None, index=i)
+            for i, item in enumerate(inputs)
+        ]
+
+    def _request(
+        self,
+        workflow: str | Workflow,
+        input: Any,
+        queue: str,
+        priority: int,
+        delay: float | timedelta | None,
+        run_at: datetime | None,
+        idempotency_key: str | None,
+        *,
+        index: int | None = None,
+    ) -> StartRequest:
+        flow = self.workflow(workflow)
+        what = "the input" if index is None else f"input {index}"
+        input_json = dumps(input, what=f"{what} of workflow {flow.name!r}")
+        _check_queue(queue)
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+            raise InvalidArgument(
+                f"priority must be an integer from 0 (first) to 9, got {priority!r}"
+            )
+        seconds = _delay_seconds(delay)
+        if run_at is not None:
+            if delay is not None:
+                raise InvalidArgument("give delay= or run_at=, not both")
+            if not isinstance(run_at, datetime) or run_at.tzinfo is None:
+                raise InvalidArgument("run_at must be a timezone-aware datetime")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 500
+        ):
+            raise InvalidArgument(
+                "idempotency_key must be a non-empty string of up to 500 characters"
+            )
+        changes = orchestration.Changes()
+        run = orchestration.new_run(
+            flow,
+            run_id=str(uuid.uuid4()),
+            input_json=input_json,
+            queue=queue,
+            priority=priority,
+            changes=changes,
+        )
+        if run.status is RunStatus.FAILED:
+            message = (run.error or {}).get("message", "invalid input")
+            raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
+        return StartRequest(
+            run=run, changes=changes, idempotency_key=idempotency_key, delay=seconds, run_at=run_at
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """A run with its steps (attempts, outputs, errors, timings, instances)."""
+        info = self.engine.get_run(str(run_id))
+        if info is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return info
+
+    async def get_run_async(self, run_id: str) -> RunInfo:
+        return await asyncio.to_thread(self.get_run, run_id)
+
+    def run(self, run_id: str) -> Run:
+        """A handle on an existing run."""
+        self.get_run(run_id)
+        return Run(self, str(run_id))
+
+    def list_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | Workflow | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        """Runs, newest first; filters take the enum or its string value (``"failed"``)."""
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                choices = ", ".join(s.value for s in RunStatus)
+                raise InvalidArgument(f"unknown run status {status!r} (one of {choices})") from None
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
+        return self.engine.list_runs(status=status, workflow=name, limit=limit)
+
+    async def list_runs_async(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | Workflow | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        return await asyncio.to_thread(self.list_runs, status, workflow, limit)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: pending steps are cancelled, running ones see ``ctx.cancelled`` (async
+        ones are cancelled). False if the run had already finished."""
+        return self.engine.cancel_run(str(run_id))
+
+    async def cancel_async(self, run_id: str) -> bool:
+        return await asyncio.to_thread(self.cancel, run_id)
+
+    def retry(self, run_id: str) -> bool:
+        """Resume a failed (or cancelled) run from its unfinished steps; completed steps are not
+        run again. False if the run is not failed or cancelled."""
+        return self.engine.resume_run(str(run_id))
+
+    async def retry_async(self, run_id: str) -> bool:
+        return await asyncio.to_thread(self.retry, run_id)
+
+    def _failure(self, run_id: str, error: dict[str, Any]) -> WorkflowFailed:
+        info = self.engine.get_run(run_id)
+        errors: list[AttemptError] = []
+        if info is not None:
+            for step_info in info.steps:
+                errors.extend(step_info.errors)
+        errors.sort(key=lambda e: (e.attempt, e.step))
+        step = str(error.get("step", ""))
+        attempts = int(error.get("attempts", 0))
+        message = (
+            f"workflow {info.workflow if info else '?'!r} run {run_id} failed at step {step!r} "
+            f"after {attempts} attempt{'s' if attempts != 1 else ''}: "
+            f"{error.get('type', 'Error')}: {error.get('message', '')}"
+        )
+        return WorkflowFailed(
+            message,
+            workflow=info.workflow if info else "",
+            step=step,
+            attempts=attempts,
+            errors=errors,
+            run_id=run_id,
+        )
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def instances(self, *, stale_after: float = DEFAULT_STALE_AFTER) -> list[InstanceInfo]:
+        """Registered worker instances, ``offline`` once their heartbeat is older than
+        ``stale_after`` seconds."""
+        return self.engine.list_instances(stale_after=stale_after)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def run_worker(
+        self, queues: dict[str, int] | Sequence[str] | None = None, **options: Any
+    ) -> None:
+        """Run a worker in this thread until SIGTERM/SIGINT (graceful) or ``stop()``."""
+        from pypgflow.worker import Worker
+
+        Worker(self, queues, **options).run()
+
+    async def run_worker_async(
+        self, queues: dict[str, int] | Sequence[str] | None = None, **options: Any
+    ) -> None:
+        from pypgflow.worker import Worker
+
+        await Worker(self, queues, **options).run_async()
+
+
+def _check_queue(queue: Any) -> str:
+    if not isinstance(queue, str) or not queue or len(queue) > 100:
+        raise InvalidArgument(
+            f"queue must be a non-empty name of up to 100 characters, got {queue!r}"
+        )
+    return queue
+
+
+def _delay_seconds(delay: float | timedelta | None) -> float:
+    if delay is None:
+        return 0.0
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise InvalidArgument(
+            f"delay must be a number of seconds >= 0 or a timedelta, got {delay!r}"
+        )
+    return float(seconds)

@@ -1,0 +1,787 @@
+"""The PostgreSQL engine: runs, steps and tasks in their own schema; claims with SKIP LOCKED.
+
+Every statement lives in ``queries.sql``; this module binds parameters, batches, and wraps
+driver errors into pypgflow's. The hot path is two round trips per batch of claims and a handful
+per batch of outcomes, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pypgflow import orchestration
+from pypgflow.engines.base import (
+    ClaimedTask,
+    Completed,
+    Engine,
+    Failed,
+    FinishResult,
+    Outcome,
+    RunResult,
+    StartRequest,
+)
+from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
+from pypgflow.errors import (
+    AttemptError,
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidArgument,
+    NotSupported,
+    SchemaNotMigrated,
+)
+from pypgflow.orchestration import Changes, RunState, StepState
+from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.status import RunStatus, StepStatus
+
+logger = logging.getLogger("pypgflow.engine.postgres")
+
+_PACKAGE = "pypgflow.engines.postgres"
+_MIGRATIONS = f"{_PACKAGE}.migrations"
+_MIGRATE_LOCK = 0x7079_7067_666C  # pg_advisory_xact_lock key held while migrating
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<invalid connection string>"
+    host = parts.get("host", "localhost")
+    return f"{parts.get('user', '')}@{host}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+class PostgresEngine(Engine):
+    """Stores everything in one PostgreSQL schema (``pypgflow`` unless told otherwise)."""
+
+    supports_transactional_start = True
+    notifies_other_processes = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "pypgflow",
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"invalid PostgreSQL connection string: {exc}") from None
+        if not schema or not schema.replace("_", "").isalnum():
+            raise InvalidArgument(f"schema must be a plain identifier, got {schema!r}")
+        self.url = url
+        self.schema = schema
+        self.channel = f"{schema}_work"
+        self.connect_timeout = connect_timeout
+        identifier = sql.Identifier(schema)
+        self._queries = {
+            name: sql.SQL(text).format(schema=identifier)
+            for name, text in load_queries(_PACKAGE, "queries.sql").items()
+        }
+        self._schema_sql = sql.SQL(read_sql(_PACKAGE, "schema.sql")).format(schema=identifier)
+        self._migrations = migration_files(_MIGRATIONS)
+        self.latest_version = self._migrations[-1][0]
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            name=f"pypgflow-{schema}",
+        )
+        self._opened = False
+        self._schema_checked = False
+        self._open_lock = threading.Lock()
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self._open_locked()
+
+    def _open_locked(self) -> None:
+        with self._open_lock:
+            if self._opened:
+                return
+            try:  # a direct connection first: its error says what is wrong, a pool timeout would not
+                psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout))).close()
+            except psycopg.Error as exc:
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
+                ) from None
+            self._pool.open(wait=False)
+            self._opened = True
+
+    @contextmanager
+    def _connection(self, *, check_schema: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction, committed on success; errors become pypgflow's."""
+        self._open()
+        if check_schema and not self._schema_checked:
+            self.check_schema()
+        try:
+            with self._pool.connection(timeout=self.connect_timeout) as conn:
+                yield conn
+        except psycopg.errors.UndefinedTable as exc:
+            self._schema_checked = False
+            raise SchemaNotMigrated(
+                f"the pypgflow schema {self.schema!r} is missing in "
+                f"{describe_url(self.url)}: run `pypgflow migrate` (or app.migrate())"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
+            ) from exc
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(
+                f"no connection to PostgreSQL at {describe_url(self.url)} within "
+                f"{self.connect_timeout:g} s"
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL error: {str(exc).strip()}") from exc
+
+    def _q(self, name: str) -> sql.Composed:
+        return self._queries[name]
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._connection(check_schema=False) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            current = self._installed_version(conn)
+            if current is None:
+                conn.execute(self._schema_sql)
+                for version, name, _ in self._migrations:
+                    self._record(conn, version, name)
+                applied = [v for v, _, _ in self._migrations]
+            else:
+                for version, name, text in self._migrations:
+                    if version > current:
+                        conn.execute(sql.SQL(text).format(schema=sql.Identifier(self.schema)))
+                        self._record(conn, version, name)
+                        applied.append(version)
+        self._schema_checked = True
+        if applied:
+            logger.info("migrated schema %s to version %d", self.schema, self.latest_version)
+        return applied
+
+    def migrate_step_by_step(self) -> None:
+        """Apply every migration in order, one transaction each (for tests of the migrations)."""
+        for version, name, text in self._migrations:
+            with self._connection(check_schema=False) as conn:
+                current = self._installed_version(conn) or 0
+                if version > current:
+                    conn.execute(sql.SQL(text).format(schema=sql.Identifier(self.schema)))
+                    self._record(conn, version, name)
+
+    def _record(self, conn: psycopg.Connection[Any], version: int, name: str) -> None:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
+                sql.Identifier(self.schema)
+            ),
+            (version, name),
+        )
+
+    def _installed_version(self, conn: psycopg.Connection[Any]) -> int | None:
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".migrations',)
+        ).fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute(self._q("schema_version")).fetchone()
+        return int(row[0]) if row else 0
+
+    def check_schema(self) -> None:
+        self._open()
+        with self._pool.connection(timeout=self.connect_timeout) as conn:
+            version = self._installed_version(conn)
+        if version is None:
+            raise SchemaNotMigrated(
+                f"the pypgflow schema {self.schema!r} is missing in {describe_url(self.url)}: "
+                "run `pypgflow migrate` (or app.migrate())"
+            )
+        if version < self.latest_version:
+            raise SchemaNotMigrated(
+                f"the pypgflow schema {self.schema!r} is at version {version}, this pypgflow "
+                f"needs {self.latest_version}: run `pypgflow migrate` (or app.migrate())"
+            )
+        if version > self.latest_version:
+            raise SchemaNotMigrated(
+                f"the pypgflow schema {self.schema!r} is at version {version}, newer than this "
+                f"pypgflow knows ({self.latest_version}): upgrade pypgflow"
+            )
+        self._schema_checked = True
+
+    # -- starting runs ---------------------------------------------------------------------
+
+    def start_runs(self, requests: Sequence[StartRequest], connection: Any = None) -> list[str]:
+        if not requests:
+            return []
+        params = _start_params(requests)
+        if connection is not None:
+            if not isinstance(connection, psycopg.Connection):
+                raise InvalidArgument(
+                    "connection= takes a psycopg (3) Connection; for an AsyncConnection use "
+                    "start_async"
+                )
+            return self._insert_runs(connection, requests, params)
+        with self._connection() as conn:
+            return self._insert_runs(conn, requests, params)
+
+    def _insert_runs(
+        self,
+        conn: psycopg.Connection[Any],
+        requests: Sequence[StartRequest],
+        params: dict[str, Any],
+    ) -> list[str]:
+        inserted = {row[0] for row in conn.execute(self._q("insert_runs"), params).fetchall()}
+        ids = self._resolve_ids(conn, requests, inserted)
+        self._notify(conn, {r.run.queue for r in requests if r.run.id in inserted})
+        return ids
+
+    def _resolve_ids(
+        self, conn: psycopg.Connection[Any], requests: Sequence[StartRequest], inserted: set[str]
+    ) -> list[str]:
+        missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
+        existing: dict[str, str] = {}
+        if missing:
+            rows = conn.execute(self._q("runs_by_idempotency_key"), {"keys": missing}).fetchall()
+            existing = {key: run_id for run_id, key in rows}
+        return [
+            r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
+            for r in requests
+        ]
+
+    async def _start_runs_on_async_connection(
+        self, requests: Sequence[StartRequest], connection: Any
+    ) -> list[str]:
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
+        params = _start_params(requests)
+        cursor = await connection.execute(self._q("insert_runs"), params)
+        inserted = {row[0] for row in await cursor.fetchall()}
+        missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
+        existing: dict[str, str] = {}
+        if missing:
+            cursor = await connection.execute(self._q("runs_by_idempotency_key"), {"keys": missing})
+            existing = {key: run_id for run_id, key in await cursor.fetchall()}
+        queues = sorted({r.run.queue for r in requests if r.run.id in inserted})
+        if queues:
+            await connection.execute(self._q("notify"), {"channel": self.channel, "queues": queues})
+        return [
+            r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
+            for r in requests
+        ]
+
+    def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
+        if queues:
+            conn.execute(self._q("notify"), {"channel": self.channel, "queues": sorted(queues)})
+
+    # -- claiming and finishing --------------------------------------------------------------
+
+    def claim_tasks(
+        self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
+    ) -> list[ClaimedTask]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._q("claim_tasks"),
+                {
+                    "queue": queue,
+                    "limit": limit,
+                    "instance_id": instance_id,
+                    "workflows": list(workflows),
+                },
+            ).fetchall()
+        return [
+            ClaimedTask(
+                id=row[0],
+                run_id=row[1],
+                step=row[2],
+                task_index=row[3],
+                workflow=row[4],
+                attempt=row[5],
+                max_attempts=row[6],
+                input=row[7],
+                run_input=row[8],
+                dependency_outputs=row[9] or {},
+            )
+            for row in rows
+        ]
+
+    def mark_runs_running(self, run_ids: Sequence[str]) -> None:
+        with self._connection() as conn:
+            conn.execute(self._q("mark_runs_running"), {"ids": sorted(set(run_ids))})
+
+    def finish_tasks(self, outcomes: Sequence[Outcome]) -> FinishResult:
+        result = FinishResult()
+        if not outcomes:
+            return result
+        completed = [o for o in outcomes if isinstance(o, Completed)]
+        retries = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is not None]
+        finals = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is None]
+        with self._connection() as conn:
+            runs = self._lock_runs(conn, {o.task.run_id for o in completed + finals})
+            changes = Changes()
+            if completed:
+                outputs = {o.task.id: o.output for o in completed}
+                rows = conn.execute(
+                    self._q("complete_tasks"),
+                    {
+                        "ids": [o.task.id for o in completed],
+                        "attempts": [o.task.attempt for o in completed],
+                        "outputs": [o.output for o in completed],
+                    },
+                ).fetchall()
+                result.accepted += len(rows)
+                done = [
+                    orchestration.TaskDone(run_id, step, index, outputs[task_id])
+                    for task_id, run_id, step, index in rows
+                ]
+                orchestration.tasks_completed(runs, done, _Reader(self, conn), changes)
+            if retries:
+                rows = conn.execute(
+                    self._q("retry_tasks"),
+                    {
+                        "ids": [o.task.id for o in retries],
+                        "attempts": [o.task.attempt for o in retries],
+                        "delays": [o.retry_in for o in retries],
+                        "errors": [json.dumps(o.error) for o in retries],
+                    },
+                ).fetchall()
+                result.accepted += len(rows)
+            if finals:
+                errors = {o.task.id: o.error for o in finals}
+                rows = conn.execute(
+                    self._q("fail_tasks"),
+                    {
+                        "ids": [o.task.id for o in finals],
+                        "attempts": [o.task.attempt for o in finals],
+                        "errors": [json.dumps(o.error) for o in finals],
+                    },
+                ).fetchall()
+                result.accepted += len(rows)
+                failed = [
+                    orchestration.TaskFailedForGood(
+                        run_id, step, index, attempt, AttemptError.from_dict(errors[task_id])
+                    )
+                    for task_id, run_id, step, index, attempt in rows
+                ]
+                orchestration.tasks_failed(runs, failed, changes)
+            for run in runs.values():
+                if run.status is RunStatus.PENDING and run.changed:
+                    run.status = RunStatus.RUNNING
+            self._apply(conn, changes)
+            result.queues_with_new_work = changes.queues_with_new_work
+        return result
+
+    def _lock_runs(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> dict[str, RunState]:
+        if not run_ids:
+            return {}
+        ids = sorted(run_ids)
+        runs: dict[str, RunState] = {}
+        for run_id, workflow, status, queue, priority, remaining in conn.execute(
+            self._q("lock_runs"), {"ids": ids}
+        ):
+            runs[run_id] = RunState(
+                id=run_id,
+                workflow=workflow,
+                status=RunStatus(status),
+                queue=queue,
+                priority=priority,
+                remaining_steps=remaining,
+                steps={},
+            )
+        for row in conn.execute(self._q("run_steps"), {"ids": ids}):
+            (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
+             map_over, remaining_tasks, task_count) = row  # fmt: skip
+            runs[run_id].steps[name] = StepState(
+                name=name,
+                position=position,
+                status=StepStatus(status),
+                depends_on=tuple(depends_on),
+                remaining_deps=remaining_deps,
+                max_attempts=max_attempts,
+                is_map=is_map,
+                map_over=map_over,
+                remaining_tasks=remaining_tasks,
+                task_count=task_count,
+            )
+        return runs
+
+    def _apply(self, conn: psycopg.Connection[Any], changes: Changes) -> None:
+        """Write what orchestration decided: a statement per kind of change, whatever the count."""
+        if changes.steps:
+            steps = [step for _, step in changes.steps]
+            conn.execute(
+                self._q("update_steps"),
+                {
+                    "run_ids": [run_id for run_id, _ in changes.steps],
+                    "names": [s.name for s in steps],
+                    "statuses": [s.status.value for s in steps],
+                    "remaining_deps": [s.remaining_deps for s in steps],
+                    "remaining_tasks": [s.remaining_tasks for s in steps],
+                    "task_counts": [s.task_count for s in steps],
+                    "outputs": [
+                        s.output if s.status is StepStatus.COMPLETED else None for s in steps
+                    ],
+                    "started": [s.started or s.status is not StepStatus.WAITING for s in steps],
+                    "finished": [s.finished for s in steps],
+                },
+            )
+        if changes.new_tasks:
+            tasks = changes.new_tasks
+            conn.execute(
+                self._q("insert_tasks"),
+                {
+                    "run_ids": [t.run_id for t in tasks],
+                    "steps": [t.step for t in tasks],
+                    "indexes": [t.task_index for t in tasks],
+                    "workflows": [t.workflow for t in tasks],
+                    "queues": [t.queue for t in tasks],
+                    "priorities": [t.priority for t in tasks],
+                    "max_attempts": [t.max_attempts for t in tasks],
+                    "inputs": [t.input for t in tasks],
+                },
+            )
+        if changes.cancel_tasks_of:
+            conn.execute(self._q("cancel_tasks_of_runs"), {"ids": changes.cancel_tasks_of})
+        if changes.requeue_tasks_of:
+            conn.execute(
+                self._q("requeue_tasks"),
+                {
+                    "run_ids": [r for r, _, _ in changes.requeue_tasks_of],
+                    "steps": [s for _, s, _ in changes.requeue_tasks_of],
+                    "budgets": [b for _, _, b in changes.requeue_tasks_of],
+                },
+            )
+        if changes.runs:
+            runs = list(changes.runs.values())
+            conn.execute(
+                self._q("update_runs"),
+                {
+                    "ids": [r.id for r in runs],
+                    "statuses": [r.status.value for r in runs],
+                    "remaining": [r.remaining_steps for r in runs],
+                    "outputs": [r.output for r in runs],
+                    "errors": [None if r.error is None else json.dumps(r.error) for r in runs],
+                },
+            )
+        self._notify(conn, changes.queues_with_new_work)
+
+    def release_tasks(self, task_ids: Sequence[int], *, instance_id: str) -> int:
+        if not task_ids:
+            return 0
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._q("release_tasks"), {"ids": list(task_ids), "instance_id": instance_id}
+            ).fetchall()
+            self._notify(conn, {row[0] for row in rows})
+        return len(rows)
+
+    def still_running(self, task_ids: Sequence[int]) -> set[int]:
+        if not task_ids:
+            return set()
+        with self._connection() as conn:
+            rows = conn.execute(self._q("running_tasks_still_running"), {"ids": list(task_ids)})
+            return {row[0] for row in rows}
+
+    def next_due_in(self, queues: Sequence[str], workflows: Sequence[str]) -> float | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                self._q("next_due"), {"queues": list(queues), "workflows": list(workflows)}
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def unknown_workflows_waiting(
+        self, queues: Sequence[str], workflows: Sequence[str]
+    ) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._q("unknown_workflows_waiting"),
+                {"queues": list(queues), "workflows": list(workflows)},
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- operator verbs ---------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str) -> bool:
+        return self._transition(
+            run_id, lambda run, reader, changes: orchestration.cancel_run(run, changes)
+        )
+
+    def resume_run(self, run_id: str) -> bool:
+        return self._transition(run_id, orchestration.resume_run)
+
+    def _transition(
+        self,
+        run_id: str,
+        rule: Callable[[RunState, orchestration.StateReader, Changes], bool],
+    ) -> bool:
+        _check_uuid(run_id)
+        with self._connection() as conn:
+            runs = self._lock_runs(conn, {run_id})
+            if run_id not in runs:
+                from pypgflow.errors import RunNotFound
+
+                raise RunNotFound(f"no run with id {run_id}")
+            changes = Changes()
+            changed = rule(runs[run_id], _Reader(self, conn), changes)
+            if changed:
+                self._apply(conn, changes)
+            return changed
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        if not _is_uuid(run_id):
+            return None
+        with self._connection() as conn:
+            conn.row_factory = dict_row
+            try:
+                row = conn.execute(self._q("get_run"), {"id": run_id}).fetchone()
+                if row is None:
+                    return None
+                steps = conn.execute(self._q("step_infos"), {"id": run_id}).fetchall()
+            finally:
+                conn.row_factory = psycopg.rows.tuple_row
+        return _run_info(row, [_step_info(s) for s in steps])
+
+    def list_runs(
+        self, *, status: RunStatus | None, workflow: str | None, limit: int
+    ) -> list[RunInfo]:
+        with self._connection() as conn:
+            conn.row_factory = dict_row
+            try:
+                rows = conn.execute(
+                    self._q("list_runs"),
+                    {
+                        "status": status.value if status else None,
+                        "workflow": workflow,
+                        "limit": limit,
+                    },
+                ).fetchall()
+            finally:
+                conn.row_factory = psycopg.rows.tuple_row
+        return [_run_info(row, []) for row in rows]
+
+    def run_result(self, run_id: str) -> RunResult | None:
+        if not _is_uuid(run_id):
+            return None
+        with self._connection() as conn:
+            row = conn.execute(self._q("run_result"), {"id": run_id}).fetchone()
+        if row is None:
+            return None
+        return RunResult(RunStatus(row[0]), row[1], row[2])
+
+    # -- instances --------------------------------------------------------------------------
+
+    def register_instance(
+        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
+    ) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                self._q("upsert_instance"),
+                {"id": instance_id, "hostname": hostname, "pid": pid, "queues": json.dumps(queues)},
+            )
+
+    def heartbeat_instance(self, instance_id: str, *, load: int) -> None:
+        with self._connection() as conn:
+            conn.execute(self._q("heartbeat_instance"), {"id": instance_id, "load": load})
+
+    def deregister_instance(self, instance_id: str) -> None:
+        with self._connection() as conn:
+            conn.execute(self._q("delete_instance"), {"id": instance_id})
+
+    def list_instances(self, *, stale_after: float) -> list[InstanceInfo]:
+        with self._connection() as conn:
+            rows = conn.execute(self._q("list_instances")).fetchall()
+        return [
+            InstanceInfo(
+                instance_id=row[0],
+                hostname=row[1],
+                pid=row[2],
+                status="offline" if float(row[7]) > stale_after else "online",
+                queues=dict(row[3]),
+                load=row[4],
+                started_at=row[5],
+                heartbeat_at=row[6],
+            )
+            for row in rows
+        ]
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def listen(self, on_work: Callable[[str], None]) -> Callable[[], None] | None:
+        """LISTEN on a dedicated connection in a thread; reconnects until stopped."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            delay = 0.1
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(
+                        self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+                    ) as conn:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                        delay = 0.1
+                        on_work("")  # (re)connected: anything may have arrived meanwhile
+                        while not stop.is_set():
+                            for note in conn.notifies(timeout=0.5):
+                                on_work(note.payload)
+                except psycopg.Error as exc:
+                    if stop.is_set():
+                        return
+                    logger.warning("LISTEN connection lost (%s); reconnecting", exc)
+                    stop.wait(delay)
+                    delay = min(delay * 2, 5.0)
+
+        thread = threading.Thread(target=loop, name="pypgflow-listen", daemon=True)
+        thread.start()
+
+        def stop_listening() -> None:
+            stop.set()
+            thread.join(timeout=2.0)
+
+        return stop_listening
+
+
+class _Reader:
+    """Orchestration's reads, inside the engine's transaction."""
+
+    def __init__(self, engine: PostgresEngine, conn: psycopg.Connection[Any]) -> None:
+        self.engine = engine
+        self.conn = conn
+
+    def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
+        rows = self.conn.execute(
+            self.engine._q("step_outputs"), {"run_id": run_id, "names": list(names)}
+        )
+        return {name: text for name, text in rows}
+
+    def map_outputs(self, run_id: str, step: str) -> list[str]:
+        rows = self.conn.execute(self.engine._q("map_outputs"), {"run_id": run_id, "step": step})
+        return [text if text is not None else "null" for (text,) in rows]
+
+    def run_input(self, run_id: str) -> str | None:
+        row = self.conn.execute(self.engine._q("run_input"), {"run_id": run_id}).fetchone()
+        return None if row is None else row[0]
+
+
+def _start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
+    """The column arrays of insert_runs for a batch of start requests."""
+    runs = [r.run for r in requests]
+    steps = [(run.id, s) for run in runs for s in run.steps.values()]
+    tasks = [t for r in requests for t in r.changes.new_tasks]
+    return {
+        "ids": [run.id for run in runs],
+        "workflows": [run.workflow for run in runs],
+        "statuses": [run.status.value for run in runs],
+        "queues": [run.queue for run in runs],
+        "priorities": [run.priority for run in runs],
+        "keys": [r.idempotency_key for r in requests],
+        "inputs": [run.input for run in runs],
+        "remaining": [run.remaining_steps for run in runs],
+        "run_ats": [r.run_at for r in requests],
+        "delays": [r.delay for r in requests],
+        "outputs": [run.output for run in runs],
+        "s_run_ids": [run_id for run_id, _ in steps],
+        "s_names": [s.name for _, s in steps],
+        "s_positions": [s.position for _, s in steps],
+        "s_statuses": [s.status.value for _, s in steps],
+        "s_depends_on": [json.dumps(list(s.depends_on)) for _, s in steps],
+        "s_remaining_deps": [s.remaining_deps for _, s in steps],
+        "s_max_attempts": [s.max_attempts for _, s in steps],
+        "s_is_map": [s.is_map for _, s in steps],
+        "s_map_over": [s.map_over for _, s in steps],
+        "s_remaining_tasks": [s.remaining_tasks for _, s in steps],
+        "s_task_counts": [s.task_count for _, s in steps],
+        "s_outputs": [s.output for _, s in steps],
+        "t_run_ids": [t.run_id for t in tasks],
+        "t_steps": [t.step for t in tasks],
+        "t_indexes": [t.task_index for t in tasks],
+        "t_workflows": [t.workflow for t in tasks],
+        "t_queues": [t.queue for t in tasks],
+        "t_priorities": [t.priority for t in tasks],
+        "t_max_attempts": [t.max_attempts for t in tasks],
+        "t_inputs": [t.input for t in tasks],
+    }
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_uuid(value: str) -> None:
+    if not _is_uuid(value):
+        from pypgflow.errors import RunNotFound
+
+        raise RunNotFound(f"no run with id {value!r} (run ids are UUIDs)")
+
+
+def _run_info(row: dict[str, Any], steps: list[StepInfo]) -> RunInfo:
+    return RunInfo(
+        id=row["id"],
+        workflow=row["workflow"],
+        status=RunStatus(row["status"]),
+        input=row["input"],
+        output=row["output"],
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        queue=row["queue"],
+        priority=row["priority"],
+        scheduled_at=row["scheduled_at"],
+        idempotency_key=row["idempotency_key"],
+        steps=tuple(steps),
+    )
+
+
+def _step_info(row: dict[str, Any]) -> StepInfo:
+    errors = tuple(AttemptError.from_dict(e) for e in row["errors"])
+    status = StepStatus(row["status"])
+    return StepInfo(
+        name=row["name"],
+        status=status,
+        attempts=row["attempts"],
+        output=row["output"],
+        error=errors[-1] if errors and status is StepStatus.FAILED else None,
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        instance_id=row["instance_id"],
+        depends_on=tuple(row["depends_on"]),
+        is_map=row["is_map"],
+        task_count=row["task_count"],
+        errors=errors,
+    )
+
+
+__all__ = ["NotSupported", "PostgresEngine"]

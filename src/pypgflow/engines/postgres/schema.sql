@@ -1,0 +1,108 @@
+-- The current pypgflow schema, in full: what a fresh install creates.
+-- Upgrades of existing installs go through migrations/NNNN_*.sql instead; a test proves that
+-- applying every migration in order gives exactly this schema.
+-- {schema} is replaced by the quoted schema name (pypgflow by default).
+
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+CREATE TABLE {schema}.migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per started workflow run.
+CREATE TABLE {schema}.runs (
+    id uuid PRIMARY KEY,
+    workflow text NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    queue text NOT NULL,
+    priority smallint NOT NULL DEFAULT 0,
+    idempotency_key text,
+    input jsonb,
+    output jsonb,
+    error jsonb,
+    -- steps not yet completed: the run completes when this reaches zero
+    remaining_steps integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    scheduled_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    CONSTRAINT runs_status_is_known
+        CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
+    CONSTRAINT runs_remaining_steps_not_negative CHECK (remaining_steps >= 0)
+);
+CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_status_created ON {schema}.runs (status, created_at);
+CREATE INDEX runs_workflow_created ON {schema}.runs (workflow, created_at);
+
+-- One row per step of a run: the graph is copied at start, so a run never depends on how its
+-- workflow is defined later.
+CREATE TABLE {schema}.steps (
+    run_id uuid NOT NULL REFERENCES {schema}.runs (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    position smallint NOT NULL,
+    status text NOT NULL DEFAULT 'waiting',
+    depends_on jsonb NOT NULL,
+    -- dependencies not yet completed: the step's tasks are created when this reaches zero
+    remaining_deps integer NOT NULL,
+    max_attempts integer NOT NULL,
+    is_map boolean NOT NULL DEFAULT false,
+    map_over text,
+    -- tasks not yet completed (set when the tasks are created)
+    remaining_tasks integer,
+    task_count integer,
+    output jsonb,
+    started_at timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, name),
+    CONSTRAINT steps_status_is_known
+        CHECK (status IN ('waiting', 'ready', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT steps_remaining_deps_not_negative CHECK (remaining_deps >= 0)
+);
+
+-- One row per unit of work a worker claims: one per step, or one per element of a map step.
+CREATE TABLE {schema}.tasks (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id uuid NOT NULL,
+    step text NOT NULL,
+    task_index integer,
+    workflow text NOT NULL,
+    queue text NOT NULL,
+    priority smallint NOT NULL DEFAULT 0,
+    status text NOT NULL DEFAULT 'queued',
+    run_at timestamptz NOT NULL DEFAULT now(),
+    attempt integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    -- the element of a map step
+    input jsonb,
+    -- the result of a map element (a plain step's output is kept on its step)
+    output jsonb,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    instance_id text,
+    rescues integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    FOREIGN KEY (run_id, step) REFERENCES {schema}.steps (run_id, name) ON DELETE CASCADE,
+    CONSTRAINT tasks_status_is_known
+        CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
+);
+CREATE UNIQUE INDEX tasks_run_step_index ON {schema}.tasks (run_id, step, coalesce(task_index, -1));
+-- The claim index: only queued tasks, in claim order.
+CREATE INDEX tasks_claim ON {schema}.tasks (queue, priority, run_at, id) WHERE status = 'queued';
+CREATE INDEX tasks_running_instance ON {schema}.tasks (instance_id) WHERE status = 'running';
+
+-- Worker processes: registered on start, heartbeating, removed on graceful stop.
+CREATE TABLE {schema}.instances (
+    id text PRIMARY KEY,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    load integer NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);

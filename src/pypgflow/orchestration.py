@@ -1,0 +1,425 @@
+"""The rules of a durable run, written once for every engine.
+
+What becomes runnable when a step completes, when a run is finished, what a failure means, how a
+cancelled or failed run is resumed. Engines only store and claim: each of them hands this module
+the locked state of the runs a transaction touches (:class:`RunState`), and writes back the
+:class:`Changes` it returns, in the same transaction.
+
+This module never touches a database itself; it asks the engine's :class:`StateReader` for the
+few values it may need (outputs of earlier steps, results of map elements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pypgflow.errors import AttemptError
+from pypgflow.serialization import dumps, join_array, join_object, loads
+from pypgflow.status import RunStatus, StepStatus
+from pypgflow.workflow import Workflow, resolve_options
+
+
+@dataclass
+class StepState:
+    """One step of a run, as orchestration sees it (outputs are JSON text, loaded on demand)."""
+
+    name: str
+    position: int
+    status: StepStatus
+    depends_on: tuple[str, ...]
+    remaining_deps: int
+    max_attempts: int
+    is_map: bool = False
+    map_over: str | None = None
+    remaining_tasks: int | None = None
+    task_count: int | None = None
+    output: str | None = None
+    started: bool = False
+    finished: bool = False
+
+
+@dataclass
+class RunState:
+    """A run locked for a transaction, with all its steps."""
+
+    id: str
+    workflow: str
+    status: RunStatus
+    queue: str
+    priority: int
+    remaining_steps: int
+    steps: dict[str, StepState]
+    input: str | None = None  # JSON text; loaded only when a root map step needs it
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    changed: bool = False
+    started: bool = False
+
+    def dependents(self, name: str) -> list[StepState]:
+        return [s for s in self.steps.values() if name in s.depends_on]
+
+    @property
+    def leaves(self) -> list[StepState]:
+        depended = {dep for s in self.steps.values() for dep in s.depends_on}
+        return sorted(
+            (s for s in self.steps.values() if s.name not in depended), key=lambda s: s.position
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    run_id: str
+    step: str
+    task_index: int | None
+    workflow: str
+    queue: str
+    priority: int
+    max_attempts: int
+    input: str | None  # JSON text of a map element
+
+
+@dataclass
+class Changes:
+    """What one transaction must write, gathered across every run it touched."""
+
+    runs: dict[str, RunState] = field(default_factory=dict)
+    steps: list[tuple[str, StepState]] = field(default_factory=list)
+    new_tasks: list[NewTask] = field(default_factory=list)
+    #: runs whose queued and running tasks must be cancelled
+    cancel_tasks_of: list[str] = field(default_factory=list)
+    #: (run id, step) whose unfinished tasks go back to the queue with a fresh attempt budget
+    requeue_tasks_of: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def touch_run(self, run: RunState) -> None:
+        run.changed = True
+        self.runs[run.id] = run
+
+    def touch_step(self, run: RunState, step: StepState) -> None:
+        if not any(r == run.id and s is step for r, s in self.steps):
+            self.steps.append((run.id, step))
+        self.touch_run(run)
+
+    @property
+    def queues_with_new_work(self) -> set[str]:
+        queues = {t.queue for t in self.new_tasks}
+        queues.update(self.runs[r].queue for r, _, _ in self.requeue_tasks_of)
+        return queues
+
+
+class StateReader(Protocol):
+    """The reads orchestration may need, inside the engine's transaction."""
+
+    def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
+        """JSON text outputs of completed steps."""
+        ...
+
+    def map_outputs(self, run_id: str, step: str) -> list[str]:
+        """JSON text results of a map step's elements, by element index."""
+        ...
+
+    def run_input(self, run_id: str) -> str | None:
+        """The run's input as JSON text."""
+        ...
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """A task whose completion the engine accepted (it was still running that attempt)."""
+
+    run_id: str
+    step: str
+    task_index: int | None
+    output: str
+
+
+@dataclass(frozen=True)
+class TaskFailedForGood:
+    """A task that failed its last attempt (the engine already marked it failed)."""
+
+    run_id: str
+    step: str
+    task_index: int | None
+    attempts: int
+    error: AttemptError
+
+
+# -- building a run ----------------------------------------------------------------------------
+
+
+def new_run(
+    workflow: Workflow,
+    *,
+    run_id: str,
+    input_json: str,
+    queue: str,
+    priority: int,
+    changes: Changes,
+) -> RunState:
+    """The state of a run about to be inserted, its root steps already made ready."""
+    steps: dict[str, StepState] = {}
+    for position, name in enumerate(workflow.topological_order()):
+        step = workflow.steps[name]
+        steps[name] = StepState(
+            name=name,
+            position=position,
+            status=StepStatus.WAITING,
+            depends_on=step.depends_on,
+            remaining_deps=len(step.depends_on),
+            max_attempts=resolve_options(workflow, step).max_attempts,
+            is_map=step.is_map,
+            map_over=step.map_over,
+        )
+    run = RunState(
+        id=run_id,
+        workflow=workflow.name,
+        status=RunStatus.PENDING,
+        queue=queue,
+        priority=priority,
+        remaining_steps=len(steps),
+        steps=steps,
+        input=input_json,
+    )
+    for step_state in list(steps.values()):
+        if step_state.remaining_deps == 0 and step_state.status is StepStatus.WAITING:
+            _make_ready(run, step_state, changes, _NoReads())
+    return run
+
+
+class _NoReads:
+    """A new run has nothing stored yet: every value it needs is in memory."""
+
+    def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def map_outputs(self, run_id: str, step: str) -> list[str]:
+        return []
+
+    def run_input(self, run_id: str) -> str | None:  # pragma: no cover - input is in memory
+        return None
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def tasks_completed(
+    runs: dict[str, RunState], done: Iterable[TaskDone], reader: StateReader, changes: Changes
+) -> None:
+    """Record completed tasks: finish their steps, release dependents, finish runs."""
+    for task in done:
+        run = runs[task.run_id]
+        if not run.active:
+            continue
+        step = run.steps[task.step]
+        if step.status is not StepStatus.READY:
+            continue
+        if step.is_map:
+            assert step.remaining_tasks is not None
+            step.remaining_tasks -= 1
+            changes.touch_step(run, step)
+            if step.remaining_tasks == 0:
+                _step_completed(
+                    run, step, join_array(reader.map_outputs(run.id, step.name)), changes, reader
+                )
+        else:
+            _step_completed(run, step, task.output, changes, reader)
+
+
+def tasks_failed(
+    runs: dict[str, RunState], failed: Iterable[TaskFailedForGood], changes: Changes
+) -> None:
+    """A task failed its last attempt: its step and run fail, the run's other work is cancelled."""
+    for task in failed:
+        run = runs[task.run_id]
+        if not run.active:
+            continue
+        step = run.steps[task.step]
+        _run_failed(run, step, changes, error=_error_summary(task.error, task.attempts))
+
+
+def cancel_run(run: RunState, changes: Changes) -> bool:
+    """Cancel an unfinished run: its unfinished steps and tasks are cancelled. False if finished."""
+    if not run.active:
+        return False
+    run.status = RunStatus.CANCELLED
+    _close_unfinished_steps(run, StepStatus.CANCELLED, changes)
+    changes.cancel_tasks_of.append(run.id)
+    changes.touch_run(run)
+    return True
+
+
+def resume_run(run: RunState, reader: StateReader, changes: Changes) -> bool:
+    """Resume a failed or cancelled run from its unfinished steps; completed steps stay done.
+
+    Each resumed step gets a fresh attempt budget. False if the run is not failed or cancelled.
+    """
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return False
+    run.status = RunStatus.PENDING
+    run.error = None
+    changes.touch_run(run)
+    for step in sorted(run.steps.values(), key=lambda s: s.position):
+        if step.status is StepStatus.COMPLETED:
+            continue
+        step.finished = False
+        if step.remaining_deps > 0:
+            step.status = StepStatus.WAITING
+            changes.touch_step(run, step)
+        elif step.task_count is None:
+            step.status = StepStatus.WAITING
+            _make_ready(run, step, changes, reader)
+        else:
+            step.status = StepStatus.READY
+            changes.touch_step(run, step)
+            changes.requeue_tasks_of.append((run.id, step.name, step.max_attempts))
+    return True
+
+
+# -- the transitions ---------------------------------------------------------------------------
+
+
+def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateReader) -> None:
+    """All of a step's dependencies completed: create its tasks (or finish an empty map)."""
+    step.status = StepStatus.READY
+    step.started = True
+    changes.touch_step(run, step)
+    if not step.is_map:
+        step.task_count = 1
+        step.remaining_tasks = 1
+        changes.new_tasks.append(_task(run, step, None, None))
+        return
+    if step.map_over is None:
+        if run.input is None:
+            run.input = reader.run_input(run.id)
+        source_text, source = run.input, "the workflow input"
+    else:
+        over = run.steps[step.map_over]
+        if over.output is None:
+            over.output = reader.step_outputs(run.id, [over.name]).get(over.name)
+        source_text, source = over.output, f"step {over.name!r}"
+    items = loads(source_text)
+    if not isinstance(items, list):
+        error = {
+            "step": step.name,
+            "task_index": None,
+            "type": "MapInputError",
+            "message": f"map step {step.name!r} needs a list from {source}, "
+            f"got {type(items).__name__}",
+            "attempts": 0,
+        }
+        _run_failed(run, step, changes, error=error)
+        return
+    step.task_count = len(items)
+    step.remaining_tasks = len(items)
+    if not items:
+        _step_completed(run, step, "[]", changes, reader)
+        return
+    for index, item in enumerate(items):
+        item_json = dumps(item, what=f"element {index} of map step {step.name!r}")
+        changes.new_tasks.append(_task(run, step, index, item_json))
+
+
+def _task(run: RunState, step: StepState, index: int | None, item: str | None) -> NewTask:
+    return NewTask(
+        run_id=run.id,
+        step=step.name,
+        task_index=index,
+        workflow=run.workflow,
+        queue=run.queue,
+        priority=run.priority,
+        max_attempts=step.max_attempts,
+        input=item,
+    )
+
+
+def _step_completed(
+    run: RunState, step: StepState, output: str, changes: Changes, reader: StateReader
+) -> None:
+    step.status = StepStatus.COMPLETED
+    step.output = output
+    step.finished = True
+    step.remaining_tasks = 0
+    changes.touch_step(run, step)
+    run.remaining_steps -= 1
+    changes.touch_run(run)
+    for dependent in run.dependents(step.name):
+        dependent.remaining_deps -= 1
+        changes.touch_step(run, dependent)
+        if dependent.remaining_deps == 0 and dependent.status is StepStatus.WAITING:
+            _make_ready(run, dependent, changes, reader)
+            if not run.active:
+                return
+    if run.remaining_steps == 0 and run.active:
+        _run_completed(run, changes, reader)
+
+
+def _run_completed(run: RunState, changes: Changes, reader: StateReader) -> None:
+    leaves = run.leaves
+    missing = [leaf.name for leaf in leaves if leaf.output is None]
+    if missing:
+        for name, text in reader.step_outputs(run.id, missing).items():
+            run.steps[name].output = text
+    if len(leaves) == 1:
+        run.output = leaves[0].output
+    else:
+        run.output = join_object({leaf.name: leaf.output or "null" for leaf in leaves})
+    run.status = RunStatus.COMPLETED
+    changes.touch_run(run)
+
+
+def _run_failed(run: RunState, step: StepState, changes: Changes, *, error: dict[str, Any]) -> None:
+    step.status = StepStatus.FAILED
+    step.finished = True
+    changes.touch_step(run, step)
+    run.status = RunStatus.FAILED
+    run.error = error
+    _close_unfinished_steps(run, StepStatus.CANCELLED, changes)
+    changes.cancel_tasks_of.append(run.id)
+    changes.touch_run(run)
+
+
+def _close_unfinished_steps(run: RunState, status: StepStatus, changes: Changes) -> None:
+    for other in run.steps.values():
+        if other.status in (StepStatus.WAITING, StepStatus.READY):
+            other.status = status
+            other.finished = True
+            changes.touch_step(run, other)
+
+
+def _error_summary(error: AttemptError, attempts: int) -> dict[str, Any]:
+    return {
+        "step": error.step,
+        "task_index": error.task_index,
+        "type": error.type,
+        "message": error.message,
+        "attempts": attempts,
+    }
+
+
+def retry_delay(attempt: int, max_attempts: int, backoff: Any) -> float | None:
+    """Seconds until the next attempt after failed attempt ``attempt``, or None if it was the last."""
+    if attempt >= max_attempts:
+        return None
+    return float(backoff.delay(attempt))
+
+
+__all__ = [
+    "Changes",
+    "NewTask",
+    "RunState",
+    "StateReader",
+    "StepState",
+    "TaskDone",
+    "TaskFailedForGood",
+    "cancel_run",
+    "new_run",
+    "resume_run",
+    "retry_delay",
+    "tasks_completed",
+    "tasks_failed",
+]

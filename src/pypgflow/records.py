@@ -1,0 +1,75 @@
+"""What queries return: plain, immutable snapshots of runs, steps and instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pypgflow.errors import AttemptError
+from pypgflow.status import RunStatus, StepStatus
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One step of a run. ``attempts`` counts attempts started (for a map step, the most any
+    element took); ``errors`` holds every failed attempt's error, oldest first."""
+
+    name: str
+    status: StepStatus
+    attempts: int
+    output: Any
+    error: AttemptError | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    instance_id: str | None
+    depends_on: tuple[str, ...] = ()
+    is_map: bool = False
+    task_count: int | None = None
+    errors: tuple[AttemptError, ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as stored. ``steps`` is filled by ``App.get_run`` (empty in ``list_runs``)."""
+
+    id: str
+    workflow: str
+    status: RunStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue: str = "default"
+    priority: int = 0
+    scheduled_at: datetime | None = None
+    idempotency_key: str | None = None
+    steps: tuple[StepInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """A worker process, as registered. ``load`` is how many steps it is executing."""
+
+    instance_id: str
+    hostname: str
+    pid: int
+    status: str  # "online", or "offline" once its heartbeat is older than the stale threshold
+    queues: dict[str, int]
+    load: int
+    started_at: datetime
+    heartbeat_at: datetime

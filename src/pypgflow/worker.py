@@ -1,0 +1,509 @@
+"""The worker: claims tasks from its queues, runs their steps, and records the outcomes.
+
+One asyncio loop per worker process. Claims are sized to the free execution slots of each queue;
+outcomes are buffered and written in batches (one transaction for everything that finished
+while the previous batch was being written), so the database sees a few statements per batch
+rather than per step. Sync steps run in a bounded thread pool, async steps on the loop.
+
+The worker never touches SQL: it speaks to the engine's domain verbs, through worker threads so
+the loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pypgflow import orchestration
+from pypgflow.context import StepContext, context_logger
+from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
+from pypgflow.errors import AttemptError, DatabaseError, InvalidArgument
+from pypgflow.invocation import call_step
+from pypgflow.serialization import dumps
+from pypgflow.workflow import resolve_options
+
+if TYPE_CHECKING:
+    from pypgflow.app import App
+
+logger = logging.getLogger("pypgflow.worker")
+
+_MISSING: Any = object()
+
+
+@dataclass
+class _Held:
+    """A task this worker is executing."""
+
+    task: ClaimedTask
+    queue: str
+    ctx: StepContext
+    future: asyncio.Future[Any] | None = None
+
+
+class Worker:
+    """Runs the steps of registered workflows from the given queues until stopped.
+
+    ``queues`` maps queue names to how many steps of that queue may run at once (a list of names
+    gets 10 slots each). ``poll_interval`` bounds how long a missed notification can delay work;
+    ``shutdown_timeout`` is how long running steps may finish after a stop request before they
+    are handed back to the queue.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: dict[str, int] | Sequence[str] | None = None,
+        *,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        cancel_check_interval: float = 1.0,
+        shutdown_timeout: float = 30.0,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        if queues is None:
+            queues = {"default": 10}
+        elif not isinstance(queues, dict):
+            queues = {name: 10 for name in queues}
+        for name, slots in queues.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidArgument(f"queue names must be non-empty strings, got {name!r}")
+            if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+                raise InvalidArgument(
+                    f"queue {name!r}: slots must be an integer >= 1, got {slots!r}"
+                )
+        if not app.workflows:
+            raise InvalidArgument(
+                "this app has no registered workflows: a worker only runs registered workflows "
+                "(app.register(flow) or App(url, workflows=[...]))"
+            )
+        self.app = app
+        self.engine = app.engine
+        self.instance_id = app.instance_id
+        self.queues = dict(queues)
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.cancel_check_interval = cancel_check_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.install_signal_handlers = install_signal_handlers
+        self.workflow_names = sorted(app.workflows)
+        self._held: dict[int, _Held] = {}
+        self._running = dict.fromkeys(self.queues, 0)
+        self._outcomes: list[Outcome] = []
+        self._stopping = False
+        self._stopped_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._flush_needed: asyncio.Event | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._unknown_logged: set[str] = set()
+        self._side_tasks: set[asyncio.Future[Any]] = set()
+        self._pool = ThreadPoolExecutor(
+            max_workers=sum(self.queues.values()), thread_name_prefix="pypgflow-step"
+        )
+        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
+        self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until stopped; SIGTERM and SIGINT stop it gracefully."""
+        asyncio.run(self.run_async())
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no more claims; running steps get ``shutdown_timeout``."""
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._request_stop)
+        else:
+            self._stopping = True
+
+    def _request_stop(self) -> None:
+        if not self._stopping:
+            self.log.info("worker %s stopping", self.instance_id)
+        self._stopping = True
+        if self._stopped_event is not None:
+            self._stopped_event.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _db_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    async def run_async(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._flush_needed = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopped_event = asyncio.Event()
+        if self._stopping:
+            self._stopped_event.set()
+        handlers = self._install_signals()
+        await self._db_call(self.engine.check_schema)
+        await self._db_call(
+            self.engine.register_instance,
+            self.instance_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+        )
+        self.log.info(
+            "worker %s started: queues %s, workflows %s",
+            self.instance_id,
+            ", ".join(f"{q}={n}" for q, n in self.queues.items()),
+            ", ".join(self.workflow_names),
+        )
+        stop_listening = self.engine.listen(self._on_notification)
+        background = [
+            asyncio.create_task(self._flush_loop(), name="pypgflow-flush"),
+            asyncio.create_task(self._heartbeat_loop(), name="pypgflow-heartbeat"),
+            asyncio.create_task(self._cancel_check_loop(), name="pypgflow-cancel-check"),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            if stop_listening is not None:
+                await self._loop.run_in_executor(None, stop_listening)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._flush_remaining()
+            try:
+                await self._db_call(self.engine.deregister_instance, self.instance_id)
+            except DatabaseError as exc:
+                self.log.warning("could not deregister instance %s: %s", self.instance_id, exc)
+            self._remove_signals(handlers)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._db.shutdown(wait=False)
+            self.log.info("worker %s stopped", self.instance_id)
+
+    def _install_signals(self) -> list[signal.Signals]:
+        installed: list[signal.Signals] = []
+        if (
+            not self.install_signal_handlers
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return installed
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
+                pass
+        return installed
+
+    def _remove_signals(self, installed: list[signal.Signals]) -> None:
+        assert self._loop is not None
+        for sig in installed:
+            self._loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping:
+            self.log.warning("second %s: cancelling running steps now", sig.name)
+            for held in self._held.values():
+                held.ctx.cancel()
+                if held.future is not None:
+                    held.future.cancel()
+            return
+        self.log.info(
+            "received %s: finishing running steps (up to %g s)", sig.name, self.shutdown_timeout
+        )
+        self._request_stop()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def _on_notification(self, queue: str) -> None:
+        """Called from the LISTEN thread."""
+        if self._loop is not None and (not queue or queue in self.queues):
+            self._loop.call_soon_threadsafe(self._wake_up)
+
+    def _wake_up(self) -> None:
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        failures = 0
+        idle_checks = 0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                claimed_full = await self._claim_once()
+                failures = 0
+            except DatabaseError as exc:
+                failures += 1
+                pause = min(0.2 * 2**failures, 5.0)
+                if failures == 1 or failures % 10 == 0:
+                    self.log.warning("cannot claim work (%s); retrying in %.1f s", exc, pause)
+                await self._sleep_or_wake(pause)
+                continue
+            if claimed_full and self._has_free_slots():
+                continue  # a backlog: claim again at once
+            wait = self.poll_interval
+            if not claimed_full:
+                idle_checks += 1
+                wait = await self._idle_wait(check_unknown=idle_checks % 30 == 1)
+            await self._sleep_or_wake(wait)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        assert self._wake is not None
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    def _has_free_slots(self) -> bool:
+        return any(self._running[q] < n for q, n in self.queues.items())
+
+    async def _claim_once(self) -> bool:
+        """Claim for every queue with free slots; True if some queue filled all its free slots."""
+        full = False
+        claimed_runs: list[str] = []
+        for queue, slots in self.queues.items():
+            free = slots - self._running[queue]
+            if free <= 0 or self._stopping:
+                continue
+            tasks: list[ClaimedTask] = await self._db_call(
+                self.engine.claim_tasks,
+                queue,
+                free,
+                instance_id=self.instance_id,
+                workflows=self.workflow_names,
+            )
+            if len(tasks) == free:
+                full = True
+            for task in tasks:
+                self._start(task, queue)
+                if task.attempt == 1:
+                    claimed_runs.append(task.run_id)
+        if claimed_runs:
+            marking = asyncio.ensure_future(self._mark_running(claimed_runs))
+            self._side_tasks.add(marking)
+            marking.add_done_callback(self._side_tasks.discard)
+        return full
+
+    async def _mark_running(self, run_ids: list[str]) -> None:
+        try:
+            await self._db_call(self.engine.mark_runs_running, run_ids)
+        except DatabaseError as exc:  # cosmetic: finishing a task marks its run running too
+            self.log.debug("could not mark runs running: %s", exc)
+
+    async def _idle_wait(self, *, check_unknown: bool) -> float:
+        """How long to sleep when there was nothing (more) to claim."""
+        queues = list(self.queues)
+        wait = self.poll_interval
+        try:
+            due = await self._db_call(self.engine.next_due_in, queues, self.workflow_names)
+            if due is not None:
+                wait = max(0.0, min(wait, due))
+            if check_unknown:
+                await self._log_unknown_workflows()
+        except DatabaseError:
+            pass
+        return wait
+
+    async def _log_unknown_workflows(self) -> None:
+        names = await self._db_call(
+            self.engine.unknown_workflows_waiting, list(self.queues), self.workflow_names
+        )
+        for name in names:
+            if name not in self._unknown_logged:
+                self._unknown_logged.add(name)
+                self.log.warning(
+                    "runs of workflow %r wait in queues %s, but this worker does not have it "
+                    "registered: leaving them for a worker that does",
+                    name,
+                    ", ".join(self.queues),
+                )
+
+    # -- executing --------------------------------------------------------------------------
+
+    def _start(self, task: ClaimedTask, queue: str) -> None:
+        ctx = StepContext(
+            run_id=task.run_id,
+            workflow=task.workflow,
+            step=task.step,
+            attempt=task.attempt,
+            task_index=task.task_index,
+            instance_id=self.instance_id,
+        )
+        held = _Held(task, queue, ctx)
+        self._held[task.id] = held
+        self._running[queue] += 1
+        held.future = asyncio.ensure_future(self._execute(held))
+
+    async def _execute(self, held: _Held) -> None:
+        task = held.task
+        try:
+            outcome = await self._outcome(held)
+        except asyncio.CancelledError:
+            outcome = None  # cancelled run, or shutdown: nothing to record
+        finally:
+            self._held.pop(task.id, None)
+            self._running[held.queue] -= 1
+        if outcome is not None:
+            assert self._flush_needed is not None
+            self._outcomes.append(outcome)
+            self._flush_needed.set()
+
+    async def _outcome(self, held: _Held) -> Outcome:
+        task = held.task
+        workflow = self.app.workflows[task.workflow]
+        step = workflow.steps.get(task.step)
+        if step is None:
+            error = LookupError(
+                f"workflow {task.workflow!r} has no step {task.step!r} in this worker's definition"
+            )
+            return self._failed(task, error, retry_in=None)
+        options = resolve_options(workflow, step)
+        try:
+            args, kwargs = step.bind(
+                input=task.run_input,
+                outputs=task.dependency_outputs,
+                ctx=held.ctx,
+                item=task.input if step.is_map else _MISSING,
+            )
+            result = await call_step(step, args, kwargs, timeout=options.timeout, pool=self._pool)
+            where = step.name if task.task_index is None else f"{step.name}[{task.task_index}]"
+            return Completed(task, dumps(result, what=f"the output of step {where!r}"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delay = orchestration.retry_delay(task.attempt, task.max_attempts, options.backoff)
+            return self._failed(task, exc, retry_in=delay)
+
+    def _failed(self, task: ClaimedTask, exc: BaseException, *, retry_in: float | None) -> Failed:
+        error = AttemptError.from_exception(
+            exc,
+            step=task.step,
+            attempt=task.attempt,
+            task_index=task.task_index,
+            instance_id=self.instance_id,
+        )
+        where = error.where
+        if retry_in is None:
+            self.log.error(
+                "step %s of run %s failed for good (attempt %d of %d): %s: %s",
+                where, task.run_id, task.attempt, task.max_attempts, error.type, error.message,
+                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
+            )  # fmt: skip
+        else:
+            self.log.warning(
+                "step %s of run %s failed (attempt %d of %d), retrying in %.3g s: %s: %s",
+                where, task.run_id, task.attempt, task.max_attempts, retry_in, error.type,
+                error.message,
+                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
+            )  # fmt: skip
+        return Failed(task, error.to_dict(), retry_in)
+
+    # -- recording outcomes ---------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_needed is not None
+        while True:
+            await self._flush_needed.wait()
+            self._flush_needed.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Write every buffered outcome in one transaction; on a database outage keep them and
+        retry (outcomes are idempotent: a stale one changes nothing)."""
+        failures = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                result = await self._db_call(self.engine.finish_tasks, batch)
+            except DatabaseError as exc:
+                self._outcomes[:0] = batch
+                failures += 1
+                pause = min(0.2 * 2**failures, 5.0)
+                if failures == 1 or failures % 10 == 0:
+                    self.log.warning(
+                        "cannot record %d step outcomes (%s); retrying in %.1f s",
+                        len(self._outcomes), exc, pause,
+                    )  # fmt: skip
+                await asyncio.sleep(pause)
+                continue
+            except Exception:
+                self.log.exception("recording %d step outcomes failed; dropping them", len(batch))
+                continue
+            if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
+                self._wake_up()
+
+    async def _flush_remaining(self) -> None:
+        try:
+            await asyncio.wait_for(self._flush(), timeout=max(self.shutdown_timeout, 5.0))
+        except TimeoutError:
+            self.log.error("gave up recording %d step outcomes at shutdown", len(self._outcomes))
+
+    async def _drain(self) -> None:
+        """After a stop request: let running steps finish, then hand the rest back."""
+        if not self._held:
+            return
+        futures = [h.future for h in self._held.values() if h.future is not None]
+        self.log.info(
+            "waiting up to %g s for %d running steps", self.shutdown_timeout, len(futures)
+        )
+        await asyncio.wait(futures, timeout=self.shutdown_timeout)
+        leftover = list(self._held.values())
+        if not leftover:
+            return
+        for held in leftover:
+            held.ctx.cancel()
+            if held.future is not None:
+                held.future.cancel()
+        ids = [h.task.id for h in leftover]
+        try:
+            released = await self._db_call(
+                self.engine.release_tasks, ids, instance_id=self.instance_id
+            )
+            self.log.warning("handed %d unfinished steps back to their queues", released)
+        except DatabaseError as exc:
+            self.log.error("could not hand back %d steps: %s", len(ids), exc)
+
+    # -- heartbeats and cancellation ------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._db_call(
+                    self.engine.heartbeat_instance, self.instance_id, load=len(self._held)
+                )
+            except DatabaseError as exc:
+                self.log.warning("heartbeat failed: %s", exc)
+
+    async def _cancel_check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cancel_check_interval)
+            ids = list(self._held)
+            if not ids:
+                continue
+            try:
+                alive = await self._db_call(self.engine.still_running, ids)
+            except DatabaseError:
+                continue
+            for task_id in ids:
+                held = self._held.get(task_id)
+                if task_id not in alive and held is not None:
+                    self.log.info(
+                        "step %s of run %s was cancelled", held.task.step, held.task.run_id,
+                        extra={"run_id": held.task.run_id, "step": held.task.step},
+                    )  # fmt: skip
+                    held.ctx.cancel()
+                    if (
+                        held.future is not None
+                        and self.app.workflows[held.task.workflow].steps[held.task.step].is_async
+                    ):
+                        held.future.cancel()
