@@ -105,7 +105,9 @@ def bench_database() -> Iterator[str]:
 
 
 @contextmanager
-def worker_process(url: str, slots: int, poll_interval: float = 1.0) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    url: str, slots: int, poll_interval: float = 1.0
+) -> Iterator[subprocess.Popen[bytes]]:
     command = [
         sys.executable, __file__, "worker", "--url", url, "--slots", str(slots),
         "--poll-interval", str(poll_interval),
@@ -229,7 +231,9 @@ def bench_bare_loop(url: str, jobs: int, batch: int) -> float:
             " status text NOT NULL DEFAULT 'queued', payload jsonb,"
             " run_at timestamptz NOT NULL DEFAULT now())"
         )
-        conn.execute("CREATE INDEX bare_jobs_claim ON bare_jobs (queue, run_at, id) WHERE status = 'queued'")
+        conn.execute(
+            "CREATE INDEX bare_jobs_claim ON bare_jobs (queue, run_at, id) WHERE status = 'queued'"
+        )
         with conn.cursor() as cur, cur.copy("COPY bare_jobs (queue, payload) FROM STDIN") as copy:
             for i in range(jobs):
                 copy.write_row(("default", json.dumps({"i": i})))
@@ -257,11 +261,15 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=10_000, help="one-step runs to process")
     parser.add_argument("--diamonds", type=int, default=1_000, help="4-step diamond runs")
     parser.add_argument("--slots", type=int, default=100, help="worker slots for throughput")
-    parser.add_argument("--repeat", type=int, default=3, help="passes per throughput figure (median)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="passes per throughput figure (median)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller workloads, one pass")
     args = parser.parse_args()
     if args.quick:
@@ -274,7 +282,9 @@ def main() -> None:
                 "SELECT current_setting('fsync'), current_setting('synchronous_commit'), version()"
             ).fetchone()
         assert settings is not None
-        print(f"PostgreSQL: {settings[2].split(',')[0]}; fsync={settings[0]}, synchronous_commit={settings[1]}")
+        print(
+            f"PostgreSQL: {settings[2].split(',')[0]}; fsync={settings[0]}, synchronous_commit={settings[1]}"
+        )
         print(f"cores: {os.cpu_count()}; passes per figure: {args.repeat} (median)\n")
 
         bare = statistics.median(bench_bare_loop(url, args.runs, 100) for _ in range(args.repeat))

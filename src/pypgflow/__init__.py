@@ -4,6 +4,7 @@ The public face: define a :class:`Workflow`, run it now with :func:`execute`, or
 :class:`App` and its workers.
 """
 
+from pypgflow.app import App, Job, Run
 from pypgflow.backoff import Backoff
 from pypgflow.context import StepContext
 from pypgflow.errors import (
@@ -14,6 +15,7 @@ from pypgflow.errors import (
     InvalidArgument,
     NotSupported,
     PypgflowError,
+    ResultTimeout,
     RunCancelled,
     RunNotFound,
     SchemaNotMigrated,
@@ -25,26 +27,37 @@ from pypgflow.errors import (
     WorkflowTimedOut,
 )
 from pypgflow.executor import MapInputError, execute, execute_async
+from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.status import RunStatus, StepStatus
 from pypgflow.workflow import Step, Workflow
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "App",
     "AttemptError",
     "Backoff",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailable",
+    "InstanceInfo",
     "InvalidArgument",
+    "Job",
     "MapInputError",
     "NotSupported",
     "PypgflowError",
+    "ResultTimeout",
+    "Run",
     "RunCancelled",
+    "RunInfo",
     "RunNotFound",
+    "RunStatus",
     "SchemaNotMigrated",
     "SerializationError",
     "Step",
     "StepContext",
+    "StepInfo",
+    "StepStatus",
     "StepTimeout",
     "UnknownWorkflow",
     "Workflow",

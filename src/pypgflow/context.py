@@ -45,8 +45,9 @@ class StepContext:
     """Passed to a step that takes a ``ctx`` parameter.
 
     ``attempt`` counts from 1. ``task_index`` is the element's position for a map step, else None.
-    ``cancelled`` turns true when the run is cancelled while the step runs: long sync steps should
-    check it and return early (async steps are cancelled for you).
+    ``cancelled`` turns true when the run is cancelled while the step runs, or when the step's
+    attempt is abandoned (its timeout passed, or another branch failed): long sync steps should
+    check it and return early, since a thread cannot be stopped (async steps are cancelled for you).
     """
 
     run_id: str

@@ -1,8 +1,12 @@
 """The in-process executor: run a workflow now, in this process, and return its result.
 
 Nothing is stored: this is the seed's ``Pgflow.Executor``, grown to DAGs. Independent branches run
-concurrently (async steps on the event loop, sync steps in a bounded thread pool), each step under
-its timeout, failures retried with exponential backoff.
+concurrently (async steps on the event loop, sync steps in a bounded pool of daemon threads,
+process-isolated steps in child processes, a few at a time), each step under its timeout, failures
+retried with exponential backoff. A step starts as soon as its own dependencies are done.
+
+Options resolve most specific first: the step's own, then the call's, then the workflow's, then the
+defaults (3 attempts, 30 s, ``Backoff()``).
 
 Two retry modes:
 
@@ -200,10 +204,15 @@ def execute(
 ) -> Any:
     """Run ``workflow`` on ``input`` now and return its result.
 
-    Raises :class:`~pypgflow.WorkflowFailed` after the last attempt (also a
-    :class:`~pypgflow.StepTimeout` when that attempt timed out). Inside a running event loop, use
-    :func:`execute_async`; called there anyway, the workflow runs on a helper thread.
+    Raises :class:`~pypgflow.WorkflowFailed` after the last attempt (a
+    :class:`~pypgflow.WorkflowTimedOut`, also a :class:`~pypgflow.StepTimeout`, when that attempt
+    timed out). Inside a running event loop, use :func:`execute_async`; called there anyway, the
+    workflow runs on a helper thread while the caller blocks. ``max_workers`` bounds the sync and
+    process-isolated steps running at once (default: a pool shared by every execution).
     ``sleep`` replaces ``asyncio.sleep`` between attempts (for tests).
+
+    On the main thread, a sync step that is the only thing able to run is called directly and
+    interrupted by ``SIGALRM`` at its deadline (when the program does not use ``SIGALRM`` itself).
     """
     execution = _Execution(
         workflow,

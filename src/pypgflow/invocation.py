@@ -4,10 +4,14 @@ Three ways to run a function, chosen per step:
 
 - ``async def`` steps run on the event loop and are cancelled at the deadline.
 - ``def`` steps run in a bounded thread pool. A thread cannot be killed: at the deadline the caller
-  gets :class:`StepTimeout` at once, while the thread runs on until the function returns.
-  (The in-process executor, when it owns the main thread and nothing else is running, calls a
-  sync step directly and interrupts it with ``SIGALRM`` instead: cheaper, and really stopped.)
-- ``isolation="process"`` steps run in a child process that is killed at the deadline.
+  gets :class:`StepTimeout` at once, while the thread runs on until the function returns (the
+  executor sets ``ctx.cancelled`` so a cooperative step can stop). The in-process executor, when
+  it owns the main thread and nothing else is running, calls a sync step directly and interrupts
+  it with ``SIGALRM`` instead: cheaper, and really stopped. The step then sees no running event
+  loop, as it would in a thread, so it may call ``asyncio.run()`` itself.
+- ``isolation="process"`` steps run in a child process (``spawn``) that is killed at the deadline.
+  Their exceptions come back as themselves when they can be unpickled, else as
+  :class:`StepProcessError`; a child that dies without an answer raises :class:`StepProcessDied`.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ async def call_step(
     if inline:
         return _call_inline(step, args, kwargs, limit, timeout)
     loop = asyncio.get_running_loop()
-    call = functools.partial(contextvars.copy_context().run, step.fn, *args, **kwargs)
+    call = functools.partial(contextvars.copy_context().run, _call_sync, step, args, kwargs)
     future = loop.run_in_executor(pool, call)
     deadline = asyncio.timeout(limit)
     try:
@@ -83,6 +87,14 @@ async def call_step(
         if deadline.expired():
             raise _timeout(step, timeout) from None
         raise
+
+
+def _call_sync(step: Step, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return step.fn(*args, **kwargs)
+    except StopIteration as exc:
+        # An asyncio future cannot hold a StopIteration: the caller would wait until the deadline.
+        raise RuntimeError(f"step {step.name!r} raised StopIteration") from exc
 
 
 def _timeout(step: Step, timeout: float) -> StepTimeout:
@@ -133,11 +145,11 @@ def _call_inline(
     asyncio._set_running_loop(None)
     try:
         if limit is None:
-            return step.fn(*args, **kwargs)
+            return _call_sync(step, args, kwargs)
         try:
             signal.setitimer(signal.ITIMER_REAL, limit)
             try:
-                return step.fn(*args, **kwargs)
+                return _call_sync(step, args, kwargs)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _Deadline:

@@ -188,6 +188,32 @@ class Workflow:
 
         return decorate(fn) if fn is not None else decorate
 
+    @overload
+    def map(
+        self,
+        fn: F,
+        *,
+        over: StepRef | None,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        isolation: Isolation = "thread",
+    ) -> F: ...
+
+    @overload
+    def map(
+        self,
+        fn: None = None,
+        *,
+        over: StepRef | None,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        isolation: Isolation = "thread",
+    ) -> Callable[[F], F]: ...
+
     def map(
         self,
         fn: Callable[..., Any] | None = None,
