@@ -1,0 +1,86 @@
+"""A small app for the CLI tests, pointed at each test's database through PYPGFLOW_DATABASE_URL.
+
+``tests.cli.sample_app:create_app`` is a factory; ``tests.cli.sample_app:app`` is built when it is
+looked up (a module ``__getattr__``), so importing this module never connects anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pypgflow import Backoff, Workflow
+from pypgflow.app import App
+
+hello = Workflow("hello")
+
+
+@hello.step
+def greet(input: dict[str, str]) -> dict[str, str]:
+    return {**input, "greeting": f"Hello, {input['name']}"}
+
+
+@hello.step
+def shout(state: dict[str, str]) -> dict[str, str]:
+    return {**state, "greeting": state["greeting"].upper()}
+
+
+# Fails for good at its second step, after two quick attempts.
+broken = Workflow("broken", max_attempts=2, backoff=Backoff(base=0.0, jitter=0.0))
+
+
+@broken.step
+def prepare(input: Any) -> Any:
+    return input
+
+
+@broken.step
+def explode(data: Any) -> Any:
+    raise ValueError(f"boom: {data}")
+
+
+# Fails until a test sets fixed["done"]: for `pypgflow retry`.
+fixed = {"done": False}
+fragile = Workflow("fragile", max_attempts=1)
+
+
+@fragile.step
+def check(input: Any) -> str:
+    if not fixed["done"]:
+        raise RuntimeError("not fixed yet")
+    return "fixed"
+
+
+# Sleeps as many seconds as its input: for graceful shutdown.
+nap = Workflow("nap")
+
+
+@nap.step
+def sleep(input: float) -> float:
+    time.sleep(input)
+    return input
+
+
+WORKFLOWS = (hello, broken, fragile, nap)
+
+not_an_app = 42
+
+
+def make_nothing() -> None:
+    return None
+
+
+def create_app() -> App:
+    return App(os.environ["PYPGFLOW_DATABASE_URL"], workflows=WORKFLOWS)
+
+
+def pinned_app() -> App:
+    """An app that ignores PYPGFLOW_DATABASE_URL: its URL comes from elsewhere."""
+    return App(os.environ["SAMPLE_PINNED_URL"], schema="pinned", workflows=WORKFLOWS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return create_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
