@@ -1,0 +1,57 @@
+"""Fixtures of the multi-process integration tests: worker processes that are always cleaned up."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pypgflow.app import App
+from tests.integration import flows
+from tests.integration.helpers import WorkerProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "restart_db: restarts the PostgreSQL server (opt-in: PYPGFLOW_TEST_RESTART_DB=1)",
+    )
+
+
+@pytest.fixture
+def app(pg_url: str) -> Iterator[App]:
+    """The test's own App (starting runs, reading them) on this test's database."""
+    with App(pg_url, workflows=flows.ALL, instance_id="it-test") as test_app:
+        yield test_app
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    """The file every step of this test appends its events to (see flows.record)."""
+    return tmp_path / "steps.jsonl"
+
+
+@pytest.fixture
+def spawn_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``spawn_worker(instance_id, **options)``: a started worker process on this test's database.
+
+    Every process started is killed (SIGKILL) and reaped at teardown, whatever the test did; its
+    stderr is echoed so that a failing test shows what the workers logged.
+    """
+    started: list[WorkerProcess] = []
+
+    def spawn(instance_id: str, **options: Any) -> WorkerProcess:
+        worker = WorkerProcess(pg_url, instance_id, tmp_path, **options)
+        started.append(worker)
+        return worker.start()
+
+    try:
+        yield spawn
+    finally:
+        for worker in started:
+            worker.kill()
+        for worker in started:
+            sys.stderr.write(f"----- {worker} stderr -----\n{worker.stderr()}\n")

@@ -1,0 +1,136 @@
+"""The workflows of the integration tests, shared by the tests and the worker processes.
+
+Every step appends one JSON line per event to the log file named in the run's input (``log``):
+``{"run", "step", "attempt", "pid", "instance", "event", "t"}``, where ``event`` is ``begin`` when
+the step function is entered, ``end`` when it returns, ``cancelled`` when it saw a cancellation.
+Each line is a single ``write`` on an ``O_APPEND`` descriptor, so lines from several processes
+never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pypgflow import StepContext, Workflow
+
+
+def record(log: str, ctx: StepContext, event: str) -> None:
+    line = json.dumps(
+        {
+            "run": ctx.run_id,
+            "step": ctx.step,
+            "attempt": ctx.attempt,
+            "pid": os.getpid(),
+            "instance": ctx.instance_id,
+            "event": event,
+            "t": time.time(),
+        }
+    )
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """Every event line of a log file written by :func:`record` (none if it does not exist)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# -- it_one: one step ---------------------------------------------------------------------------
+
+one = Workflow("it_one")
+
+
+@one.step
+def work(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return {"i": input["i"], "steps": [ctx.step]}
+
+
+# -- it_three: a linear chain of three steps -----------------------------------------------------
+
+three = Workflow("it_three")
+
+
+@three.step
+def first(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return {"i": input["i"], "steps": [ctx.step]}
+
+
+@three.step
+def second(previous: dict[str, Any], input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return {"i": previous["i"], "steps": [*previous["steps"], ctx.step]}
+
+
+@three.step
+def third(previous: dict[str, Any], input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return {"i": previous["i"], "steps": [*previous["steps"], ctx.step]}
+
+
+# -- it_slow / it_slow_async: one long step that notices cancellation ----------------------------
+
+
+def _is_slow_here(input: dict[str, Any], ctx: StepContext) -> bool:
+    """Slow everywhere, or only on the instance named by ``slow_on``."""
+    slow_on = input.get("slow_on")
+    return slow_on is None or slow_on == ctx.instance_id
+
+
+slow = Workflow("it_slow")
+
+
+@slow.step
+def nap(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Sleeps ``seconds`` (a sync step), returning early if the worker cancels it."""
+    record(input["log"], ctx, "begin")
+    if _is_slow_here(input, ctx):
+        deadline = time.monotonic() + input["seconds"]
+        while time.monotonic() < deadline:
+            if ctx.cancelled:
+                record(input["log"], ctx, "cancelled")
+                return {"cancelled": True}
+            time.sleep(0.02)
+    record(input["log"], ctx, "end")
+    return {"slept": ctx.instance_id}
+
+
+slow_async = Workflow("it_slow_async")
+
+
+@slow_async.step
+async def nap_async(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Sleeps ``seconds`` (an async step: the worker cancels the coroutine itself)."""
+    record(input["log"], ctx, "begin")
+    if _is_slow_here(input, ctx):
+        try:
+            await asyncio.sleep(input["seconds"])
+        except asyncio.CancelledError:
+            record(input["log"], ctx, "cancelled")
+            raise
+    record(input["log"], ctx, "end")
+    return {"slept": ctx.instance_id}
+
+
+ALL = [one, three, slow, slow_async]

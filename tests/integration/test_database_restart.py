@@ -1,0 +1,113 @@
+"""A worker process keeps going across a restart of the PostgreSQL server.
+
+Opt-in (PYPGFLOW_TEST_RESTART_DB=1): restarting the server breaks every other session using it.
+Needs the Debian/Ubuntu ``pg_ctlcluster`` tools and the right to run them (root, or the cluster
+owner); the cluster restarted is the one listening on the test URL's port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pypgflow.app import App, Run
+from tests.conftest import ADMIN_URL
+from tests.integration.flows import read_log
+from tests.integration.helpers import (
+    WorkerProcess,
+    assert_each_step_ran_once,
+    executions,
+    wait_all_finished,
+    wait_for,
+    wait_ready,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.restart_db,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(
+        os.environ.get("PYPGFLOW_TEST_RESTART_DB") != "1",
+        reason="restarts the shared PostgreSQL server: set PYPGFLOW_TEST_RESTART_DB=1 to run",
+    ),
+]
+
+
+def _cluster() -> tuple[str, str]:
+    """(version, name) of the local cluster serving the test database's port."""
+    if shutil.which("pg_lsclusters") is None or shutil.which("pg_ctlcluster") is None:
+        pytest.skip("needs pg_lsclusters and pg_ctlcluster (postgresql-common)")
+    port = str(psycopg.conninfo.conninfo_to_dict(ADMIN_URL).get("port") or 5432)
+    listing = subprocess.run(
+        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == port:
+            return fields[0], fields[1]
+    pytest.skip(f"no local cluster listens on port {port}:\n{listing}")
+
+
+def _restart(version: str, name: str) -> None:
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+
+def _accepting(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_worker_keeps_going_across_a_server_restart(
+    app: App, pg_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
+) -> None:
+    version, name = _cluster()
+    worker = spawn_worker("it-restart", poll_interval=0.5)
+    wait_ready(app, [worker])
+    log = str(log_path)
+
+    # Enough work that steps are running and outcomes are buffered when the server goes away.
+    ones: list[Run] = app.start_many(
+        "it_one", [{"log": log, "i": i, "sleep": 0.2} for i in range(60)]
+    )
+    threes: list[Run] = app.start_many(
+        "it_three", [{"log": log, "i": i, "sleep": 0.2} for i in range(10)]
+    )
+    wait_for(lambda: executions(log_path), timeout=10, what="the first steps to begin")
+    restarted = time.time()
+    try:
+        _restart(version, name)
+    finally:
+        wait_for(lambda: _accepting(pg_url), timeout=60, what="PostgreSQL to accept connections")
+    back = time.time()
+
+    ones += app.start_many("it_one", [{"log": log, "i": 100 + i} for i in range(20)])
+    threes += app.start_many("it_three", [{"log": log, "i": 100 + i} for i in range(5)])
+    wait_all_finished(app, len(ones) + len(threes), timeout=60, workers=[worker])
+    assert_each_step_ran_once(app, pg_url, log_path, ones, threes)
+    # The restart really fell in the middle of the first batch.
+    first_batch = {r.id for r in ones[:60]} | {r.id for r in threes[:10]}
+    begins = [e["t"] for e in read_log(log_path) if e["run"] in first_batch]
+    assert min(begins) < restarted
+    assert max(begins) > back
+
+    stderr = worker.stderr()
+    assert "LISTEN connection lost" in stderr
+    assert "Traceback" not in stderr
+    assert worker.alive()
+    assert worker.stop(timeout=10) == 0
+    assert app.instances() == []
