@@ -24,14 +24,13 @@ import atexit
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any, Literal, ParamSpec, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
 from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Backoff
 from pypgflow.context import StepContext, context_logger
@@ -43,96 +42,31 @@ from pypgflow.errors import (
     WorkflowFailed,
     WorkflowTimedOut,
 )
-from pypgflow.invocation import alarm_deadlines, call_step, inline_sync_possible
+from pypgflow.invocation import (
+    StepThreadPool,
+    ThreadHandoff,
+    alarm_deadlines,
+    call_step,
+    inline_sync_possible,
+)
 from pypgflow.workflow import ArgSource, Step, StepOptions, Workflow, resolve_options
 
 RetryMode = Literal["workflow", "step"]
 Sleep = Callable[[float], Awaitable[None]]
 
 _MISSING: Any = object()
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
-class _DaemonThreadPool(Executor):
-    """A bounded pool of daemon threads for sync steps.
-
-    Like :class:`~concurrent.futures.ThreadPoolExecutor`, except that its threads are daemons: a sync
-    step abandoned at its timeout (a thread cannot be killed) must not keep the interpreter from
-    exiting, which ThreadPoolExecutor's exit hook, joining every worker, would do.
-    """
-
-    def __init__(self, max_workers: int, thread_name_prefix: str = "pypgflow-step") -> None:
-        self._max_workers = max_workers
-        self._prefix = thread_name_prefix
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
-        self._queue = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._shutdown = False
-
-    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
-        future: Future[_T] = Future()
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.put((future, lambda: fn(*args, **kwargs)))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
-        return future
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                self._queue.put(None)  # wake the next worker, which exits too
-                return
-            future, call = item
-            del item
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = call()
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    del exc
-                else:
-                    future.set_result(result)
-                    del result
-            del future, call
-            self._idle.release()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._shutdown = True
-            if cancel_futures:
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        item[0].cancel()
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-_shared_pool: _DaemonThreadPool | None = None
+_shared_pool: StepThreadPool | None = None
 _shared_pool_lock = threading.Lock()
 
 
-def _default_pool() -> _DaemonThreadPool:
+def _default_pool() -> StepThreadPool:
     """One thread pool for sync steps, shared by every execution in this process."""
     global _shared_pool
     with _shared_pool_lock:
         if _shared_pool is None:
-            _shared_pool = _DaemonThreadPool(min(32, (os.cpu_count() or 1) + 4))
+            _shared_pool = StepThreadPool(min(32, (os.cpu_count() or 1) + 4))
             atexit.register(_shared_pool.shutdown, wait=False, cancel_futures=True)
         return _shared_pool
 
@@ -305,6 +239,7 @@ class _Execution:
         }
         self.max_workers = max_workers
         self.pool: Executor | None = None
+        self.handoff: ThreadHandoff | None = None
         self.process_slots: asyncio.Semaphore | None = None
         self.sleep: Sleep = sleep or asyncio.sleep
         self.inline = False
@@ -315,8 +250,9 @@ class _Execution:
         self.dependents = workflow.dependents()
 
     async def run(self) -> Any:
-        own_pool = _DaemonThreadPool(self.max_workers) if self.max_workers else None
+        own_pool = StepThreadPool(self.max_workers) if self.max_workers else None
         self.pool = own_pool or _default_pool()
+        self.handoff = ThreadHandoff()
         # Child processes are costly: process-isolated steps (and map elements) take turns.
         self.process_slots = asyncio.Semaphore(self.max_workers or max(2, os.cpu_count() or 1))
         self.debug = self.log.isEnabledFor(logging.DEBUG)
@@ -521,7 +457,13 @@ class _Execution:
                         )
                 else:
                     result = await call_step(
-                        step, args, kwargs, timeout=options.timeout, pool=self.pool, inline=inline
+                        step,
+                        args,
+                        kwargs,
+                        timeout=options.timeout,
+                        pool=self.pool,
+                        inline=inline,
+                        handoff=self.handoff,
                     )
             except asyncio.CancelledError:
                 if ctx is not None:

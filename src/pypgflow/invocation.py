@@ -3,9 +3,10 @@
 Three ways to run a function, chosen per step:
 
 - ``async def`` steps run on the event loop and are cancelled at the deadline.
-- ``def`` steps run in a bounded thread pool. A thread cannot be killed: at the deadline the caller
-  gets :class:`StepTimeout` at once, while the thread runs on until the function returns (the
-  executor sets ``ctx.cancelled`` so a cooperative step can stop). The in-process executor, when
+- ``def`` steps run in a bounded thread pool, through a :class:`ThreadHandoff`. A thread cannot be
+  killed: at the deadline the caller gets :class:`StepTimeout` at once, while the thread runs on
+  until the function returns (the executor sets ``ctx.cancelled`` so a cooperative step can stop).
+  The in-process executor, when
   it owns the main thread and nothing else is running, calls a sync step directly and interrupts
   it with ``SIGALRM`` instead: cheaper, and really stopped. The step then sees no running event
   loop, as it would in a thread, so it may call ``asyncio.run()`` itself.
@@ -20,19 +21,25 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import logging
 import math
 import multiprocessing
 import pickle
+import queue
 import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pypgflow.errors import PypgflowError, StepTimeout
 from pypgflow.workflow import Step
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+logger = logging.getLogger("pypgflow")
 
 
 class StepProcessDied(PypgflowError):
@@ -56,11 +63,15 @@ async def call_step(
     timeout: float,
     pool: Executor | None,
     inline: bool = False,
+    handoff: ThreadHandoff | None = None,
 ) -> Any:
     """Run ``step.fn(*args, **kwargs)`` once and return its result, or raise at the deadline.
 
-    ``inline`` runs a sync step directly on this thread, interrupted by ``SIGALRM``: only for
-    callers inside :func:`alarm_deadlines` that block nothing else by waiting.
+    A sync step runs in ``pool`` (``None``: the loop's default executor) through ``handoff``, or
+    through a new :class:`ThreadHandoff` for this call alone: share one between the calls made on a
+    loop, and their completions wake it once per burst. ``inline`` runs a sync step directly on
+    this thread, interrupted by ``SIGALRM``: only for callers inside :func:`alarm_deadlines` that
+    block nothing else by waiting.
     """
     limit = None if math.isinf(timeout) else timeout
     if step.isolation == "process":
@@ -76,17 +87,9 @@ async def call_step(
             raise
     if inline:
         return _call_inline(step, args, kwargs, limit, timeout)
-    loop = asyncio.get_running_loop()
-    call = functools.partial(contextvars.copy_context().run, _call_sync, step, args, kwargs)
-    future = loop.run_in_executor(pool, call)
-    deadline = asyncio.timeout(limit)
-    try:
-        async with deadline:
-            return await future
-    except TimeoutError:
-        if deadline.expired():
-            raise _timeout(step, timeout) from None
-        raise
+    if handoff is None:
+        handoff = ThreadHandoff()
+    return await handoff.call(step, args, kwargs, timeout=timeout, pool=pool)
 
 
 def _call_sync(step: Step, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -101,6 +104,238 @@ def _timeout(step: Step, timeout: float) -> StepTimeout:
     return StepTimeout(
         f"step {step.name!r} timed out after {timeout:g} s", step=step.name, timeout=timeout
     )
+
+
+# -- in a thread of a pool, handed back to the loop in bursts ---------------------------------------
+
+
+_TIMED_OUT: Any = object()  # the waiter's result when the deadline came first
+
+
+class ThreadHandoff:
+    """Runs sync steps in a thread pool and hands their outcomes back to one event loop, in bursts.
+
+    Why it exists: ``loop.run_in_executor`` costs, per call, a concurrent Future chained to an
+    asyncio Future, and a wake-up of the loop (``call_soon_threadsafe``: a write to its self-pipe)
+    per completion; under ``asyncio.timeout`` besides. With a hundred sync branches ready at once,
+    that was most of the executor's overhead per step (about 30 µs). Here:
+
+    - each call is a :class:`_ThreadCall`, which records its own outcome in the thread; a
+      :class:`StepThreadPool` queues it as it is, with no Future (any other executor gets it
+      through ``submit``);
+    - a finished call appends itself to ``_finished``, and only the call that finds that list
+      empty wakes the loop: one wake-up per burst, however many calls end meanwhile;
+    - the loop takes the whole list and resolves each caller's future in one go;
+    - each call keeps its own deadline, a plain loop timer (``call_later``). At the deadline the
+      caller gets :class:`StepTimeout` at once; the call is marked abandoned, so that it does not
+      start if it is still queued, while a thread already running it runs on to the end.
+
+    One instance serves any number of calls on the loop it was created on (the running one).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._finished: list[_ThreadCall] = []  # non-empty: the loop has been woken to drain it
+
+    async def call(
+        self,
+        step: Step,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        pool: Executor | None,
+    ) -> Any:
+        """Run the sync ``step`` in ``pool`` and return its result; raise at the deadline."""
+        loop = self._loop
+        waiter = loop.create_future()
+        call = _ThreadCall(self, waiter, step, args, kwargs)
+        if isinstance(pool, StepThreadPool):
+            pool.run_soon(call)
+        else:
+            # Another executor: it may drop the call unrun (shutdown(cancel_futures=True)).
+            future = loop.run_in_executor(None, call) if pool is None else pool.submit(call)
+            future.add_done_callback(call.pool_done)
+        timer = None if math.isinf(timeout) else loop.call_later(timeout, _expire, waiter)
+        try:
+            result = await waiter
+        except BaseException:  # its error, or this task cancelled
+            call.abandoned = True
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if result is _TIMED_OUT:
+            call.abandoned = True
+            raise _timeout(step, timeout)
+        return result
+
+    def _finish(self, call: _ThreadCall) -> None:
+        """Queue a finished call for the loop (from any thread); wake the loop once per burst."""
+        with self._lock:
+            self._finished.append(call)
+            if len(self._finished) > 1:
+                return  # the loop is already woken, and has not taken the list yet
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the call now
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the loop: resolve the futures of every call finished since the last drain."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for call in finished:
+            if call.waiter.done():  # timed out, or its caller was cancelled
+                continue
+            if call.error is None:
+                call.waiter.set_result(call.result)
+            else:
+                call.waiter.set_exception(call.error)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
+
+
+class _ThreadCall:
+    """One call of a sync step, run by a pool thread and handed back through its ThreadHandoff."""
+
+    __slots__ = (
+        "abandoned",
+        "args",
+        "context",
+        "error",
+        "handoff",
+        "kwargs",
+        "result",
+        "step",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        handoff: ThreadHandoff,
+        waiter: asyncio.Future[Any],
+        step: Step,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.handoff = handoff
+        self.waiter = waiter
+        self.step = step
+        self.args = args
+        self.kwargs = kwargs
+        self.context = contextvars.copy_context()  # the caller's context variables
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False  # timed out or cancelled: if not started yet, do not start
+
+    def __call__(self) -> None:
+        """In a pool thread: call the step, then hand the outcome back. Never raises."""
+        if self.abandoned:
+            return
+        try:
+            self.result = self.context.run(_call_sync, self.step, self.args, self.kwargs)
+        except BaseException as exc:
+            self.error = exc
+        if not self.abandoned:
+            self.handoff._finish(self)
+
+    def pool_done(self, future: Future[Any] | asyncio.Future[Any]) -> None:
+        """Done callback of the future another executor returned: report a call it dropped."""
+        if future.cancelled() and not self.abandoned:
+            self.error = asyncio.CancelledError()
+            self.handoff._finish(self)
+
+
+class StepThreadPool(Executor):
+    """A bounded pool of daemon threads for sync steps.
+
+    Like :class:`~concurrent.futures.ThreadPoolExecutor`, except that
+
+    - its threads are daemons: a sync step abandoned at its timeout (a thread cannot be killed)
+      must not keep the interpreter from exiting, which ThreadPoolExecutor's exit hook, joining
+      every worker, would do;
+    - :meth:`run_soon` queues a bare callable, without the Future that :meth:`submit` creates,
+      completes and locks for every call: what :class:`ThreadHandoff` uses.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "pypgflow-step") -> None:
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue[tuple[Future[Any] | None, Callable[[], Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work, as far as submitters know: guarded by _lock
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._put(future, functools.partial(fn, *args, **kwargs))
+        return future
+
+    def run_soon(self, job: Callable[[], object]) -> None:
+        """Run ``job()`` in a pool thread. It gets no Future: it must report its own outcome, and
+        not raise. ``shutdown(cancel_futures=True)`` drops it unrun, without telling it."""
+        self._put(None, job)
+
+    def _put(self, future: Future[Any] | None, job: Callable[[], Any]) -> None:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.put((future, job))
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)  # wake the next worker, which exits too
+                return
+            future, job = item
+            del item
+            if future is None:
+                try:
+                    job()
+                except BaseException:  # a bug in the job: keep the thread
+                    logger.exception("a job in the step thread pool raised")
+            elif future.set_running_or_notify_cancel():
+                try:
+                    result = job()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    del exc
+                else:
+                    future.set_result(result)
+                    del result
+            del future, job
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None and item[0] is not None:
+                        item[0].cancel()
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 # -- inline, interrupted by SIGALRM -------------------------------------------------------------
