@@ -1,0 +1,311 @@
+-- Every statement the SQLite engine runs, by name. Values are always bound parameters (:name),
+-- never formatted into the text. SQLite has no arrays: a batch travels as one JSON array
+-- parameter, read back with json_each(:param) and `value ->> '$.field'`, so a batch is still a
+-- few statements whatever its size. Timestamps are REAL unix epoch seconds; "now" is
+-- (julianday('now') - 2440587.5) * 86400.0, the same value everywhere within one statement.
+--
+-- Every write runs inside BEGIN IMMEDIATE: the transaction holds the database's single write
+-- lock from its first statement, so what PostgreSQL needs row locks for (FOR UPDATE, SKIP
+-- LOCKED) is already serialized here.
+
+-- name: journal_mode_wal
+PRAGMA journal_mode = WAL;
+
+-- name: foreign_keys_on
+PRAGMA foreign_keys = ON;
+
+-- name: synchronous_full
+PRAGMA synchronous = FULL;
+
+-- name: synchronous_normal
+PRAGMA synchronous = NORMAL;
+
+-- name: data_version
+-- Changes whenever another connection (of any process) commits a change to the database.
+PRAGMA data_version;
+
+-- name: migrations_table_exists
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'migrations';
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM migrations;
+
+-- name: record_migration
+INSERT INTO migrations (version, name) VALUES (:version, :name);
+
+-- name: insert_runs
+-- Inserts a batch of runs. Runs whose idempotency key is taken are skipped (their steps and
+-- tasks are then not inserted either); the ids actually inserted are returned.
+INSERT INTO runs
+    (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
+     scheduled_at, output)
+SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
+       r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
+       r.value ->> '$.input', r.value ->> '$.remaining_steps',
+       coalesce(r.value ->> '$.run_at',
+                (julianday('now') - 2440587.5) * 86400.0 + (r.value ->> '$.delay')),
+       r.value ->> '$.output'
+FROM json_each(:runs) AS r
+-- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
+WHERE true
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: insert_steps
+-- The steps of the runs just inserted.
+INSERT INTO steps
+    (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
+     map_over, remaining_tasks, task_count, output, started_at, finished_at)
+SELECT s.value ->> '$.run_id', s.value ->> '$.name', s.value ->> '$.position',
+       s.value ->> '$.status', s.value ->> '$.depends_on', s.value ->> '$.remaining_deps',
+       s.value ->> '$.max_attempts', s.value ->> '$.is_map', s.value ->> '$.map_over',
+       s.value ->> '$.remaining_tasks', s.value ->> '$.task_count', s.value ->> '$.output',
+       CASE WHEN s.value ->> '$.status' <> 'waiting'
+            THEN (julianday('now') - 2440587.5) * 86400.0 END,
+       CASE WHEN s.value ->> '$.status' IN ('completed', 'failed', 'cancelled')
+            THEN (julianday('now') - 2440587.5) * 86400.0 END
+FROM json_each(:steps) AS s;
+
+-- name: insert_root_tasks
+-- The first tasks of the runs just inserted, due when their run is scheduled.
+INSERT INTO tasks
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at)
+SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
+       t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
+       t.value ->> '$.max_attempts', t.value ->> '$.input', r.scheduled_at
+FROM json_each(:tasks) AS t
+JOIN runs r ON r.id = t.value ->> '$.run_id';
+
+-- name: runs_by_idempotency_key
+SELECT id, idempotency_key FROM runs
+WHERE idempotency_key IN (SELECT value FROM json_each(:keys));
+
+-- name: claim_tasks
+-- Claims up to :limit due tasks of one queue, best first: priority, then due time, then age.
+-- No SKIP LOCKED: the pick and the update are one statement under the write lock, so no other
+-- connection can claim the same task.
+UPDATE tasks
+SET status = 'running', attempt = attempt + 1, instance_id = :instance_id,
+    started_at = (julianday('now') - 2440587.5) * 86400.0
+WHERE status = 'queued' AND id IN (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND queue = :queue
+      AND run_at <= (julianday('now') - 2440587.5) * 86400.0
+      AND workflow IN (SELECT value FROM json_each(:workflows))
+    ORDER BY priority, run_at, id
+    LIMIT :limit
+)
+RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input;
+
+-- name: claimed_task_inputs
+-- What the claimed tasks need besides themselves: their run's input and the outputs of their
+-- step's dependencies (a JSON object, empty for a root step).
+SELECT t.id, r.input AS run_input,
+       (SELECT json_group_object(d.name, json(d.output)) FROM steps d
+        WHERE d.run_id = t.run_id
+          AND d.name IN (SELECT value FROM json_each(s.depends_on))) AS dependency_outputs
+FROM tasks t
+JOIN runs r ON r.id = t.run_id
+JOIN steps s ON s.run_id = t.run_id AND s.name = t.step
+WHERE t.id IN (SELECT value FROM json_each(:ids));
+
+-- name: mark_runs_running
+-- Runs whose first task was just claimed (claim_tasks runs it in the claim's transaction).
+-- "+status": look the runs up by id, not by scanning every pending run through status's index.
+UPDATE runs
+SET status = 'running', started_at = coalesce(started_at, (julianday('now') - 2440587.5) * 86400.0)
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
+
+-- name: next_due
+SELECT min(run_at) - (julianday('now') - 2440587.5) * 86400.0 AS seconds FROM tasks
+WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+  AND workflow IN (SELECT value FROM json_each(:workflows));
+
+-- name: lock_runs
+-- The runs a transaction changes. No FOR UPDATE: BEGIN IMMEDIATE already holds the write lock
+-- of the whole database, which covers these rows until the transaction ends.
+SELECT id, workflow, status, queue, priority, remaining_steps
+FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
+ORDER BY id;
+
+-- name: run_steps
+SELECT run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
+       map_over, remaining_tasks, task_count
+FROM steps WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: complete_tasks
+-- Guarded: only the attempt that is still running may complete; late or duplicate completions
+-- change nothing.
+UPDATE tasks AS t
+SET status = 'completed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+    output = CASE WHEN t.task_index IS NULL THEN NULL ELSE d.output END
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.output' AS output
+      FROM json_each(:outcomes)) AS d
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+RETURNING id, run_id, step, task_index;
+
+-- name: retry_tasks
+UPDATE tasks AS t
+SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0 + d.delay,
+    errors = json_insert(t.errors, '$[#]', json(d.error))
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.delay' AS delay, value ->> '$.error' AS error
+      FROM json_each(:outcomes)) AS d
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+RETURNING queue;
+
+-- name: fail_tasks
+UPDATE tasks AS t
+SET status = 'failed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+    errors = json_insert(t.errors, '$[#]', json(d.error))
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.error' AS error
+      FROM json_each(:outcomes)) AS d
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+RETURNING id, run_id, step, task_index, attempt;
+
+-- name: step_outputs
+SELECT name, output FROM steps
+WHERE run_id = :run_id AND name IN (SELECT value FROM json_each(:names));
+
+-- name: map_outputs
+SELECT output FROM tasks
+WHERE run_id = :run_id AND step = :step
+ORDER BY task_index;
+
+-- name: run_input
+SELECT input FROM runs WHERE id = :run_id;
+
+-- name: update_steps
+UPDATE steps AS s
+SET status = d.status, remaining_deps = d.remaining_deps, remaining_tasks = d.remaining_tasks,
+    task_count = d.task_count, output = coalesce(d.output, s.output),
+    started_at = CASE WHEN d.started
+                      THEN coalesce(s.started_at, (julianday('now') - 2440587.5) * 86400.0)
+                      ELSE s.started_at END,
+    finished_at = CASE WHEN d.finished
+                       THEN coalesce(s.finished_at, (julianday('now') - 2440587.5) * 86400.0)
+                  END
+FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.name' AS name,
+             value ->> '$.status' AS status, value ->> '$.remaining_deps' AS remaining_deps,
+             value ->> '$.remaining_tasks' AS remaining_tasks,
+             value ->> '$.task_count' AS task_count, value ->> '$.output' AS output,
+             value ->> '$.started' AS started, value ->> '$.finished' AS finished
+      FROM json_each(:steps)) AS d
+WHERE s.run_id = d.run_id AND s.name = d.name;
+
+-- name: update_runs
+UPDATE runs AS r
+SET status = d.status, remaining_steps = d.remaining_steps, output = d.output, error = d.error,
+    started_at = CASE WHEN d.status <> 'pending'
+                      THEN coalesce(r.started_at, (julianday('now') - 2440587.5) * 86400.0)
+                      ELSE r.started_at END,
+    finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled')
+                       THEN (julianday('now') - 2440587.5) * 86400.0 END
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
+             value ->> '$.remaining_steps' AS remaining_steps, value ->> '$.output' AS output,
+             value ->> '$.error' AS error
+      FROM json_each(:runs)) AS d
+WHERE r.id = d.id;
+
+-- name: insert_tasks
+INSERT INTO tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
+       t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
+       t.value ->> '$.max_attempts', t.value ->> '$.input'
+FROM json_each(:tasks) AS t;
+
+-- name: cancel_tasks_of_runs
+UPDATE tasks SET status = 'cancelled', finished_at = (julianday('now') - 2440587.5) * 86400.0
+WHERE run_id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'running');
+
+-- name: requeue_tasks
+-- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
+UPDATE tasks AS t
+SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0, finished_at = NULL,
+    max_attempts = t.attempt + d.budget
+FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.step' AS step,
+             value ->> '$.budget' AS budget
+      FROM json_each(:steps)) AS d
+WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
+
+-- name: get_run
+SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM runs WHERE id = :id;
+
+-- name: list_runs
+-- Newest first; rowid breaks ties between runs created in the same millisecond.
+SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM runs
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
+-- name: run_result
+SELECT status, output, error FROM runs WHERE id = :id;
+
+-- name: step_infos
+-- A run's steps with what their tasks say: first claim, most attempts, latest instance. Their
+-- errors come from step_errors (SQLite 3.40 cannot order inside an aggregate).
+SELECT s.name, s.position, s.status, s.depends_on, s.is_map, s.task_count, s.output,
+       min(t.started_at) AS started_at, s.finished_at,
+       coalesce(max(t.attempt), 0) AS attempts,
+       (SELECT l.instance_id FROM tasks l
+        WHERE l.run_id = s.run_id AND l.step = s.name
+        ORDER BY l.started_at DESC NULLS LAST, l.id DESC
+        LIMIT 1) AS instance_id
+FROM steps s
+LEFT JOIN tasks t ON t.run_id = s.run_id AND t.step = s.name
+WHERE s.run_id = :id
+GROUP BY s.run_id, s.name
+ORDER BY s.position;
+
+-- name: step_errors
+-- Every attempt's error of a run's tasks, in the order of PostgreSQL's step_infos.
+SELECT t.step, e.value AS error
+FROM tasks t, json_each(t.errors) AS e
+WHERE t.run_id = :id
+ORDER BY e.value ->> '$.attempt', t.task_index;
+
+-- name: running_tasks_still_running
+-- Of the tasks a worker is executing, those still running (the others were cancelled or rescued).
+SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running';
+
+-- name: upsert_instance
+INSERT INTO instances (id, hostname, pid, queues, load)
+VALUES (:id, :hostname, :pid, :queues, 0)
+ON CONFLICT (id) DO UPDATE
+SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, load = 0,
+    started_at = (julianday('now') - 2440587.5) * 86400.0,
+    heartbeat_at = (julianday('now') - 2440587.5) * 86400.0;
+
+-- name: heartbeat_instance
+UPDATE instances SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0, load = :load
+WHERE id = :id;
+
+-- name: delete_instance
+DELETE FROM instances WHERE id = :id;
+
+-- name: list_instances
+SELECT id, hostname, pid, queues, load, started_at, heartbeat_at,
+       (julianday('now') - 2440587.5) * 86400.0 - heartbeat_at AS heartbeat_age
+FROM instances ORDER BY started_at, id;
+
+-- name: unknown_workflows_waiting
+SELECT DISTINCT workflow FROM tasks
+WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+  AND run_at <= (julianday('now') - 2440587.5) * 86400.0
+  AND workflow NOT IN (SELECT value FROM json_each(:workflows))
+LIMIT 20;
+
+-- name: release_tasks
+-- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted.
+UPDATE tasks
+SET status = 'queued', attempt = attempt - 1, run_at = (julianday('now') - 2440587.5) * 86400.0
+WHERE id IN (SELECT value FROM json_each(:ids)) AND instance_id = :instance_id
+  AND status = 'running'
+RETURNING queue;

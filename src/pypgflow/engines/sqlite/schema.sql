@@ -1,0 +1,113 @@
+-- The current pypgflow schema for SQLite, in full: what a fresh install creates.
+-- Upgrades of existing databases go through migrations/NNNN_*.sql instead; a test proves that
+-- applying every migration in order gives exactly this schema.
+--
+-- The same tables, columns and constraints as the PostgreSQL schema, in SQLite's types (STRICT
+-- tables, so a value of the wrong type is an error as it is in PostgreSQL):
+--   uuid -> TEXT, jsonb -> TEXT (JSON text), boolean -> INTEGER 0/1,
+--   timestamptz -> REAL (unix epoch seconds, UTC), computed as
+--   (julianday('now') - 2440587.5) * 86400.0 (millisecond resolution).
+
+CREATE TABLE migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+) STRICT;
+
+-- One row per started workflow run.
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    -- steps not yet completed: the run completes when this reaches zero
+    remaining_steps INTEGER NOT NULL,
+    created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    scheduled_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    started_at REAL,
+    finished_at REAL,
+    CONSTRAINT runs_status_is_known
+        CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
+    CONSTRAINT runs_remaining_steps_not_negative CHECK (remaining_steps >= 0)
+) STRICT;
+CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_status_created ON runs (status, created_at);
+CREATE INDEX runs_workflow_created ON runs (workflow, created_at);
+
+-- One row per step of a run: the graph is copied at start, so a run never depends on how its
+-- workflow is defined later.
+CREATE TABLE steps (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'waiting',
+    depends_on TEXT NOT NULL,
+    -- dependencies not yet completed: the step's tasks are created when this reaches zero
+    remaining_deps INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    is_map INTEGER NOT NULL DEFAULT 0,
+    map_over TEXT,
+    -- tasks not yet completed (set when the tasks are created)
+    remaining_tasks INTEGER,
+    task_count INTEGER,
+    output TEXT,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, name),
+    CONSTRAINT steps_status_is_known
+        CHECK (status IN ('waiting', 'ready', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT steps_remaining_deps_not_negative CHECK (remaining_deps >= 0),
+    CONSTRAINT steps_is_map_is_boolean CHECK (is_map IN (0, 1))
+) STRICT;
+
+-- One row per unit of work a worker claims: one per step, or one per element of a map step.
+CREATE TABLE tasks (
+    -- AUTOINCREMENT: an id is never reused, like PostgreSQL's identity
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    task_index INTEGER,
+    workflow TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'queued',
+    run_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    -- the element of a map step
+    input TEXT,
+    -- the result of a map element (a plain step's output is kept on its step)
+    output TEXT,
+    errors TEXT NOT NULL DEFAULT '[]',
+    instance_id TEXT,
+    rescues INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    started_at REAL,
+    finished_at REAL,
+    FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name) ON DELETE CASCADE,
+    CONSTRAINT tasks_status_is_known
+        CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
+) STRICT;
+CREATE UNIQUE INDEX tasks_run_step_index ON tasks (run_id, step, coalesce(task_index, -1));
+-- The claim index: only queued tasks, in claim order.
+CREATE INDEX tasks_claim ON tasks (queue, priority, run_at, id) WHERE status = 'queued';
+CREATE INDEX tasks_running_instance ON tasks (instance_id) WHERE status = 'running';
+
+-- Worker processes: registered on start, heartbeating, removed on graceful stop.
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    queues TEXT NOT NULL DEFAULT '{}',
+    load INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    heartbeat_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+) STRICT;
