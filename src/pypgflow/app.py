@@ -27,14 +27,16 @@ from pypgflow.errors import (
     ResultTimeout,
     RunCancelled,
     RunNotFound,
+    StepTimeout,
     UnknownWorkflow,
     WorkflowFailed,
+    WorkflowTimedOut,
 )
 from pypgflow.executor import MapInputError
 from pypgflow.records import InstanceInfo, RunInfo
 from pypgflow.serialization import dumps
 from pypgflow.status import RunStatus
-from pypgflow.workflow import Workflow
+from pypgflow.workflow import Workflow, resolve_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -145,11 +147,20 @@ class Run:
             return failed
         return None
 
+    async def info_async(self) -> RunInfo:
+        return await self.app.get_run_async(self.id)
+
     def cancel(self) -> bool:
         return self.app.cancel(self.id)
 
+    async def cancel_async(self) -> bool:
+        return await self.app.cancel_async(self.id)
+
     def retry(self) -> bool:
         return self.app.retry(self.id)
+
+    async def retry_async(self) -> bool:
+        return await self.app.retry_async(self.id)
 
 
 class Job(Generic[P, R]):
@@ -169,11 +180,9 @@ class Job(Generic[P, R]):
 
     def enqueue(self, args: Any = None, **options: Any) -> Run:
         """Start the job durably; ``options`` are those of ``App.start`` (queue, delay, ...)."""
-        options.setdefault("queue", self.queue)
         return self.app.start(self.workflow, args, **options)
 
     async def enqueue_async(self, args: Any = None, **options: Any) -> Run:
-        options.setdefault("queue", self.queue)
         return await self.app.start_async(self.workflow, args, **options)
 
 
@@ -203,6 +212,7 @@ class App:
         self.url = url
         self.instance_id = instance_id or default_instance_id()
         self.workflows: dict[str, Workflow] = {}
+        self.default_queues: dict[str, str] = {}
         for flow in workflows:
             self.register(flow)
 
@@ -220,8 +230,11 @@ class App:
 
     # -- definitions ---------------------------------------------------------------------------
 
-    def register(self, workflow: Workflow) -> Workflow:
-        """Make ``workflow`` known to this app: its workers run it, ``start`` accepts its name."""
+    def register(self, workflow: Workflow, *, queue: str | None = None) -> Workflow:
+        """Make ``workflow`` known to this app: its workers run it, ``start`` accepts its name.
+
+        ``queue`` is where its runs go when ``start`` names none (else ``"default"``).
+        """
         if not isinstance(workflow, Workflow):
             raise InvalidArgument(f"register() takes a Workflow, got {type(workflow).__name__}")
         workflow.validate()
@@ -229,6 +242,8 @@ class App:
         if known is not None and known is not workflow:
             raise InvalidArgument(f"another workflow named {workflow.name!r} is already registered")
         self.workflows[workflow.name] = workflow
+        if queue is not None:
+            self.default_queues[workflow.name] = _check_queue(queue)
         return workflow
 
     def job(
@@ -248,8 +263,8 @@ class App:
             flow.step(
                 name=func.__name__, max_attempts=max_attempts, timeout=timeout, backoff=backoff
             )(func)
-            self.register(flow)
-            return Job(self, func, flow, _check_queue(queue))
+            self.register(flow, queue=queue)
+            return Job(self, func, flow, queue)
 
         return decorate(fn) if fn is not None else decorate
 
@@ -283,7 +298,7 @@ class App:
         workflow: str | Workflow,
         input: Any = None,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
@@ -305,7 +320,7 @@ class App:
         workflow: str | Workflow,
         input: Any = None,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
@@ -322,7 +337,7 @@ class App:
         workflow: str | Workflow,
         inputs: Iterable[Any],
         *,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
@@ -338,7 +353,7 @@ class App:
         workflow: str | Workflow,
         inputs: Iterable[Any],
         *,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
@@ -360,7 +375,7 @@ class App:
         self,
         workflow: str | Workflow,
         inputs: Iterable[Any],
-        queue: str,
+        queue: str | None,
         priority: int,
         delay: float | timedelta | None,
         run_at: datetime | None,
@@ -376,7 +391,7 @@ class App:
         self,
         workflow: str | Workflow,
         input: Any,
-        queue: str,
+        queue: str | None,
         priority: int,
         delay: float | timedelta | None,
         run_at: datetime | None,
@@ -387,7 +402,9 @@ class App:
         flow = self.workflow(workflow)
         what = "the input" if index is None else f"input {index}"
         input_json = dumps(input, what=f"{what} of workflow {flow.name!r}")
-        _check_queue(queue)
+        queue = _check_queue(
+            queue if queue is not None else self.default_queues.get(flow.name, "default")
+        )
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
             raise InvalidArgument(
                 f"priority must be an integer from 0 (first) to 9, got {priority!r}"
@@ -437,10 +454,14 @@ class App:
         self.get_run(run_id)
         return Run(self, str(run_id))
 
+    async def run_async(self, run_id: str) -> Run:
+        await self.get_run_async(run_id)
+        return Run(self, str(run_id))
+
     def list_runs(
         self,
         status: RunStatus | str | None = None,
-        workflow: str | Workflow | None = None,
+        workflow: str | Workflow | Job[Any, Any] | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
         """Runs, newest first; filters take the enum or its string value (``"failed"``)."""
@@ -450,6 +471,8 @@ class App:
             except ValueError:
                 choices = ", ".join(s.value for s in RunStatus)
                 raise InvalidArgument(f"unknown run status {status!r} (one of {choices})") from None
+        if isinstance(workflow, Job):
+            workflow = workflow.workflow
         name = workflow.name if isinstance(workflow, Workflow) else workflow
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
@@ -458,7 +481,7 @@ class App:
     async def list_runs_async(
         self,
         status: RunStatus | str | None = None,
-        workflow: str | Workflow | None = None,
+        workflow: str | Workflow | Job[Any, Any] | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
         return await asyncio.to_thread(self.list_runs, status, workflow, limit)
@@ -493,7 +516,7 @@ class App:
             f"after {attempts} attempt{'s' if attempts != 1 else ''}: "
             f"{error.get('type', 'Error')}: {error.get('message', '')}"
         )
-        return WorkflowFailed(
+        failure = WorkflowFailed(
             message,
             workflow=info.workflow if info else "",
             step=step,
@@ -501,6 +524,19 @@ class App:
             errors=errors,
             run_id=run_id,
         )
+        if error.get("type") == StepTimeout.__qualname__:
+            # As the in-process executor does: the last attempt timed out.
+            return WorkflowTimedOut(
+                failure, StepTimeout(step=step, timeout=self._timeout_of(info, step))
+            )
+        return failure
+
+    def _timeout_of(self, info: RunInfo | None, step: str) -> float:
+        """The step's timeout, if this app knows its workflow (0.0 if not)."""
+        flow = self.workflows.get(info.workflow) if info is not None else None
+        if flow is None or step not in flow.steps:
+            return 0.0
+        return resolve_options(flow, flow.steps[step]).timeout
 
     # -- instances -----------------------------------------------------------------------------
 
@@ -508,6 +544,11 @@ class App:
         """Registered worker instances, ``offline`` once their heartbeat is older than
         ``stale_after`` seconds."""
         return self.engine.list_instances(stale_after=stale_after)
+
+    async def instances_async(
+        self, *, stale_after: float = DEFAULT_STALE_AFTER
+    ) -> list[InstanceInfo]:
+        return await asyncio.to_thread(self.instances, stale_after=stale_after)
 
     # -- workers -------------------------------------------------------------------------------
 

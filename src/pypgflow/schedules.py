@@ -38,7 +38,9 @@ def check_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise InvalidArgument(f"unknown time zone {name!r} (use an IANA name like 'UTC' or 'Europe/Paris')") from None
+        raise InvalidArgument(
+            f"unknown time zone {name!r} (use an IANA name like 'UTC' or 'Europe/Paris')"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class Schedule:
         tick: datetime = croniter(self.cron, start).get_next(datetime)
         return tick.astimezone(UTC)
 
-    def due_ticks(self, last: datetime, now: datetime, *, limit: int = MAX_CATCH_UP) -> list[datetime]:
+    def due_ticks(
+        self, last: datetime, now: datetime, *, limit: int = MAX_CATCH_UP
+    ) -> list[datetime]:
         """Ticks in ``(last, now]``, oldest first: at most the latest ``limit`` of them, so that a
         long outage starts one catch-up run rather than a storm."""
         zone = check_timezone(self.timezone)

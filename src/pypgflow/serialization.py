@@ -6,17 +6,44 @@ Values are encoded once, where they are produced, and travel as JSON text to the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pypgflow.errors import SerializationError
 
+# An escaped NUL character: ``\u0000`` preceded by an even number of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
 
 def dumps(value: Any, *, what: str) -> str:
-    """``value`` as compact JSON text; ``what`` names it in the error (e.g. "the input of run X")."""
+    """``value`` as compact JSON text; ``what`` names it in the error (e.g. "the input of run X").
+
+    Besides what JSON itself refuses (sets, dates, NaN, ...), strings must be valid Unicode
+    (no lone surrogates) without the NUL character, which PostgreSQL cannot store in JSON: such
+    values are refused here, where they are produced, rather than by the database later.
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
+    except RecursionError:  # a self-referencing or absurdly deep value
+        raise SerializationError(
+            f"{what} is not JSON-serializable: it is nested too deeply"
+        ) from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"{what} is not storable: a string holds a lone surrogate "
+                f"({text[exc.start : exc.end]!r}), which is not valid Unicode"
+            ) from None
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        raise SerializationError(
+            f"{what} is not storable: a string holds the NUL character (\\u0000), which "
+            "PostgreSQL cannot store in JSON"
+        )
+    return text
 
 
 def loads(text: str | bytes | None) -> Any:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pypgflow import orchestration
 from pypgflow.context import StepContext, context_logger
 from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
-from pypgflow.errors import AttemptError, DatabaseError, InvalidArgument
+from pypgflow.errors import AttemptError, DatabaseError, DatabaseUnavailable, InvalidArgument
 from pypgflow.invocation import call_step
 from pypgflow.serialization import dumps
 from pypgflow.workflow import resolve_options
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pypgflow.worker")
 
 _MISSING: Any = object()
+
+#: extra step threads, for sync steps that timed out but whose functions are still running
+_TIMED_OUT_THREADS_ALLOWANCE = 32
 
 
 @dataclass
@@ -106,8 +109,13 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
         self._side_tasks: set[asyncio.Future[Any]] = set()
+        # Threads are made only when none is idle, so there are as many as steps running, plus
+        # those still stuck in sync steps that timed out (a thread cannot be stopped): the
+        # allowance keeps a step claimed after such a timeout from waiting for a free thread
+        # while its own timeout runs out.
         self._pool = ThreadPoolExecutor(
-            max_workers=sum(self.queues.values()), thread_name_prefix="pypgflow-step"
+            max_workers=sum(self.queues.values()) + _TIMED_OUT_THREADS_ALLOWANCE,
+            thread_name_prefix="pypgflow-step",
         )
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
@@ -424,7 +432,7 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
             try:
                 result = await self._db_call(self.engine.finish_tasks, batch)
-            except DatabaseError as exc:
+            except DatabaseUnavailable as exc:
                 self._outcomes[:0] = batch
                 failures += 1
                 pause = min(0.2 * 2**failures, 5.0)
@@ -436,10 +444,57 @@ class Worker:
                 await asyncio.sleep(pause)
                 continue
             except Exception:
-                self.log.exception("recording %d step outcomes failed; dropping them", len(batch))
+                # Not an outage: something in the batch cannot be stored. Retrying the batch as
+                # it is would fail forever, dropping it would leave its tasks running forever:
+                # record its outcomes one by one, so that a bad one cannot hold the others back.
+                for outcome in batch:
+                    await self._finish_alone(outcome)
                 continue
             if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
                 self._wake_up()
+
+    async def _finish_alone(self, outcome: Outcome) -> None:
+        """Record one outcome on its own; a completion that cannot be stored becomes a failed
+        attempt (retried like any failure), so that its run does not hang."""
+        refused: Exception | None = None
+        for _ in range(2):
+            try:
+                result = await self._db_call(self.engine.finish_tasks, [outcome])
+            except DatabaseUnavailable:
+                self._outcomes.append(outcome)  # the flush loop retries it after a pause
+                return
+            except Exception as exc:
+                refused = exc
+                replacement = self._unrecordable(outcome, exc)
+                if replacement is None:
+                    break
+                outcome = replacement
+                continue
+            if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
+                self._wake_up()
+            return
+        self.log.error(
+            "cannot record the outcome of step %s of run %s; dropping it",
+            outcome.task.step, outcome.task.run_id,
+            exc_info=refused,
+            extra={"run_id": outcome.task.run_id, "step": outcome.task.step},
+        )  # fmt: skip
+
+    def _unrecordable(self, outcome: Outcome, exc: Exception) -> Failed | None:
+        """The failed attempt that replaces a completion the engine refused to store."""
+        if not isinstance(outcome, Completed):
+            return None
+        task = outcome.task
+        where = task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
+        error = DatabaseError(f"the output of step {where!r} could not be stored: {exc}")
+        error.__cause__ = exc
+        workflow = self.app.workflows.get(task.workflow)
+        step = workflow.steps.get(task.step) if workflow is not None else None
+        retry_in = None
+        if workflow is not None and step is not None:
+            backoff = resolve_options(workflow, step).backoff
+            retry_in = orchestration.retry_delay(task.attempt, task.max_attempts, backoff)
+        return self._failed(task, error, retry_in=retry_in)
 
     async def _flush_remaining(self) -> None:
         try:

@@ -18,7 +18,7 @@ import psycopg
 import psycopg.conninfo
 import psycopg.errors
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pypgflow import orchestration
@@ -79,9 +79,15 @@ class PostgresEngine(Engine):
         connect_timeout: float = 5.0,
     ) -> None:
         try:
-            psycopg.conninfo.conninfo_to_dict(url)
+            params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(f"invalid PostgreSQL connection string: {exc}") from None
+        for port in str(params.get("port") or "").split(","):
+            if port.strip() and (not port.strip().isdigit() or not 0 < int(port) < 65536):
+                raise ConfigurationError(
+                    f"invalid PostgreSQL connection string: port {port!r} is not a port number "
+                    "(1 to 65535)"
+                )
         if not schema or not schema.replace("_", "").isalnum():
             raise InvalidArgument(f"schema must be a plain identifier, got {schema!r}")
         self.url = url
@@ -135,9 +141,14 @@ class PostgresEngine(Engine):
         self._open()
         if check_schema and not self._schema_checked:
             self.check_schema()
+        with self._translated_errors(), self._pool.connection(timeout=self.connect_timeout) as conn:
+            yield conn
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """Driver errors raised in the block become pypgflow's."""
         try:
-            with self._pool.connection(timeout=self.connect_timeout) as conn:
-                yield conn
+            yield
         except psycopg.errors.UndefinedTable as exc:
             self._schema_checked = False
             raise SchemaNotMigrated(
@@ -215,7 +226,7 @@ class PostgresEngine(Engine):
 
     def check_schema(self) -> None:
         self._open()
-        with self._pool.connection(timeout=self.connect_timeout) as conn:
+        with self._translated_errors(), self._pool.connection(timeout=self.connect_timeout) as conn:
             version = self._installed_version(conn)
         if version is None:
             raise SchemaNotMigrated(
@@ -246,7 +257,8 @@ class PostgresEngine(Engine):
                     "connection= takes a psycopg (3) Connection; for an AsyncConnection use "
                     "start_async"
                 )
-            return self._insert_runs(connection, requests, params)
+            with self._translated_errors():
+                return self._insert_runs(connection, requests, params)
         with self._connection() as conn:
             return self._insert_runs(conn, requests, params)
 
@@ -256,18 +268,23 @@ class PostgresEngine(Engine):
         requests: Sequence[StartRequest],
         params: dict[str, Any],
     ) -> list[str]:
-        inserted = {row[0] for row in conn.execute(self._q("insert_runs"), params).fetchall()}
-        ids = self._resolve_ids(conn, requests, inserted)
+        # Tuples whatever the row factory of the connection (it may be the caller's).
+        with conn.cursor(row_factory=tuple_row) as cursor:
+            inserted = {row[0] for row in cursor.execute(self._q("insert_runs"), params)}
+            ids = self._resolve_ids(cursor, requests, inserted)
         self._notify(conn, {r.run.queue for r in requests if r.run.id in inserted})
         return ids
 
     def _resolve_ids(
-        self, conn: psycopg.Connection[Any], requests: Sequence[StartRequest], inserted: set[str]
+        self,
+        cursor: psycopg.Cursor[tuple[Any, ...]],
+        requests: Sequence[StartRequest],
+        inserted: set[str],
     ) -> list[str]:
         missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
         existing: dict[str, str] = {}
         if missing:
-            rows = conn.execute(self._q("runs_by_idempotency_key"), {"keys": missing}).fetchall()
+            rows = cursor.execute(self._q("runs_by_idempotency_key"), {"keys": missing}).fetchall()
             existing = {key: run_id for run_id, key in rows}
         return [
             r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
@@ -279,17 +296,24 @@ class PostgresEngine(Engine):
     ) -> list[str]:
         if not isinstance(connection, psycopg.AsyncConnection):
             raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
+        if not requests:
+            return []
         params = _start_params(requests)
-        cursor = await connection.execute(self._q("insert_runs"), params)
-        inserted = {row[0] for row in await cursor.fetchall()}
-        missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
-        existing: dict[str, str] = {}
-        if missing:
-            cursor = await connection.execute(self._q("runs_by_idempotency_key"), {"keys": missing})
-            existing = {key: run_id for run_id, key in await cursor.fetchall()}
-        queues = sorted({r.run.queue for r in requests if r.run.id in inserted})
-        if queues:
-            await connection.execute(self._q("notify"), {"channel": self.channel, "queues": queues})
+        with self._translated_errors():
+            # Tuples whatever the row factory of the caller's connection.
+            async with connection.cursor(row_factory=tuple_row) as cursor:
+                await cursor.execute(self._q("insert_runs"), params)
+                inserted = {row[0] for row in await cursor.fetchall()}
+                missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
+                existing: dict[str, str] = {}
+                if missing:
+                    await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": missing})
+                    existing = {key: run_id for run_id, key in await cursor.fetchall()}
+                queues = sorted({r.run.queue for r in requests if r.run.id in inserted})
+                if queues:
+                    await cursor.execute(
+                        self._q("notify"), {"channel": self.channel, "queues": queues}
+                    )
         return [
             r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
             for r in requests
@@ -342,7 +366,8 @@ class PostgresEngine(Engine):
         retries = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is not None]
         finals = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is None]
         with self._connection() as conn:
-            runs = self._lock_runs(conn, {o.task.run_id for o in completed + finals})
+            # Retries too: every change to a run's tasks happens under its lock (see lock_runs).
+            runs = self._lock_runs(conn, {o.task.run_id for o in outcomes})
             changes = Changes()
             if completed:
                 outputs = {o.task.id: o.output for o in completed}
@@ -367,7 +392,7 @@ class PostgresEngine(Engine):
                         "ids": [o.task.id for o in retries],
                         "attempts": [o.task.attempt for o in retries],
                         "delays": [o.retry_in for o in retries],
-                        "errors": [json.dumps(o.error) for o in retries],
+                        "errors": [_error_json(o.error) for o in retries],
                     },
                 ).fetchall()
                 result.accepted += len(rows)
@@ -378,7 +403,7 @@ class PostgresEngine(Engine):
                     {
                         "ids": [o.task.id for o in finals],
                         "attempts": [o.task.attempt for o in finals],
-                        "errors": [json.dumps(o.error) for o in finals],
+                        "errors": [_error_json(o.error) for o in finals],
                     },
                 ).fetchall()
                 result.accepted += len(rows)
@@ -485,7 +510,7 @@ class PostgresEngine(Engine):
                     "statuses": [r.status.value for r in runs],
                     "remaining": [r.remaining_steps for r in runs],
                     "outputs": [r.output for r in runs],
-                    "errors": [None if r.error is None else json.dumps(r.error) for r in runs],
+                    "errors": [None if r.error is None else _error_json(r.error) for r in runs],
                 },
             )
         self._notify(conn, changes.queues_with_new_work)
@@ -648,7 +673,7 @@ class PostgresEngine(Engine):
                         delay = 0.1
                         on_work("")  # (re)connected: anything may have arrived meanwhile
                         while not stop.is_set():
-                            for note in conn.notifies(timeout=0.5):
+                            for note in conn.notifies(timeout=0.1):  # short: stop is seen quickly
                                 on_work(note.payload)
                 except psycopg.Error as exc:
                     if stop.is_set():
@@ -727,6 +752,27 @@ def _start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
         "t_max_attempts": [t.max_attempts for t in tasks],
         "t_inputs": [t.input for t in tasks],
     }
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every string made storable in jsonb: NUL characters and lone surrogates
+    (which PostgreSQL refuses) are replaced by their escaped spelling."""
+    if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value
+        value = value.replace("\x00", "\\x00")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _error_json(error: dict[str, Any]) -> str:
+    """An attempt's error as JSON text. Errors are written by pypgflow, not by step code, so they
+    are made storable rather than refused: an exception message may hold any character."""
+    return json.dumps(_storable(error), ensure_ascii=False, default=str)
 
 
 def _is_uuid(value: str) -> bool:

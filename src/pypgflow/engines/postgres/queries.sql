@@ -82,9 +82,17 @@ JOIN {schema}.steps s ON s.run_id = c.run_id AND s.name = c.step
 ORDER BY c.id;
 
 -- name: mark_runs_running
--- Separate from the claim so that the claim never waits on a run lock.
-UPDATE {schema}.runs SET status = 'running', started_at = coalesce(started_at, now())
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending';
+-- Separate from the claim so that the claim never waits on a run lock. The runs are locked in
+-- id order, as everywhere else, so that this never deadlocks with a transaction finishing tasks.
+WITH locked AS (
+    SELECT id FROM {schema}.runs
+    WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE {schema}.runs r SET status = 'running', started_at = coalesce(r.started_at, now())
+FROM locked
+WHERE r.id = locked.id AND r.status = 'pending';
 
 -- name: next_due
 SELECT extract(epoch FROM min(run_at) - now()) AS seconds FROM {schema}.tasks

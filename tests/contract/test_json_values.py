@@ -1,0 +1,163 @@
+"""Inputs and outputs are JSON: a non-JSON input is refused at start with nothing written; a
+non-JSON output fails that attempt with a clear error; JSON values round-trip exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pypgflow import SerializationError, Workflow, WorkflowFailed
+from pypgflow.app import App
+from tests.conftest import running_worker
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def echo_flow() -> Workflow:
+    flow = Workflow("echo")
+    flow.step(name="echo")(lambda input: input)
+    return flow
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1, 2},
+        {"when": datetime.date(2024, 1, 1)},
+        [float("nan")],
+        {"inf": float("inf")},
+        b"bytes",
+        object(),
+        {"text": "a\x00b"},
+        ["lone \ud800 surrogate"],
+        {"key\x00": 1},
+    ],
+    ids=["set", "date", "nan", "inf", "bytes", "object", "nul", "surrogate", "nul-key"],
+)
+def test_non_json_input_is_refused_and_nothing_is_written(
+    make_app: Callable[..., App], value: Any
+) -> None:
+    flow = echo_flow()
+    app = make_app(flow)
+    with pytest.raises(SerializationError, match="the input of workflow 'echo' is not"):
+        app.start(flow, value)
+    with pytest.raises(SerializationError):
+        asyncio.run(app.start_async(flow, value))
+    with pytest.raises(TypeError):  # SerializationError is a TypeError too
+        app.start(flow, value, idempotency_key="k")
+    assert app.list_runs() == []
+
+
+def test_json_values_round_trip(make_app: Callable[..., App]) -> None:
+    flow = echo_flow()
+    app = make_app(flow)
+    values: list[Any] = [
+        None,
+        0,
+        -1.5,
+        "",
+        'naïve ☃ "quoted" \\ back',
+        "\\u0000 is only text here",
+        "\U0001f600 astral",
+        [],
+        {},
+        {"nested": {"list": [1, "two", None, True, 2.25]}},
+        10**18,
+    ]
+    runs = [app.start(flow, v) for v in values]
+    with running_worker(app):
+        assert [r.result(timeout=5) for r in runs] == values
+    assert app.get_run(runs[7].id).input == values[7]
+
+
+def test_non_json_output_fails_the_attempt_clearly(make_app: Callable[..., App]) -> None:
+    flow = Workflow("bad-output", max_attempts=2)
+    calls: list[int] = []
+
+    @flow.step
+    def produce(input: object, ctx) -> object:  # type: ignore[no-untyped-def]
+        calls.append(ctx.attempt)
+        if ctx.attempt == 1:
+            return {"when": datetime.datetime(2024, 1, 1)}
+        return {"when": "2024-01-01"}
+
+    @flow.step
+    def consume(produce: dict[str, str]) -> str:
+        return produce["when"]
+
+    app = make_app(flow)
+    run = app.start(flow, None)
+    with running_worker(app):
+        assert run.result(timeout=5) == "2024-01-01"
+    assert calls == [1, 2]
+    (error,) = app.get_run(run.id).steps[0].errors
+    assert error.type == "SerializationError"
+    assert "the output of step 'produce' is not JSON-serializable" in error.message
+    assert "datetime" in error.message
+
+
+def test_non_json_output_on_every_attempt_fails_the_run(make_app: Callable[..., App]) -> None:
+    flow = Workflow("never-json", max_attempts=1)
+    flow.step(name="produce")(lambda input: object())
+    app = make_app(flow)
+    run = app.start(flow, None)
+    with running_worker(app), pytest.raises(WorkflowFailed, match="SerializationError"):
+        run.result(timeout=5)
+
+
+def test_non_json_map_element_output_names_the_element(make_app: Callable[..., App]) -> None:
+    flow = Workflow("map-out", max_attempts=1)
+    flow.map(over=None, name="each")(lambda n: {n} if n == 2 else n)
+    app = make_app(flow)
+    run = app.start(flow, [1, 2, 3])
+    with running_worker(app), pytest.raises(WorkflowFailed) as caught:
+        run.result(timeout=5)
+    (error,) = caught.value.errors
+    assert error.where == "each[1]"
+    assert "the output of step 'each[1]' is not JSON-serializable" in error.message
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [("a\x00b", "NUL character"), ("\udcff", "lone surrogate")],
+    ids=["nul", "surrogate"],
+)
+def test_unstorable_output_fails_the_attempt_and_spares_other_runs(
+    make_app: Callable[..., App], bad: str, problem: str
+) -> None:
+    """Valid for Python's json module, refused by PostgreSQL: refused where it is produced, so
+    the worker records a failed attempt instead of choking on the write."""
+    flow = Workflow("unstorable", max_attempts=1)
+    flow.step(name="produce")(lambda input: {"text": bad} if input else "fine")
+    app = make_app(flow)
+    poisoned, healthy = app.start(flow, True), app.start(flow, False)
+    with running_worker(app):
+        with pytest.raises(WorkflowFailed) as caught:
+            poisoned.result(timeout=5)
+        assert healthy.result(timeout=5) == "fine"
+    (error,) = caught.value.errors
+    assert error.type == "SerializationError"
+    assert "the output of step 'produce' is not storable" in error.message
+    assert problem in error.message
+
+
+def test_exception_messages_with_any_character_are_kept(make_app: Callable[..., App]) -> None:
+    flow = Workflow("odd-error", max_attempts=1)
+
+    @flow.step
+    def fail(input: object) -> None:
+        raise ValueError("binary \x00 and \ud800 in a message")
+
+    app = make_app(flow)
+    run = app.start(flow, None)
+    with running_worker(app), pytest.raises(WorkflowFailed) as caught:
+        run.result(timeout=5)
+    (error,) = caught.value.errors
+    assert error.type == "ValueError"
+    assert error.message.startswith("binary ")
+    assert "in a message" in error.message
+    assert app.get_run(run.id).error is not None
