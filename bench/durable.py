@@ -312,7 +312,7 @@ def main() -> None:
     row(f"(2)  {args.runs:,} one-step runs, 1 worker, async step", one, "runs/s")
     row(f"(2') {args.runs:,} one-step runs, 1 worker, sync step", one_sync, "runs/s")
     row(f"(3)  {args.diamonds:,} 4-step diamond runs, 1 worker", diamonds, "runs/s")
-    row(f"(3') the same, in steps", diamonds * 4, "steps/s")
+    row("(3') the same, in steps", diamonds * 4, "steps/s")
     print(
         f"{'(4)  start-to-first-step latency, idle worker (200 starts)':<58} "
         f"p50 {percentile(latencies, 50):.2f} ms, p95 {percentile(latencies, 95):.2f} ms, "

@@ -24,7 +24,7 @@ from pypgflow.worker import Worker
 ADMIN_URL = os.environ.get(
     "PYPGFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-ENGINES = ["postgres"]
+ENGINES = ["postgres", "sqlite"]
 
 
 def _with_dbname(url: str, dbname: str) -> str:
@@ -101,6 +101,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """A fresh, migrated database of each engine in turn."""
     if request.param == "postgres":
         return str(request.getfixturevalue("pg_url"))
+    if request.param == "sqlite":
+        from pypgflow.engines.sqlite.engine import SqliteEngine
+
+        path = request.getfixturevalue("tmp_path") / "flows.db"
+        engine = SqliteEngine(path)
+        engine.migrate()
+        engine.close()
+        return f"sqlite:///{path}"
     raise AssertionError(f"unknown engine {request.param}")  # pragma: no cover
 
 

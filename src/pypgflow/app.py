@@ -53,15 +53,23 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+DEFAULT_URL = "sqlite:///pypgflow.db"
+
+
 def engine_for_url(url: str, *, schema: str) -> Engine:
-    """The engine a database URL names."""
+    """The engine a database URL names: ``sqlite:///path.db`` or ``postgresql://...``."""
+    if url.lower().startswith("sqlite:"):
+        from pypgflow.engines.sqlite.engine import SqliteEngine
+
+        return SqliteEngine(url)
     if url.startswith(("postgresql://", "postgres://")) or "=" in url.split("://")[0]:
         from pypgflow.engines.postgres.engine import PostgresEngine
 
         return PostgresEngine(url, schema=schema)
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ConfigurationError(
-        f"unsupported database URL scheme {scheme!r}: use postgresql://user@host:port/dbname"
+        f"unsupported database URL scheme {scheme!r}: use postgresql://user@host:port/dbname "
+        "or sqlite:///path/to/flows.db"
     )
 
 
@@ -187,8 +195,9 @@ class Job(Generic[P, R]):
 
 
 class App:
-    """Durable workflows on a database: ``App("postgresql://...")``, or ``App()`` to read
-    ``PYPGFLOW_DATABASE_URL``. Safe to share between threads (a connection pool inside).
+    """Durable workflows on a database: ``App("postgresql://...")`` or ``App("sqlite:///f.db")``;
+    ``App()`` reads ``PYPGFLOW_DATABASE_URL`` and falls back to ``sqlite:///pypgflow.db`` in the
+    working directory. Safe to share between threads.
     """
 
     def __init__(
@@ -201,11 +210,13 @@ class App:
         engine: Engine | None = None,
     ) -> None:
         if engine is None:
-            url = url or os.environ.get(DATABASE_URL_ENV)
+            if url is None:
+                url = os.environ.get(DATABASE_URL_ENV) or DEFAULT_URL
             if not url:
                 raise ConfigurationError(
-                    f"no database URL: pass App('postgresql://user@host:5432/dbname') or set "
-                    f"{DATABASE_URL_ENV}"
+                    "empty database URL: pass App('postgresql://user@host:5432/dbname'), "
+                    f"App('sqlite:///flows.db'), or App() to use {DATABASE_URL_ENV} (default "
+                    f"{DEFAULT_URL})"
                 )
             engine = engine_for_url(url, schema=schema)
         self.engine = engine

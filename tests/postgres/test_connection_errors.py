@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from pathlib import Path
+
 import pytest
 
 from pypgflow import (
@@ -41,11 +43,16 @@ def test_bad_connection_strings_are_configuration_errors(url: str, message: str)
         App(url)
 
 
-def test_no_url_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_url_at_all_means_the_embedded_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with App() as app:
+        assert app.url == "sqlite:///pypgflow.db"
+        app.migrate()
+    assert (tmp_path / "pypgflow.db").exists()
     with pytest.raises(ConfigurationError, match=DATABASE_URL_ENV):
-        App()
-    with pytest.raises(ConfigurationError):
         App("")
 
 
