@@ -109,6 +109,7 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
         self._side_tasks: set[asyncio.Future[Any]] = set()
+        self._interrupted: set[int] = set()
         # Threads are made only when none is idle, so there are as many as steps running, plus
         # those still stuck in sync steps that timed out (a thread cannot be stopped): the
         # allowance keeps a step claimed after such a timeout from waiting for a free thread
@@ -357,6 +358,8 @@ class Worker:
             outcome = await self._outcome(held)
         except asyncio.CancelledError:
             outcome = None  # cancelled run, or shutdown: nothing to record
+            if self._stopping:
+                self._interrupted.add(task.id)  # to hand back, its attempt not counted
         finally:
             self._held.pop(task.id, None)
             self._running[held.queue] -= 1
@@ -504,21 +507,22 @@ class Worker:
 
     async def _drain(self) -> None:
         """After a stop request: let running steps finish, then hand the rest back."""
-        if not self._held:
-            return
         futures = [h.future for h in self._held.values() if h.future is not None]
-        self.log.info(
-            "waiting up to %g s for %d running steps", self.shutdown_timeout, len(futures)
-        )
-        await asyncio.wait(futures, timeout=self.shutdown_timeout)
+        if futures:
+            self.log.info(
+                "waiting up to %g s for %d running steps", self.shutdown_timeout, len(futures)
+            )
+            await asyncio.wait(futures, timeout=self.shutdown_timeout)
         leftover = list(self._held.values())
-        if not leftover:
-            return
         for held in leftover:
             held.ctx.cancel()
             if held.future is not None:
                 held.future.cancel()
-        ids = [h.task.id for h in leftover]
+        if leftover:
+            await asyncio.wait([h.future for h in leftover if h.future is not None], timeout=1.0)
+        ids = sorted(self._interrupted | {h.task.id for h in leftover})
+        if not ids:
+            return
         try:
             released = await self._db_call(
                 self.engine.release_tasks, ids, instance_id=self.instance_id

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pypgflow import DatabaseUnavailable
 from pypgflow.app import App, Run
 from pypgflow.engines.postgres.engine import PostgresEngine
 from pypgflow.status import RunStatus
@@ -66,16 +65,6 @@ def test_worker_survives_its_connections_being_terminated_again_and_again(
     assert app.instances() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatabaseUnavailable,
-    reason=(
-        "src bug: PostgresEngine's pool checks each pooled connection on checkout, and "
-        "psycopg_pool backs off 0, 1, 2, 4 s between failed checks: with 4 dead pooled "
-        "connections the first call fails after connect_timeout (5 s) with DatabaseUnavailable "
-        "although the server is up"
-    ),
-)
 def test_app_calls_work_at_once_after_its_pooled_connections_were_terminated(
     pg_url: str, log_path: Path
 ) -> None:

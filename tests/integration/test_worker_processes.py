@@ -182,15 +182,6 @@ def test_a_step_outliving_the_shutdown_timeout_is_handed_back_and_completed_else
     assert app.instances() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "src bug: on a second SIGTERM Worker._on_signal cancels the running steps, whose "
-        "_execute drops them from _held, so _drain finds no leftovers and never calls "
-        "release_tasks: the tasks stay 'running' forever under a deregistered instance"
-    ),
-)
 @pytest.mark.parametrize("workflow", ["it_slow", "it_slow_async"])
 def test_a_second_sigterm_cancels_running_steps_and_hands_them_back(
     app: App, pg_url: str, log_path: Path, spawn_worker: SpawnWorker, workflow: str

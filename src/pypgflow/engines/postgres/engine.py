@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -107,7 +108,6 @@ class PostgresEngine(Engine):
             min_size=min_connections,
             max_size=max_connections,
             open=False,
-            check=ConnectionPool.check_connection,
             kwargs={"connect_timeout": max(1, int(connect_timeout))},
             name=f"pypgflow-{schema}",
         )
@@ -141,8 +141,33 @@ class PostgresEngine(Engine):
         self._open()
         if check_schema and not self._schema_checked:
             self.check_schema()
-        with self._translated_errors(), self._pool.connection(timeout=self.connect_timeout) as conn:
+        with self._translated_errors(), self._pooled() as conn:
             yield conn
+
+    @contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
+        """A live connection from the pool, in a transaction committed on success.
+
+        Each checkout is checked, and a dead one is discarded at once and the next one tried:
+        after a server restart every idle connection is dead, and the pool's own check would
+        back off for seconds between them.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            conn = self._pool.getconn(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                self._pool.putconn(conn)  # broken: the pool closes it and opens a new one
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            break
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -155,14 +180,14 @@ class PostgresEngine(Engine):
                 f"the pypgflow schema {self.schema!r} is missing in "
                 f"{describe_url(self.url)}: run `pypgflow migrate` (or app.migrate())"
             ) from exc
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"lost the connection to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
-            ) from exc
-        except PoolTimeout as exc:
+        except PoolTimeout as exc:  # before OperationalError, its base class
             raise DatabaseUnavailable(
                 f"no connection to PostgreSQL at {describe_url(self.url)} within "
                 f"{self.connect_timeout:g} s"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
             ) from exc
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL error: {str(exc).strip()}") from exc
@@ -226,7 +251,7 @@ class PostgresEngine(Engine):
 
     def check_schema(self) -> None:
         self._open()
-        with self._translated_errors(), self._pool.connection(timeout=self.connect_timeout) as conn:
+        with self._translated_errors(), self._pooled() as conn:
             version = self._installed_version(conn)
         if version is None:
             raise SchemaNotMigrated(
