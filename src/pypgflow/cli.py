@@ -977,11 +977,35 @@ def instances(ctx: click.Context, app_spec: str | None, stale_after: float, as_j
 
 
 @main.command()
-def demo() -> None:
-    """Run two example workflows in-process and show their progress."""
+@click.option(
+    "--database-url",
+    "demo_url",
+    metavar="URL",
+    help="Where to store the demo's runs, e.g. postgresql://postgres@127.0.0.1:5432/postgres "
+    "[default: sqlite:///pypgflow-demo.db, in the current directory; PYPGFLOW_DATABASE_URL "
+    "is not used].",
+)
+@click.pass_context
+def demo(ctx: click.Context, demo_url: str | None) -> None:
+    """Run example workflows durably and show their progress.
+
+    Stores 5 runs of two workflows in a database (migrated first), runs a
+    worker in this process until they finish, then prints a summary and
+    the commands to inspect them. Exit code 1 if a run did not complete.
+
+    \b
+    Examples:
+      pypgflow demo
+      pypgflow demo --database-url postgresql://postgres@127.0.0.1:5432/postgres
+    """
     from pypgflow.demo import run_demo
 
-    run_demo()
+    # `pypgflow --database-url URL demo` counts too, but not PYPGFLOW_DATABASE_URL.
+    given = ctx.parent.get_parameter_source("database_url") if ctx.parent else None
+    if demo_url is None and given is click.core.ParameterSource.COMMANDLINE:
+        demo_url = _config(ctx).database_url
+    if not run_demo(demo_url).succeeded:
+        ctx.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,35 +1,60 @@
-"""`pypgflow demo`: two small workflows run in-process, with their progress shown as they run.
+"""`pypgflow demo`: two example workflows run durably, with their progress shown as they run.
 
 1. ``llm_request``, the seed's example: a linear chain receive -> select_model -> call_llm ->
-   publish, in which ``call_llm`` fails once (a simulated rate limit) and is retried with
-   ``retry="step"`` after a short backoff.
+   publish, in which ``call_llm`` fails on its first attempt (a simulated rate limit) and succeeds
+   when retried after a short backoff.
 2. ``document_stats``, a fan-out/fan-in DAG: ``split`` a text into chunks, ``count`` the words of
    every chunk concurrently (a map step), ``merge`` the counts, while ``detect_language`` runs as a
    parallel branch; ``report`` joins both.
 
-The library itself never prints: the demo shows progress by attaching a logging handler to the
-``pypgflow`` logger and reading the context every record carries (``event``, ``step``, ``attempt``).
+:func:`run_demo` stores the runs in a database (by default the SQLite file ``pypgflow-demo.db`` in
+the working directory), runs a :class:`~pypgflow.worker.Worker` on a thread of this process, and
+follows the runs by polling :meth:`App.get_run`, printing a line whenever a step changes. The runs
+stay in the database afterwards, for ``pypgflow runs`` and ``pypgflow run ID``.
+:func:`create_app` is the same app for the command line (``pypgflow worker pypgflow.demo:create_app``).
+
+The library itself never prints; this module does, because it is a demonstration.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
+import shlex
+import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
+from pypgflow.app import DATABASE_URL_ENV, App
 from pypgflow.backoff import Backoff
 from pypgflow.context import StepContext
-from pypgflow.executor import execute
-from pypgflow.workflow import Workflow
+from pypgflow.errors import AttemptError
+from pypgflow.records import RunInfo, StepInfo
+from pypgflow.status import RunStatus, StepStatus
+from pypgflow.worker import Worker
+from pypgflow.workflow import Workflow, resolve_options
 
-TEXT = (
+#: Where the demo stores its runs unless told otherwise: a file in the working directory.
+DEMO_DATABASE_URL = "sqlite:///pypgflow-demo.db"
+POLL_INTERVAL = 0.1
+#: Seconds between the arrivals of two runs of the same workflow (scaled by ``pace``).
+ARRIVAL = 0.6
+
+PROMPTS = (
+    "What is a durable workflow?",
+    "  Explain exponential backoff to a new engineer in two sentences.  ",
+    "Why run independent steps at the same time?",
+)
+DOCUMENTS = (
     "Workflows are graphs of steps. Each step is a plain Python function. "
     "Independent steps run at the same time, failed steps are retried with backoff, "
-    "and every step runs under a timeout. Durable execution on PostgreSQL comes next."
+    "and every step runs under a timeout. The runs are stored in the database.",
+    "A worker claims the steps that are ready. It records what they return. "
+    "When a worker stops, the steps it held go back to the queue.",
 )
 
 
@@ -37,63 +62,38 @@ class RateLimited(Exception):
     """The simulated model provider asks us to slow down."""
 
 
-@dataclass
-class DemoRun:
-    """One workflow run of the demo."""
-
-    workflow: str
-    run_id: str
-    result: Any
-    elapsed: float
-    step_runs: int = 0
-    retries: int = 0
-
-
-@dataclass
-class DemoSummary:
-    """What :func:`run_demo` did: its runs, and totals over them."""
-
-    runs: list[DemoRun] = field(default_factory=list)
-    elapsed: float = 0.0
-
-    @property
-    def step_runs(self) -> int:
-        return sum(run.step_runs for run in self.runs)
-
-    @property
-    def retries(self) -> int:
-        return sum(run.retries for run in self.runs)
-
-
 # -- the workflows --------------------------------------------------------------------------------
 
 
 def llm_request_workflow(pace: float = 1.0) -> Workflow:
-    """The seed's linear example. ``pace`` scales every simulated delay (0 makes them instant)."""
-    calls = {"call_llm": 0}
+    """The seed's linear example. ``pace`` scales every simulated delay (0 makes them instant).
+
+    ``call_llm`` fails on the first attempt of every run and succeeds on the second: the attempt
+    number comes from the step context, so this holds for durable runs across processes too.
+    """
 
     def receive(request: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(0.1 * pace)
+        time.sleep(0.05 * pace)
         return {**request, "prompt": request["prompt"].strip()}
 
     def select_model(request: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(0.1 * pace)
+        time.sleep(0.08 * pace)
         model = "large" if len(request["prompt"]) > 40 else "small"
         return {**request, "model": model}
 
     def call_llm(request: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        calls["call_llm"] += 1
         ctx.logger.info("asking the %s model (attempt %d)", request["model"], ctx.attempt)
-        time.sleep(0.25 * pace)
-        if calls["call_llm"] == 1:
+        if ctx.attempt == 1:
+            time.sleep(0.1 * pace)
             raise RateLimited("429 Too Many Requests: slow down")
-        words = request["prompt"].rstrip("?").split()
+        time.sleep((0.2 if request["model"] == "large" else 0.15) * pace)
+        words = request["prompt"].rstrip("?.").split()
         return {**request, "completion": f"A short answer about {words[-1]}."}
 
     def publish(request: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(0.1 * pace)
+        time.sleep(0.06 * pace)
         return {
-            "request_id": request["request_id"],
+            "request_id": request.get("request_id"),
             "model": request["model"],
             "completion": request["completion"],
             "published": True,
@@ -107,33 +107,34 @@ def llm_request_workflow(pace: float = 1.0) -> Workflow:
             ("call_llm", call_llm),
             ("publish", publish),
         ],
-        backoff=Backoff(base=0.3 * pace, factor=2.0, jitter=0.0),
-        timeout=5.0,
+        backoff=Backoff(base=0.2 * pace, factor=2.0, jitter=0.0),
+        timeout=10.0,
     )
 
 
 def document_stats_workflow(pace: float = 1.0) -> Workflow:
     """A fan-out/fan-in DAG with a map step and a parallel async branch."""
-    flow = Workflow("document_stats", timeout=5.0)
+    flow = Workflow("document_stats", timeout=10.0)
 
     @flow.step
     def split(input: dict[str, Any]) -> list[str]:
         time.sleep(0.05 * pace)
-        sentences = [s.strip() for s in input["text"].split(".") if s.strip()]
-        return sentences
+        return [s.strip() for s in input["text"].split(".") if s.strip()]
 
     @flow.map(over=split)
-    def count(sentence: str, ctx: StepContext) -> int:
-        time.sleep(0.2 * pace)  # all chunks are counted at the same time
-        return len(sentence.split())
+    def count(chunk: str) -> int:
+        words = chunk.split()
+        time.sleep(min(0.2, 0.1 + 0.005 * len(words)) * pace)  # the chunks run at the same time
+        return len(words)
 
     @flow.step
     def merge(counts: list[int]) -> dict[str, int]:
+        time.sleep(0.05 * pace)
         return {"chunks": len(counts), "words": sum(counts)}
 
     @flow.step(depends_on=[])
     async def detect_language(input: dict[str, Any]) -> str:
-        await asyncio.sleep(0.3 * pace)  # runs while the chunks are counted
+        await asyncio.sleep(0.15 * pace)  # runs while the chunks are counted
         return "en" if " the " in f" {input['text'].lower()} " else "unknown"
 
     @flow.step(depends_on=[merge, detect_language])
@@ -143,130 +144,392 @@ def document_stats_workflow(pace: float = 1.0) -> Workflow:
     return flow
 
 
-# -- showing progress -----------------------------------------------------------------------------
+def create_app(database_url: str | None = None, *, pace: float = 1.0) -> App:
+    """An App with the demo's workflows registered, for ``pypgflow worker pypgflow.demo:create_app``
+    and ``pypgflow start pypgflow.demo:create_app llm_request ...``.
+
+    The database: ``database_url``, else PYPGFLOW_DATABASE_URL (which the command line's
+    ``--database-url`` sets), else the demo's file ``pypgflow-demo.db`` in the working directory.
+    """
+    url = database_url or os.environ.get(DATABASE_URL_ENV) or DEMO_DATABASE_URL
+    app = App(url)
+    app.register(llm_request_workflow(pace))
+    app.register(document_stats_workflow(pace))
+    return app
 
 
-class _Progress(logging.Handler):
-    """Turns pypgflow's log records into progress lines, and counts steps and retries."""
+# -- what the demo did ----------------------------------------------------------------------------
 
-    def __init__(self, out: TextIO) -> None:
-        super().__init__(logging.DEBUG)
+
+@dataclass
+class DemoRun:
+    """One run of the demo, as stored once the demo ended."""
+
+    label: str
+    workflow: str
+    run_id: str
+    status: RunStatus
+    result: Any
+    duration: float | None
+    steps_executed: int
+    retries: int
+
+
+@dataclass
+class DemoSummary:
+    """What :func:`run_demo` did: its runs (only those this call started), and totals over them."""
+
+    database_url: str
+    database_path: Path | None  # the SQLite file, None for PostgreSQL
+    runs: list[DemoRun] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return sum(run.status is RunStatus.COMPLETED for run in self.runs)
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.runs) and self.completed == len(self.runs)
+
+    @property
+    def steps_executed(self) -> int:
+        return sum(run.steps_executed for run in self.runs)
+
+    @property
+    def retries(self) -> int:
+        return sum(run.retries for run in self.runs)
+
+    def of(self, workflow: str) -> list[DemoRun]:
+        return [run for run in self.runs if run.workflow == workflow]
+
+
+def _executed(step: StepInfo) -> int:
+    """Step executions: one per completed task (a map step has one per element), plus every
+    failed attempt."""
+    done = (step.task_count or 0) if step.is_map else 1
+    return (done if step.status is StepStatus.COMPLETED else 0) + len(step.errors)
+
+
+def _retries(step: StepInfo) -> int:
+    """Failed attempts that were followed by another attempt."""
+    return len(step.errors) - (1 if step.status is StepStatus.FAILED else 0)
+
+
+# -- following the runs ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What has been shown of one step so far."""
+
+    attempts: int = 0
+    errors: int = 0
+    status: StepStatus = StepStatus.WAITING
+
+
+class _Progress:
+    """Polls the runs and prints a line for every change: an attempt started, failed, or a step
+    completed; then a line when the run finishes."""
+
+    def __init__(self, app: App, out: TextIO, labels: dict[str, str], started: float) -> None:
+        self.app = app
         self.out = out
-        self.step_runs = 0
-        self.retries = 0
-        self.run_id = ""
-        self.run_started = time.time()  # the same clock as LogRecord.created
-        self._lock = threading.Lock()
+        self.labels = labels
+        self.started = started
+        self.seen: dict[tuple[str, str], _Seen] = {}
+        self.running: set[str] = set()
+        self.finished: dict[str, RunInfo] = {}
+        self.width = max(len(label) for label in labels.values())
 
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "event", None)
-        step = getattr(record, "step", None)
-        index = getattr(record, "task_index", None)
-        where = f"{step}[{index}]" if index is not None else str(step)
-        attempt = getattr(record, "attempt", None)
-        line: str | None = None
-        if record.name == "pypgflow.step":
-            line = f"    .. {where}: {record.getMessage()}"
-        elif event == "workflow.started":
-            self.run_id = str(getattr(record, "run_id", ""))
-            self.run_started = record.created
-            line = f"  run {self.run_id[:8]} started"
-        elif event == "step.succeeded":
-            self.step_runs += 1
-            again = f" (attempt {attempt})" if attempt and attempt > 1 else ""
-            line = f"    ok {where:<16} took {getattr(record, 'elapsed', 0.0):.2f} s{again}"
-        elif event == "step.failed":
-            reason = record.getMessage().split(": ", 1)[-1]
-            line = f"    !! {where:<16} attempt {attempt} failed: {reason}"
-        elif event in ("step.retrying", "workflow.retrying"):
-            self.retries += 1
-            line = f"    -> retrying {where} in {getattr(record, 'delay', 0.0):.2f} s"
-        elif event == "workflow.failed":
-            line = f"  run failed: {record.getMessage()}"
-        if line is not None:
-            if line.startswith("    "):  # a step's line: when it happened, since the run started
-                line = f"  {record.created - self.run_started:5.2f}s{line[2:]}"
-            with self._lock:
-                print(line, file=self.out, flush=True)
+    def header(self) -> None:
+        self._print(f"{'time':>6}  {'run':<{self.width}}  {'step':<18} attempt  status      took")
+
+    def poll(self) -> bool:
+        """Look at every unfinished run once; True when all have finished."""
+        for run_id in self.labels:
+            if run_id in self.finished:
+                continue
+            info = self.app.get_run(run_id)
+            if run_id not in self.running and info.status is not RunStatus.PENDING:
+                self.running.add(run_id)
+                self._line(run_id, "(run)", "", "started", "")
+            for step in info.steps:
+                self._step(info, step)
+            if info.status.finished:
+                self.finished[run_id] = info
+                took = _took(info.duration)
+                outcome = info.status.value
+                if info.status is RunStatus.FAILED and info.error:
+                    outcome += f": {info.error.get('type')}: {info.error.get('message')}"
+                self._line(run_id, "(run)", "", outcome, took)
+        return len(self.finished) == len(self.labels)
+
+    def _step(self, info: RunInfo, step: StepInfo) -> None:
+        seen = self.seen.setdefault((info.id, step.name), _Seen())
+        name = f"{step.name} [x{step.task_count}]" if step.is_map else step.name
+        for error in step.errors[seen.errors :]:
+            self._line(info.id, _where(step, error), str(error.attempt), "failed", "", _why(
+                self.app, info.workflow, step, error
+            ))  # fmt: skip
+        seen.errors = len(step.errors)
+        if step.status is StepStatus.READY and step.attempts > seen.attempts:
+            self._line(info.id, name, str(step.attempts), "running", "")
+        if step.status is not seen.status and step.status in (
+            StepStatus.COMPLETED,
+            StepStatus.FAILED,
+        ):
+            self._line(info.id, name, str(step.attempts), step.status.value, _took(step.duration))
+        seen.attempts = max(seen.attempts, step.attempts)
+        seen.status = step.status
+
+    def _line(
+        self, run_id: str, step: str, attempt: str, status: str, took: str, note: str = ""
+    ) -> None:
+        now = time.perf_counter() - self.started
+        label = self.labels[run_id]
+        text = (
+            f"{now:5.2f}s  {label:<{self.width}}  {step:<18} {attempt:>7}  {status:<9}  {took:>5}"
+        )
+        self._print(f"{text}  {note}".rstrip())
+
+    def _print(self, text: str) -> None:
+        print(f"  {text}", file=self.out, flush=True)
 
 
-def run_demo(*, out: TextIO | None = None, pace: float = 1.0) -> DemoSummary:
-    """Run both demo workflows in-process, print their progress and a summary to ``out``
-    (standard output by default), and return the summary.
+def _where(step: StepInfo, error: AttemptError) -> str:
+    return error.where if step.is_map else step.name
 
-    ``pace`` scales the simulated work and backoff (1.0 takes about two seconds).
+
+def _why(app: App, workflow: str, step: StepInfo, error: AttemptError) -> str:
+    flow = app.workflows.get(workflow)
+    retry = ""
+    if flow is not None and step.name in flow.steps:
+        options = resolve_options(flow, flow.steps[step.name])
+        if error.attempt < options.max_attempts:
+            retry = f"; retry in {options.backoff.delay(error.attempt):.2f} s"
+        else:
+            retry = "; no attempts left"
+    return f"{error.type}: {error.message}{retry}"
+
+
+def _took(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.2f}s"
+
+
+# -- the demo -------------------------------------------------------------------------------------
+
+
+def run_demo(
+    database_url: str | None = None,
+    *,
+    out: TextIO | None = None,
+    pace: float = 1.0,
+    llm_requests: int = 3,
+    documents: int = 2,
+    timeout: float = 60.0,
+) -> DemoSummary:
+    """Run the demo: store ``llm_requests`` runs of ``llm_request`` and ``documents`` runs of
+    ``document_stats`` in ``database_url`` (default: ``sqlite:///pypgflow-demo.db``, in the working
+    directory; migrated first), execute them with a worker on a thread of this process, print
+    their progress and a summary to ``out`` (standard output by default), and return the summary.
+
+    ``pace`` scales the simulated work and backoff (1.0 takes two or three seconds). Runs that
+    have not finished after ``timeout`` seconds are left in the database, and counted as not
+    completed.
     """
     stream = out if out is not None else sys.stdout
-    summary = DemoSummary()
-    logger = logging.getLogger("pypgflow")
-    progress = _Progress(stream)
-    previous_level = logger.level
-    logger.addHandler(progress)
-    logger.setLevel(logging.DEBUG)
+    url = database_url or DEMO_DATABASE_URL
 
     def show(text: str = "") -> None:
         print(text, file=stream, flush=True)
 
-    show("pypgflow demo: two workflows, run in-process (nothing is stored yet)")
-    started = time.perf_counter()
+    app = create_app(url, pace=pace)
+    path = _sqlite_path(app)
+    summary = DemoSummary(database_url=url, database_path=path)
+    worker_errors: list[BaseException] = []
     try:
-        runs: list[tuple[str, Workflow, Any, dict[str, Any]]] = [
-            (
-                "a linear chain; call_llm fails once and is retried alone (retry='step')",
-                llm_request_workflow(pace),
-                {"request_id": "req-1", "prompt": "What is a durable workflow?"},
-                {"retry": "step"},
-            ),
-            (
-                "a DAG: split -> count each chunk (map) -> merge, with detect_language in parallel",
-                document_stats_workflow(pace),
-                {"text": TEXT},
-                {},
-            ),
-        ]
-        for title, flow, input, options in runs:
+        where = f"SQLite file {path}" if path is not None else _redacted(url)
+        show(f"pypgflow demo: durable workflows stored in {where}, worker in this process")
+        applied = app.migrate()
+        show(
+            f"  schema     migrated (applied {', '.join(map(str, applied))})"
+            if applied
+            else "  schema     already up to date"
+        )
+        worker = Worker(
+            app,
+            {"default": 10},
+            poll_interval=0.2,
+            shutdown_timeout=2.0,
+            install_signal_handlers=False,
+        )
+
+        def work() -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # shown after the runs, not lost in a thread
+                worker_errors.append(exc)
+
+        thread = threading.Thread(target=work, name="pypgflow-demo-worker", daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        show(f"  worker     {app.instance_id}, queue default with 10 slots")
+        try:
+            # Requests arrive one after another: each is started now, due a little later.
+            llm_runs = [
+                app.start(
+                    "llm_request",
+                    {"request_id": f"req-{i + 1}", "prompt": PROMPTS[i % len(PROMPTS)]},
+                    delay=ARRIVAL * i * pace,
+                )
+                for i in range(llm_requests)
+            ]
+            doc_runs = [
+                app.start(
+                    "document_stats",
+                    {"text": DOCUMENTS[i % len(DOCUMENTS)]},
+                    delay=ARRIVAL * (i + 0.5) * pace,
+                )
+                for i in range(documents)
+            ]
+            show(
+                f"  started    {len(llm_runs)} runs of llm_request: receive -> select_model -> "
+                "call_llm -> publish"
+            )
+            show("             (call_llm hits a rate limit on its first attempt and is retried)")
+            show(
+                f"             {len(doc_runs)} runs of document_stats: split -> count each chunk "
+                "(map) -> merge, detect_language in parallel -> report"
+            )
+            show(
+                f"             each due {ARRIVAL * pace / 2:g} s after the one before "
+                "(start(..., delay=...)), as if arriving over time"
+            )
             show()
-            show(f"{flow.name}: {title}")
-            progress.step_runs = progress.retries = 0
-            run_started = time.perf_counter()
-            result = execute(flow, input, **options)
-            elapsed = time.perf_counter() - run_started
-            show(f"  done in {elapsed:.2f} s -> {_brief(result)}")
+            labels = {run.id: f"llm-{i + 1} {run.id[:8]}" for i, run in enumerate(llm_runs)}
+            labels |= {run.id: f"doc-{i + 1} {run.id[:8]}" for i, run in enumerate(doc_runs)}
+            progress = _Progress(app, stream, labels, started)
+            progress.header()
+            deadline = time.monotonic() + timeout
+            while not progress.poll():
+                if worker_errors or not thread.is_alive():
+                    break
+                if time.monotonic() >= deadline:
+                    show(f"  gave up waiting after {timeout:g} s")
+                    break
+                time.sleep(POLL_INTERVAL)
+            summary.elapsed = time.perf_counter() - started
+        finally:
+            worker.stop()
+            thread.join(timeout=10.0)
+        for exc in worker_errors:
+            show(f"The worker stopped with an error: {type(exc).__name__}: {exc}")
+        for run in [*llm_runs, *doc_runs]:
+            info = app.get_run(run.id)
             summary.runs.append(
                 DemoRun(
-                    workflow=flow.name,
-                    run_id=progress.run_id,
-                    result=result,
-                    elapsed=elapsed,
-                    step_runs=progress.step_runs,
-                    retries=progress.retries,
+                    label=labels[run.id].split()[0],
+                    workflow=info.workflow,
+                    run_id=info.id,
+                    status=info.status,
+                    result=info.output,
+                    duration=info.duration,
+                    steps_executed=sum(_executed(step) for step in info.steps),
+                    retries=sum(_retries(step) for step in info.steps),
                 )
             )
     finally:
-        logger.removeHandler(progress)
-        logger.setLevel(previous_level)
-    summary.elapsed = time.perf_counter() - started
-
-    show()
-    show("Summary")
-    show(f"  runs       {len(summary.runs)} succeeded")
-    show(f"  step runs  {summary.step_runs} (map elements count one each)")
-    show(f"  retries    {summary.retries}")
-    timings = ", ".join(f"{run.workflow} {run.elapsed:.2f} s" for run in summary.runs)
-    show(f"  time       {summary.elapsed:.2f} s ({timings})")
-    show()
-    show("Next:")
-    show("  make test                                    run the whole test suite")
-    show("  .venv/bin/python bench/executor_overhead.py  measure the executor's cost per step")
-    show("  .venv/bin/pypgflow --help                    see the command line")
-    show("  then read GETTING_STARTED.md to write and run your own workflows")
+        app.close()
+    _show_summary(summary, show)
     return summary
 
 
-def _brief(value: Any, limit: int = 140) -> str:
-    text = repr(value)
+def _show_summary(summary: DemoSummary, show: Any) -> None:
+    show()
+    status = "completed" if summary.succeeded else "completed (see the failures above)"
+    show(
+        f"Summary: {summary.completed} of {len(summary.runs)} runs {status} in "
+        f"{summary.elapsed:.2f} s; {summary.steps_executed} steps executed, "
+        f"{summary.retries} retries"
+    )
+    show(f"  {'workflow':<16}{'runs':>5}{'steps':>7}{'retries':>9}  time per run")
+    for workflow in dict.fromkeys(run.workflow for run in summary.runs):
+        runs = summary.of(workflow)
+        durations = [run.duration for run in runs if run.duration is not None]
+        timing = f"{min(durations):.2f}-{max(durations):.2f} s" if durations else "-"
+        show(
+            f"  {workflow:<16}{len(runs):>5}{sum(r.steps_executed for r in runs):>7}"
+            f"{sum(r.retries for r in runs):>9}  {timing}"
+        )
+    show()
+    for run in summary.runs:
+        show(f"  {run.label:<6} {run.run_id}  {_took(run.duration):>5}  {_outcome(run)}")
+    show()
+    prog = _program()
+    url = summary.database_url
+    option = f"--database-url {shlex.quote(url) if _redacted(url) == url else 'URL'}"
+    if summary.database_path is not None:
+        show(f"The runs are stored in {summary.database_path}: they outlive this process.")
+    else:
+        show(f"The runs are stored in {_redacted(url)}: they outlive this process.")
+    example = summary.runs[0].run_id if summary.runs else "RUN_ID"
+    show("Next, try:")
+    show(f"  {prog} {option} runs")
+    show(f"  {prog} {option} run {example}")
+    show("      (a run's steps, attempts and the rate-limit error of its first call_llm)")
+    show(f"  {prog} {option} worker pypgflow.demo:create_app")
+    show("      (a worker for the demo's workflows; then, in another terminal:)")
+    show(
+        f"  {prog} {option} start pypgflow.demo:create_app llm_request "
+        """--input '{"prompt": "Why?"}' --wait"""
+    )
+    if summary.database_path is not None:
+        show(f"  {prog} demo --database-url postgresql://postgres@127.0.0.1:5432/postgres")
+        show("      (the same on PostgreSQL: your own apps move by changing the URL, too)")
+    show("Then read GETTING_STARTED.md to write and run your own workflows.")
+
+
+def _sqlite_path(app: App) -> Path | None:
+    path = getattr(app.engine, "path", None)
+    if path is None or str(path) == ":memory:":
+        return None
+    return Path(path).resolve()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, if it has one."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _program() -> str:
+    """How to call pypgflow again: ``pypgflow`` when it is on the PATH, else as it was called."""
+    called = sys.argv[0] if sys.argv else ""
+    if Path(called).name == "pypgflow" and not shutil.which("pypgflow"):
+        return called
+    return "pypgflow"
+
+
+def _outcome(run: DemoRun, limit: int = 90) -> str:
+    """A run's result in a few words."""
+    result = run.result
+    if run.status is not RunStatus.COMPLETED:
+        text = run.status.value
+    elif run.workflow == "llm_request" and isinstance(result, dict):
+        text = f"{result.get('model')} model: {result.get('completion')!r}"
+    elif run.workflow == "document_stats" and isinstance(result, dict):
+        text = (
+            f"{result.get('chunks')} chunks, {result.get('words')} words, "
+            f"language {result.get('language')!r}"
+        )
+    else:
+        text = repr(result)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover
-    run_demo()
+    sys.exit(0 if run_demo().succeeded else 1)

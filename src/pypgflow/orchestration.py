@@ -242,6 +242,16 @@ def tasks_failed(
         _run_failed(run, step, changes, error=_error_summary(task.error, task.attempts))
 
 
+def tasks_ran(runs: dict[str, RunState], run_ids: Iterable[str], changes: Changes) -> None:
+    """A task of each of these runs ran: a run still pending is running (its claim may not have
+    been able to say so)."""
+    for run_id in run_ids:
+        run = runs[run_id]
+        if run.status is RunStatus.PENDING:
+            run.status = RunStatus.RUNNING
+            changes.touch_run(run)
+
+
 def cancel_run(run: RunState, changes: Changes) -> bool:
     """Cancel an unfinished run: its unfinished steps and tasks are cancelled. False if finished."""
     if not run.active:
@@ -422,4 +432,5 @@ __all__ = [
     "retry_delay",
     "tasks_completed",
     "tasks_failed",
+    "tasks_ran",
 ]

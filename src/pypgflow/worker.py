@@ -108,7 +108,6 @@ class Worker:
         self._flush_needed: asyncio.Event | None = None
         self._slot_freed: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
-        self._side_tasks: set[asyncio.Future[Any]] = set()
         self._interrupted: set[int] = set()
         # Threads are made only when none is idle, so there are as many as steps running, plus
         # those still stuck in sync steps that timed out (a thread cannot be stopped): the
@@ -278,7 +277,6 @@ class Worker:
     async def _claim_once(self) -> bool:
         """Claim for every queue with free slots; True if some queue filled all its free slots."""
         full = False
-        claimed_runs: list[str] = []
         for queue, slots in self.queues.items():
             free = slots - self._running[queue]
             if free <= 0 or self._stopping:
@@ -294,19 +292,7 @@ class Worker:
                 full = True
             for task in tasks:
                 self._start(task, queue)
-                if task.attempt == 1:
-                    claimed_runs.append(task.run_id)
-        if claimed_runs:
-            marking = asyncio.ensure_future(self._mark_running(claimed_runs))
-            self._side_tasks.add(marking)
-            marking.add_done_callback(self._side_tasks.discard)
         return full
-
-    async def _mark_running(self, run_ids: list[str]) -> None:
-        try:
-            await self._db_call(self.engine.mark_runs_running, run_ids)
-        except DatabaseError as exc:  # cosmetic: finishing a task marks its run running too
-            self.log.debug("could not mark runs running: %s", exc)
 
     async def _idle_wait(self, *, check_unknown: bool) -> float:
         """How long to sleep when there was nothing (more) to claim."""

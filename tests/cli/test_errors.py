@@ -53,7 +53,8 @@ def test_no_database_url(cli: Invoke) -> None:
 def test_bad_database_url(cli: Invoke) -> None:
     error = one_error(cli("--database-url", "mysql://db/app", "runs"))
     assert error == (
-        "Error: unsupported database URL scheme 'mysql': use postgresql://user@host:port/dbname"
+        "Error: unsupported database URL scheme 'mysql': use postgresql://user@host:port/dbname "
+        "or sqlite:///path/to/flows.db"
     )
     error = one_error(cli("--database-url", "postgresql://host:5432/db?bogus=1", "runs"))
     assert "invalid PostgreSQL connection string" in error

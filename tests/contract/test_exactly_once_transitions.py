@@ -27,11 +27,10 @@ def two_steps() -> Workflow:
 
 
 def claim(app: App, limit: int = 10) -> list[ClaimedTask]:
-    """Claim as a worker does (marking runs running on their first claim)."""
+    """Claim as a worker does (the claim marks runs running on their first task)."""
     tasks = app.engine.claim_tasks(
         "default", limit, instance_id="test", workflows=list(app.workflows)
     )
-    app.engine.mark_runs_running([t.run_id for t in tasks if t.attempt == 1])
     return tasks
 
 

@@ -117,11 +117,8 @@ class Engine(abc.ABC):
     def claim_tasks(
         self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` due tasks of ``queue`` for ``workflows``: priority, due time, age."""
-
-    @abc.abstractmethod
-    def mark_runs_running(self, run_ids: Sequence[str]) -> None:
-        """Runs whose first task was just claimed are running."""
+        """Claim up to ``limit`` due tasks of ``queue`` for ``workflows``: priority, due time, age.
+        Runs whose first task this is are marked running."""
 
     @abc.abstractmethod
     def finish_tasks(self, outcomes: Sequence[Outcome]) -> FinishResult:

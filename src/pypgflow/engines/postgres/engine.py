@@ -11,9 +11,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any, cast
 
 import psycopg
 import psycopg.conninfo
@@ -22,17 +23,11 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pypgflow import orchestration
 from pypgflow.engines.base import (
     ClaimedTask,
-    Completed,
-    Engine,
-    Failed,
-    FinishResult,
-    Outcome,
-    RunResult,
     StartRequest,
 )
+from pypgflow.engines.sql import SqlEngine, canonical_run_id, check_schema_version
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
     AttemptError,
@@ -43,8 +38,7 @@ from pypgflow.errors import (
     NotSupported,
     SchemaNotMigrated,
 )
-from pypgflow.orchestration import Changes, RunState, StepState
-from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.records import RunInfo, StepInfo
 from pypgflow.status import RunStatus, StepStatus
 
 logger = logging.getLogger("pypgflow.engine.postgres")
@@ -64,7 +58,7 @@ def describe_url(url: str) -> str:
     return f"{parts.get('user', '')}@{host}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
-class PostgresEngine(Engine):
+class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     """Stores everything in one PostgreSQL schema (``pypgflow`` unless told otherwise)."""
 
     supports_transactional_start = True
@@ -195,6 +189,40 @@ class PostgresEngine(Engine):
     def _q(self, name: str) -> sql.Composed:
         return self._queries[name]
 
+    # -- what SqlEngine needs -------------------------------------------------------------
+
+    def _write(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._connection()
+
+    def _read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._connection()
+
+    def _fetch(
+        self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        return conn.execute(self._q(name), params).fetchall()
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
+    ) -> None:
+        conn.execute(self._q(name), params)
+
+    def _ids(self, values: Iterable[Any]) -> list[Any]:
+        return list(values)
+
+    def _batch(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """A column array per field, for ``unnest(%(field)s::type[], ...)``."""
+        return {field: [row[field] for row in rows] for field in rows[0]}
+
+    def _json(self, value: Any) -> Any:
+        return value  # psycopg decodes jsonb
+
+    def _time(self, value: Any) -> datetime:
+        return cast(datetime, value)
+
+    def _error_text(self, error: Mapping[str, Any]) -> str:
+        return json.dumps(_storable(error), ensure_ascii=False, default=str)
+
     def close(self) -> None:
         if self._opened:
             self._pool.close()
@@ -253,21 +281,12 @@ class PostgresEngine(Engine):
         self._open()
         with self._translated_errors(), self._pooled() as conn:
             version = self._installed_version(conn)
-        if version is None:
-            raise SchemaNotMigrated(
-                f"the pypgflow schema {self.schema!r} is missing in {describe_url(self.url)}: "
-                "run `pypgflow migrate` (or app.migrate())"
-            )
-        if version < self.latest_version:
-            raise SchemaNotMigrated(
-                f"the pypgflow schema {self.schema!r} is at version {version}, this pypgflow "
-                f"needs {self.latest_version}: run `pypgflow migrate` (or app.migrate())"
-            )
-        if version > self.latest_version:
-            raise SchemaNotMigrated(
-                f"the pypgflow schema {self.schema!r} is at version {version}, newer than this "
-                f"pypgflow knows ({self.latest_version}): upgrade pypgflow"
-            )
+        check_schema_version(
+            version,
+            self.latest_version,
+            missing=f"the pypgflow schema {self.schema!r} is missing in {describe_url(self.url)}",
+            schema=f"the pypgflow schema {self.schema!r}",
+        )
         self._schema_checked = True
 
     # -- starting runs ---------------------------------------------------------------------
@@ -379,233 +398,13 @@ class PostgresEngine(Engine):
             for row in rows
         ]
 
-    def mark_runs_running(self, run_ids: Sequence[str]) -> None:
-        with self._connection() as conn:
-            conn.execute(self._q("mark_runs_running"), {"ids": sorted(set(run_ids))})
-
-    def finish_tasks(self, outcomes: Sequence[Outcome]) -> FinishResult:
-        result = FinishResult()
-        if not outcomes:
-            return result
-        completed = [o for o in outcomes if isinstance(o, Completed)]
-        retries = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is not None]
-        finals = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is None]
-        with self._connection() as conn:
-            # Retries too: every change to a run's tasks happens under its lock (see lock_runs).
-            runs = self._lock_runs(conn, {o.task.run_id for o in outcomes})
-            changes = Changes()
-            if completed:
-                outputs = {o.task.id: o.output for o in completed}
-                rows = conn.execute(
-                    self._q("complete_tasks"),
-                    {
-                        "ids": [o.task.id for o in completed],
-                        "attempts": [o.task.attempt for o in completed],
-                        "outputs": [o.output for o in completed],
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-                done = [
-                    orchestration.TaskDone(run_id, step, index, outputs[task_id])
-                    for task_id, run_id, step, index in rows
-                ]
-                orchestration.tasks_completed(runs, done, _Reader(self, conn), changes)
-            if retries:
-                rows = conn.execute(
-                    self._q("retry_tasks"),
-                    {
-                        "ids": [o.task.id for o in retries],
-                        "attempts": [o.task.attempt for o in retries],
-                        "delays": [o.retry_in for o in retries],
-                        "errors": [_error_json(o.error) for o in retries],
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-            if finals:
-                errors = {o.task.id: o.error for o in finals}
-                rows = conn.execute(
-                    self._q("fail_tasks"),
-                    {
-                        "ids": [o.task.id for o in finals],
-                        "attempts": [o.task.attempt for o in finals],
-                        "errors": [_error_json(o.error) for o in finals],
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-                failed = [
-                    orchestration.TaskFailedForGood(
-                        run_id, step, index, attempt, AttemptError.from_dict(errors[task_id])
-                    )
-                    for task_id, run_id, step, index, attempt in rows
-                ]
-                orchestration.tasks_failed(runs, failed, changes)
-            for run in runs.values():
-                if run.status is RunStatus.PENDING and run.changed:
-                    run.status = RunStatus.RUNNING
-            self._apply(conn, changes)
-            result.queues_with_new_work = changes.queues_with_new_work
-        return result
-
-    def _lock_runs(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> dict[str, RunState]:
-        if not run_ids:
-            return {}
-        ids = sorted(run_ids)
-        runs: dict[str, RunState] = {}
-        for run_id, workflow, status, queue, priority, remaining in conn.execute(
-            self._q("lock_runs"), {"ids": ids}
-        ):
-            runs[run_id] = RunState(
-                id=run_id,
-                workflow=workflow,
-                status=RunStatus(status),
-                queue=queue,
-                priority=priority,
-                remaining_steps=remaining,
-                steps={},
-            )
-        for row in conn.execute(self._q("run_steps"), {"ids": ids}):
-            (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-             map_over, remaining_tasks, task_count) = row  # fmt: skip
-            runs[run_id].steps[name] = StepState(
-                name=name,
-                position=position,
-                status=StepStatus(status),
-                depends_on=tuple(depends_on),
-                remaining_deps=remaining_deps,
-                max_attempts=max_attempts,
-                is_map=is_map,
-                map_over=map_over,
-                remaining_tasks=remaining_tasks,
-                task_count=task_count,
-            )
-        return runs
-
-    def _apply(self, conn: psycopg.Connection[Any], changes: Changes) -> None:
-        """Write what orchestration decided: a statement per kind of change, whatever the count."""
-        if changes.steps:
-            steps = [step for _, step in changes.steps]
-            conn.execute(
-                self._q("update_steps"),
-                {
-                    "run_ids": [run_id for run_id, _ in changes.steps],
-                    "names": [s.name for s in steps],
-                    "statuses": [s.status.value for s in steps],
-                    "remaining_deps": [s.remaining_deps for s in steps],
-                    "remaining_tasks": [s.remaining_tasks for s in steps],
-                    "task_counts": [s.task_count for s in steps],
-                    "outputs": [
-                        s.output if s.status is StepStatus.COMPLETED else None for s in steps
-                    ],
-                    "started": [s.started or s.status is not StepStatus.WAITING for s in steps],
-                    "finished": [s.finished for s in steps],
-                },
-            )
-        if changes.new_tasks:
-            tasks = changes.new_tasks
-            conn.execute(
-                self._q("insert_tasks"),
-                {
-                    "run_ids": [t.run_id for t in tasks],
-                    "steps": [t.step for t in tasks],
-                    "indexes": [t.task_index for t in tasks],
-                    "workflows": [t.workflow for t in tasks],
-                    "queues": [t.queue for t in tasks],
-                    "priorities": [t.priority for t in tasks],
-                    "max_attempts": [t.max_attempts for t in tasks],
-                    "inputs": [t.input for t in tasks],
-                },
-            )
-        if changes.cancel_tasks_of:
-            conn.execute(self._q("cancel_tasks_of_runs"), {"ids": changes.cancel_tasks_of})
-        if changes.requeue_tasks_of:
-            conn.execute(
-                self._q("requeue_tasks"),
-                {
-                    "run_ids": [r for r, _, _ in changes.requeue_tasks_of],
-                    "steps": [s for _, s, _ in changes.requeue_tasks_of],
-                    "budgets": [b for _, _, b in changes.requeue_tasks_of],
-                },
-            )
-        if changes.runs:
-            runs = list(changes.runs.values())
-            conn.execute(
-                self._q("update_runs"),
-                {
-                    "ids": [r.id for r in runs],
-                    "statuses": [r.status.value for r in runs],
-                    "remaining": [r.remaining_steps for r in runs],
-                    "outputs": [r.output for r in runs],
-                    "errors": [None if r.error is None else _error_json(r.error) for r in runs],
-                },
-            )
-        self._notify(conn, changes.queues_with_new_work)
-
-    def release_tasks(self, task_ids: Sequence[int], *, instance_id: str) -> int:
-        if not task_ids:
-            return 0
-        with self._connection() as conn:
-            rows = conn.execute(
-                self._q("release_tasks"), {"ids": list(task_ids), "instance_id": instance_id}
-            ).fetchall()
-            self._notify(conn, {row[0] for row in rows})
-        return len(rows)
-
-    def still_running(self, task_ids: Sequence[int]) -> set[int]:
-        if not task_ids:
-            return set()
-        with self._connection() as conn:
-            rows = conn.execute(self._q("running_tasks_still_running"), {"ids": list(task_ids)})
-            return {row[0] for row in rows}
-
-    def next_due_in(self, queues: Sequence[str], workflows: Sequence[str]) -> float | None:
-        with self._connection() as conn:
-            row = conn.execute(
-                self._q("next_due"), {"queues": list(queues), "workflows": list(workflows)}
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def unknown_workflows_waiting(
-        self, queues: Sequence[str], workflows: Sequence[str]
-    ) -> list[str]:
-        with self._connection() as conn:
-            rows = conn.execute(
-                self._q("unknown_workflows_waiting"),
-                {"queues": list(queues), "workflows": list(workflows)},
-            ).fetchall()
-        return [row[0] for row in rows]
-
     # -- operator verbs ---------------------------------------------------------------------
-
-    def cancel_run(self, run_id: str) -> bool:
-        return self._transition(
-            run_id, lambda run, reader, changes: orchestration.cancel_run(run, changes)
-        )
-
-    def resume_run(self, run_id: str) -> bool:
-        return self._transition(run_id, orchestration.resume_run)
-
-    def _transition(
-        self,
-        run_id: str,
-        rule: Callable[[RunState, orchestration.StateReader, Changes], bool],
-    ) -> bool:
-        _check_uuid(run_id)
-        with self._connection() as conn:
-            runs = self._lock_runs(conn, {run_id})
-            if run_id not in runs:
-                from pypgflow.errors import RunNotFound
-
-                raise RunNotFound(f"no run with id {run_id}")
-            changes = Changes()
-            changed = rule(runs[run_id], _Reader(self, conn), changes)
-            if changed:
-                self._apply(conn, changes)
-            return changed
 
     # -- queries ----------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        if not _is_uuid(run_id):
+        run_id = canonical_run_id(run_id) or ""
+        if not run_id:
             return None
         with self._connection() as conn:
             conn.row_factory = dict_row
@@ -636,50 +435,7 @@ class PostgresEngine(Engine):
                 conn.row_factory = psycopg.rows.tuple_row
         return [_run_info(row, []) for row in rows]
 
-    def run_result(self, run_id: str) -> RunResult | None:
-        if not _is_uuid(run_id):
-            return None
-        with self._connection() as conn:
-            row = conn.execute(self._q("run_result"), {"id": run_id}).fetchone()
-        if row is None:
-            return None
-        return RunResult(RunStatus(row[0]), row[1], row[2])
-
     # -- instances --------------------------------------------------------------------------
-
-    def register_instance(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
-    ) -> None:
-        with self._connection() as conn:
-            conn.execute(
-                self._q("upsert_instance"),
-                {"id": instance_id, "hostname": hostname, "pid": pid, "queues": json.dumps(queues)},
-            )
-
-    def heartbeat_instance(self, instance_id: str, *, load: int) -> None:
-        with self._connection() as conn:
-            conn.execute(self._q("heartbeat_instance"), {"id": instance_id, "load": load})
-
-    def deregister_instance(self, instance_id: str) -> None:
-        with self._connection() as conn:
-            conn.execute(self._q("delete_instance"), {"id": instance_id})
-
-    def list_instances(self, *, stale_after: float) -> list[InstanceInfo]:
-        with self._connection() as conn:
-            rows = conn.execute(self._q("list_instances")).fetchall()
-        return [
-            InstanceInfo(
-                instance_id=row[0],
-                hostname=row[1],
-                pid=row[2],
-                status="offline" if float(row[7]) > stale_after else "online",
-                queues=dict(row[3]),
-                load=row[4],
-                started_at=row[5],
-                heartbeat_at=row[6],
-            )
-            for row in rows
-        ]
 
     # -- notifications ----------------------------------------------------------------------
 
@@ -715,28 +471,6 @@ class PostgresEngine(Engine):
             thread.join(timeout=2.0)
 
         return stop_listening
-
-
-class _Reader:
-    """Orchestration's reads, inside the engine's transaction."""
-
-    def __init__(self, engine: PostgresEngine, conn: psycopg.Connection[Any]) -> None:
-        self.engine = engine
-        self.conn = conn
-
-    def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
-        rows = self.conn.execute(
-            self.engine._q("step_outputs"), {"run_id": run_id, "names": list(names)}
-        )
-        return {name: text for name, text in rows}
-
-    def map_outputs(self, run_id: str, step: str) -> list[str]:
-        rows = self.conn.execute(self.engine._q("map_outputs"), {"run_id": run_id, "step": step})
-        return [text if text is not None else "null" for (text,) in rows]
-
-    def run_input(self, run_id: str) -> str | None:
-        row = self.conn.execute(self.engine._q("run_input"), {"run_id": run_id}).fetchone()
-        return None if row is None else row[0]
 
 
 def _start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
@@ -792,29 +526,6 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_storable(v) for v in value]
     return value
-
-
-def _error_json(error: dict[str, Any]) -> str:
-    """An attempt's error as JSON text. Errors are written by pypgflow, not by step code, so they
-    are made storable rather than refused: an exception message may hold any character."""
-    return json.dumps(_storable(error), ensure_ascii=False, default=str)
-
-
-def _is_uuid(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
-
-
-def _check_uuid(value: str) -> None:
-    if not _is_uuid(value):
-        from pypgflow.errors import RunNotFound
-
-        raise RunNotFound(f"no run with id {value!r} (run ids are UUIDs)")
 
 
 def _run_info(row: dict[str, Any], steps: list[StepInfo]) -> RunInfo:

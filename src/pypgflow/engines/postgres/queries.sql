@@ -55,7 +55,8 @@ SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(
 
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks of one queue, best first: priority, then due time, then age.
--- Tasks locked by another transaction are skipped, never waited for.
+-- Tasks locked by another transaction are skipped, never waited for. started_at keeps the
+-- first claim's time.
 WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
@@ -66,10 +67,21 @@ WITH picked AS (
 ), claimed AS (
     UPDATE {schema}.tasks t
     SET status = 'running', attempt = t.attempt + 1, instance_id = %(instance_id)s,
-        started_at = now()
+        started_at = coalesce(t.started_at, now())
     FROM picked
     WHERE t.id = picked.id
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input
+), started AS (
+    -- Runs whose first task this is are running. A run locked by another transaction is
+    -- skipped rather than waited for (a claim must never wait): recording this task's outcome
+    -- marks it running then.
+    UPDATE {schema}.runs SET status = 'running', started_at = coalesce(started_at, now())
+    WHERE id IN (
+        SELECT id FROM {schema}.runs
+        WHERE id IN (SELECT run_id FROM claimed) AND status = 'pending'
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    )
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
        c.max_attempts, c.input, r.input AS run_input,
@@ -81,18 +93,7 @@ JOIN {schema}.runs r ON r.id = c.run_id
 JOIN {schema}.steps s ON s.run_id = c.run_id AND s.name = c.step
 ORDER BY c.id;
 
--- name: mark_runs_running
--- Separate from the claim so that the claim never waits on a run lock. The runs are locked in
--- id order, as everywhere else, so that this never deadlocks with a transaction finishing tasks.
-WITH locked AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
-    ORDER BY id
-    FOR UPDATE
-)
-UPDATE {schema}.runs r SET status = 'running', started_at = coalesce(r.started_at, now())
-FROM locked
-WHERE r.id = locked.id AND r.status = 'pending';
+
 
 -- name: next_due
 SELECT extract(epoch FROM min(run_at) - now()) AS seconds FROM {schema}.tasks
@@ -115,9 +116,8 @@ FROM {schema}.steps WHERE run_id = ANY(%(ids)s::uuid[]);
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
 -- change nothing.
 UPDATE {schema}.tasks t
-SET status = 'completed', finished_at = now(),
-    output = CASE WHEN t.task_index IS NULL THEN NULL ELSE d.output::jsonb END
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outputs)s::text[]) AS d(id, attempt, output)
+SET status = 'completed', finished_at = now(), output = d.output::jsonb
+FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(output)s::text[]) AS d(id, attempt, output)
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index;
 
@@ -125,16 +125,16 @@ RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index;
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now() + d.delay * interval '1 second',
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[], %(errors)s::text[])
+FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(delay)s::float8[], %(error)s::text[])
     AS d(id, attempt, delay, error)
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
-RETURNING t.queue;
+RETURNING t.run_id::text;
 
 -- name: fail_tasks
 UPDATE {schema}.tasks t
 SET status = 'failed', finished_at = now(),
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[]) AS d(id, attempt, error)
+FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(error)s::text[]) AS d(id, attempt, error)
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index, t.attempt;
 
@@ -156,9 +156,9 @@ SET status = d.status, remaining_deps = d.remaining_deps, remaining_tasks = d.re
     task_count = d.task_count, output = coalesce(d.output::jsonb, s.output),
     started_at = CASE WHEN d.started THEN coalesce(s.started_at, now()) ELSE s.started_at END,
     finished_at = CASE WHEN d.finished THEN coalesce(s.finished_at, now()) END
-FROM unnest(%(run_ids)s::uuid[], %(names)s::text[], %(statuses)s::text[],
-            %(remaining_deps)s::int[], %(remaining_tasks)s::int[], %(task_counts)s::int[],
-            %(outputs)s::text[], %(started)s::bool[], %(finished)s::bool[])
+FROM unnest(%(run_id)s::uuid[], %(name)s::text[], %(status)s::text[],
+            %(remaining_deps)s::int[], %(remaining_tasks)s::int[], %(task_count)s::int[],
+            %(output)s::text[], %(started)s::bool[], %(finished)s::bool[])
     AS d(run_id, name, status, remaining_deps, remaining_tasks, task_count, output, started,
          finished)
 WHERE s.run_id = d.run_id AND s.name = d.name;
@@ -170,16 +170,16 @@ SET status = d.status, remaining_steps = d.remaining_steps,
     started_at = CASE WHEN d.status <> 'pending' THEN coalesce(r.started_at, now())
                       ELSE r.started_at END,
     finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled') THEN now() END
-FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(remaining)s::int[], %(outputs)s::text[],
-            %(errors)s::text[])
+FROM unnest(%(id)s::uuid[], %(status)s::text[], %(remaining_steps)s::int[], %(output)s::text[],
+            %(error)s::text[])
     AS d(id, status, remaining_steps, output, error)
 WHERE r.id = d.id;
 
 -- name: insert_tasks
 INSERT INTO {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
-SELECT * FROM unnest(%(run_ids)s::uuid[], %(steps)s::text[], %(indexes)s::int[],
-                     %(workflows)s::text[], %(queues)s::text[], %(priorities)s::smallint[],
-                     %(max_attempts)s::int[], %(inputs)s::text[]::jsonb[]);
+SELECT * FROM unnest(%(run_id)s::uuid[], %(step)s::text[], %(task_index)s::int[],
+                     %(workflow)s::text[], %(queue)s::text[], %(priority)s::smallint[],
+                     %(max_attempts)s::int[], %(input)s::text[]::jsonb[]);
 
 -- name: cancel_tasks_of_runs
 UPDATE {schema}.tasks SET status = 'cancelled', finished_at = now()
@@ -189,7 +189,7 @@ WHERE run_id = ANY(%(ids)s::uuid[]) AND status IN ('queued', 'running');
 -- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now(), finished_at = NULL, max_attempts = t.attempt + d.budget
-FROM unnest(%(run_ids)s::uuid[], %(steps)s::text[], %(budgets)s::int[]) AS d(run_id, step, budget)
+FROM unnest(%(run_id)s::uuid[], %(step)s::text[], %(budget)s::int[]) AS d(run_id, step, budget)
 WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: notify

@@ -25,24 +25,17 @@ import logging
 import os
 import sqlite3
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from pypgflow import orchestration
 from pypgflow.engines.base import (
     ClaimedTask,
-    Completed,
-    Engine,
-    Failed,
-    FinishResult,
-    Outcome,
-    RunResult,
     StartRequest,
 )
+from pypgflow.engines.sql import SqlEngine, canonical_run_id, check_schema_version, task_rows
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
     AttemptError,
@@ -50,11 +43,9 @@ from pypgflow.errors import (
     DatabaseError,
     DatabaseUnavailable,
     NotSupported,
-    RunNotFound,
     SchemaNotMigrated,
 )
-from pypgflow.orchestration import Changes, RunState, StepState
-from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.records import RunInfo, StepInfo
 from pypgflow.status import RunStatus, StepStatus
 
 logger = logging.getLogger("pypgflow.engine.sqlite")
@@ -143,7 +134,7 @@ def _check_synchronous(value: str) -> str:
     return value.lower()
 
 
-class SqliteEngine(Engine):
+class SqliteEngine(SqlEngine[sqlite3.Connection]):
     """Stores everything in one SQLite database file (WAL mode), or in memory.
 
     ``SqliteEngine("flows.db")``, ``SqliteEngine("sqlite:///flows.db")``,
@@ -363,6 +354,37 @@ class SqliteEngine(Engine):
     def _q(self, name: str) -> str:
         return self._queries[name]
 
+    # -- what SqlEngine needs -------------------------------------------------------------
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction()
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._connection()
+
+    def _fetch(
+        self, conn: sqlite3.Connection, name: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        return conn.execute(self._q(name), params or {}).fetchall()
+
+    def _execute(
+        self, conn: sqlite3.Connection, name: str, params: Mapping[str, Any] | None = None
+    ) -> None:
+        conn.execute(self._q(name), params or {})
+
+    def _ids(self, values: Iterable[Any]) -> str:
+        return _array(list(values))
+
+    def _batch(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """One JSON array of row objects, for ``json_each(:rows)``."""
+        return {"rows": _rows(rows)}
+
+    def _json(self, value: Any) -> Any:
+        return _load(value)
+
+    def _time(self, value: Any) -> datetime:
+        return _timestamp(value)
+
     def close(self) -> None:
         for stop in list(self._stop_pollers):
             stop()
@@ -423,21 +445,12 @@ class SqliteEngine(Engine):
     def check_schema(self) -> None:
         with self._connection(check_schema=False) as conn:
             version = self._installed_version(conn)
-        if version is None:
-            raise SchemaNotMigrated(
-                f"the pypgflow tables are missing in the SQLite database {self.path}: "
-                "run `pypgflow migrate` (or app.migrate())"
-            )
-        if version < self.latest_version:
-            raise SchemaNotMigrated(
-                f"the pypgflow schema in {self.path} is at version {version}, this pypgflow "
-                f"needs {self.latest_version}: run `pypgflow migrate` (or app.migrate())"
-            )
-        if version > self.latest_version:
-            raise SchemaNotMigrated(
-                f"the pypgflow schema in {self.path} is at version {version}, newer than this "
-                f"pypgflow knows ({self.latest_version}): upgrade pypgflow"
-            )
+        check_schema_version(
+            version,
+            self.latest_version,
+            missing=f"the pypgflow tables are missing in the SQLite database {self.path}",
+            schema=f"the pypgflow schema in {self.path}",
+        )
         self._schema_checked = True
 
     # -- starting runs ---------------------------------------------------------------------
@@ -518,13 +531,10 @@ class SqliteEngine(Engine):
             ).fetchall()
             if not claimed:
                 return []
-            # PostgreSQL marks runs running in a later transaction so that a claim never waits
-            # on a run's row lock; here the claim already holds the only lock, so the runs are
-            # marked at once and a run is never seen pending while its first step runs. (The
-            # worker's mark_runs_running that follows then changes nothing.)
+            # The claim holds the only (write) lock, so its runs are marked running at once.
             first_claims = sorted({row[1] for row in claimed if row[5] == 1})
             if first_claims:
-                conn.execute(self._q("mark_runs_running"), {"ids": _array(first_claims)})
+                conn.execute(self._q("mark_claimed_runs_running"), {"ids": _array(first_claims)})
             inputs = {
                 row[0]: (row[1], row[2])
                 for row in conn.execute(
@@ -551,244 +561,12 @@ class SqliteEngine(Engine):
             )
         return tasks
 
-    def mark_runs_running(self, run_ids: Sequence[str]) -> None:
-        with self._transaction() as conn:
-            conn.execute(self._q("mark_runs_running"), {"ids": _array(sorted(set(run_ids)))})
-
-    def finish_tasks(self, outcomes: Sequence[Outcome]) -> FinishResult:
-        result = FinishResult()
-        if not outcomes:
-            return result
-        completed = [o for o in outcomes if isinstance(o, Completed)]
-        retries = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is not None]
-        finals = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is None]
-        with self._transaction() as conn:
-            # The runs orchestration needs. (PostgreSQL also locks the runs of retries, to
-            # change their tasks under the run lock; here the write lock covers everything.)
-            runs = self._lock_runs(conn, {o.task.run_id for o in completed + finals})
-            changes = Changes()
-            if completed:
-                outputs = {o.task.id: o.output for o in completed}
-                rows = conn.execute(
-                    self._q("complete_tasks"),
-                    {
-                        "outcomes": _rows(
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                # a plain step's output is stored on its step, not its task
-                                "output": None if o.task.task_index is None else o.output,
-                            }
-                            for o in completed
-                        )
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-                done = [
-                    orchestration.TaskDone(run_id, step, index, outputs[task_id])
-                    for task_id, run_id, step, index in rows
-                ]
-                orchestration.tasks_completed(runs, done, _Reader(self, conn), changes)
-            if retries:
-                rows = conn.execute(
-                    self._q("retry_tasks"),
-                    {
-                        "outcomes": _rows(
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                "delay": o.retry_in,
-                                "error": _error_json(o.error),
-                            }
-                            for o in retries
-                        )
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-            if finals:
-                errors = {o.task.id: o.error for o in finals}
-                rows = conn.execute(
-                    self._q("fail_tasks"),
-                    {
-                        "outcomes": _rows(
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                "error": _error_json(o.error),
-                            }
-                            for o in finals
-                        )
-                    },
-                ).fetchall()
-                result.accepted += len(rows)
-                failed = [
-                    orchestration.TaskFailedForGood(
-                        run_id, step, index, attempt, AttemptError.from_dict(errors[task_id])
-                    )
-                    for task_id, run_id, step, index, attempt in rows
-                ]
-                orchestration.tasks_failed(runs, failed, changes)
-            for run in runs.values():
-                if run.status is RunStatus.PENDING and run.changed:
-                    run.status = RunStatus.RUNNING
-            self._apply(conn, changes)
-            result.queues_with_new_work = changes.queues_with_new_work
-        return result
-
-    def _lock_runs(self, conn: sqlite3.Connection, run_ids: set[str]) -> dict[str, RunState]:
-        """The state of these runs. Called inside BEGIN IMMEDIATE, whose write lock covers them
-        (SQLite has no row locks, and needs none)."""
-        if not run_ids:
-            return {}
-        ids = _array(sorted(run_ids))
-        runs: dict[str, RunState] = {}
-        for run_id, workflow, status, queue, priority, remaining in conn.execute(
-            self._q("lock_runs"), {"ids": ids}
-        ):
-            runs[run_id] = RunState(
-                id=run_id,
-                workflow=workflow,
-                status=RunStatus(status),
-                queue=queue,
-                priority=priority,
-                remaining_steps=remaining,
-                steps={},
-            )
-        for row in conn.execute(self._q("run_steps"), {"ids": ids}):
-            (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-             map_over, remaining_tasks, task_count) = row  # fmt: skip
-            runs[run_id].steps[name] = StepState(
-                name=name,
-                position=position,
-                status=StepStatus(status),
-                depends_on=tuple(json.loads(depends_on)),
-                remaining_deps=remaining_deps,
-                max_attempts=max_attempts,
-                is_map=bool(is_map),
-                map_over=map_over,
-                remaining_tasks=remaining_tasks,
-                task_count=task_count,
-            )
-        return runs
-
-    def _apply(self, conn: sqlite3.Connection, changes: Changes) -> None:
-        """Write what orchestration decided: a statement per kind of change, whatever the count."""
-        if changes.steps:
-            conn.execute(
-                self._q("update_steps"),
-                {
-                    "steps": _rows(
-                        {
-                            "run_id": run_id,
-                            "name": s.name,
-                            "status": s.status.value,
-                            "remaining_deps": s.remaining_deps,
-                            "remaining_tasks": s.remaining_tasks,
-                            "task_count": s.task_count,
-                            "output": s.output if s.status is StepStatus.COMPLETED else None,
-                            "started": s.started or s.status is not StepStatus.WAITING,
-                            "finished": s.finished,
-                        }
-                        for run_id, s in changes.steps
-                    )
-                },
-            )
-        if changes.new_tasks:
-            conn.execute(self._q("insert_tasks"), {"tasks": _tasks_param(changes.new_tasks)})
-        if changes.cancel_tasks_of:
-            conn.execute(self._q("cancel_tasks_of_runs"), {"ids": _array(changes.cancel_tasks_of)})
-        if changes.requeue_tasks_of:
-            conn.execute(
-                self._q("requeue_tasks"),
-                {
-                    "steps": _rows(
-                        {"run_id": run_id, "step": step, "budget": budget}
-                        for run_id, step, budget in changes.requeue_tasks_of
-                    )
-                },
-            )
-        if changes.runs:
-            conn.execute(
-                self._q("update_runs"),
-                {
-                    "runs": _rows(
-                        {
-                            "id": r.id,
-                            "status": r.status.value,
-                            "remaining_steps": r.remaining_steps,
-                            "output": r.output,
-                            "error": None if r.error is None else _error_json(r.error),
-                        }
-                        for r in changes.runs.values()
-                    )
-                },
-            )
-        self._notify(conn, changes.queues_with_new_work)
-
-    def release_tasks(self, task_ids: Sequence[int], *, instance_id: str) -> int:
-        if not task_ids:
-            return 0
-        with self._transaction() as conn:
-            rows = conn.execute(
-                self._q("release_tasks"), {"ids": _array(task_ids), "instance_id": instance_id}
-            ).fetchall()
-            self._notify(conn, {row[0] for row in rows})
-        return len(rows)
-
-    def still_running(self, task_ids: Sequence[int]) -> set[int]:
-        if not task_ids:
-            return set()
-        with self._connection() as conn:
-            rows = conn.execute(self._q("running_tasks_still_running"), {"ids": _array(task_ids)})
-            return {row[0] for row in rows}
-
-    def next_due_in(self, queues: Sequence[str], workflows: Sequence[str]) -> float | None:
-        with self._connection() as conn:
-            row = conn.execute(
-                self._q("next_due"), {"queues": _array(queues), "workflows": _array(workflows)}
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def unknown_workflows_waiting(
-        self, queues: Sequence[str], workflows: Sequence[str]
-    ) -> list[str]:
-        with self._connection() as conn:
-            rows = conn.execute(
-                self._q("unknown_workflows_waiting"),
-                {"queues": _array(queues), "workflows": _array(workflows)},
-            ).fetchall()
-        return [row[0] for row in rows]
-
     # -- operator verbs ---------------------------------------------------------------------
-
-    def cancel_run(self, run_id: str) -> bool:
-        return self._transition(
-            run_id, lambda run, reader, changes: orchestration.cancel_run(run, changes)
-        )
-
-    def resume_run(self, run_id: str) -> bool:
-        return self._transition(run_id, orchestration.resume_run)
-
-    def _transition(
-        self,
-        run_id: str,
-        rule: Callable[[RunState, orchestration.StateReader, Changes], bool],
-    ) -> bool:
-        run_id = _check_uuid(run_id)
-        with self._transaction() as conn:
-            runs = self._lock_runs(conn, {run_id})
-            if run_id not in runs:
-                raise RunNotFound(f"no run with id {run_id}")
-            changes = Changes()
-            changed = rule(runs[run_id], _Reader(self, conn), changes)
-            if changed:
-                self._apply(conn, changes)
-            return changed
 
     # -- queries ----------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        canonical = _canonical_uuid(run_id)
+        canonical = canonical_run_id(run_id)
         if canonical is None:
             return None
         with self._snapshot() as conn:
@@ -812,51 +590,7 @@ class SqliteEngine(Engine):
             )
         return [_run_info(row, []) for row in rows]
 
-    def run_result(self, run_id: str) -> RunResult | None:
-        canonical = _canonical_uuid(run_id)
-        if canonical is None:
-            return None
-        with self._connection() as conn:
-            row = conn.execute(self._q("run_result"), {"id": canonical}).fetchone()
-        if row is None:
-            return None
-        return RunResult(RunStatus(row[0]), _load(row[1]), _load(row[2]))
-
     # -- instances --------------------------------------------------------------------------
-
-    def register_instance(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
-    ) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                self._q("upsert_instance"),
-                {"id": instance_id, "hostname": hostname, "pid": pid, "queues": json.dumps(queues)},
-            )
-
-    def heartbeat_instance(self, instance_id: str, *, load: int) -> None:
-        with self._transaction() as conn:
-            conn.execute(self._q("heartbeat_instance"), {"id": instance_id, "load": load})
-
-    def deregister_instance(self, instance_id: str) -> None:
-        with self._transaction() as conn:
-            conn.execute(self._q("delete_instance"), {"id": instance_id})
-
-    def list_instances(self, *, stale_after: float) -> list[InstanceInfo]:
-        with self._connection() as conn:
-            rows = conn.execute(self._q("list_instances")).fetchall()
-        return [
-            InstanceInfo(
-                instance_id=row[0],
-                hostname=row[1],
-                pid=row[2],
-                status="offline" if float(row[7]) > stale_after else "online",
-                queues=dict(json.loads(row[3])),
-                load=row[4],
-                started_at=_timestamp(row[5]),
-                heartbeat_at=_timestamp(row[6]),
-            )
-            for row in rows
-        ]
 
     # -- notifications ----------------------------------------------------------------------
 
@@ -918,28 +652,6 @@ class SqliteEngine(Engine):
                 stop.wait(delay)
 
 
-class _Reader:
-    """Orchestration's reads, inside the engine's transaction."""
-
-    def __init__(self, engine: SqliteEngine, conn: sqlite3.Connection) -> None:
-        self.engine = engine
-        self.conn = conn
-
-    def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
-        rows = self.conn.execute(
-            self.engine._q("step_outputs"), {"run_id": run_id, "names": _array(names)}
-        )
-        return {name: text for name, text in rows}
-
-    def map_outputs(self, run_id: str, step: str) -> list[str]:
-        rows = self.conn.execute(self.engine._q("map_outputs"), {"run_id": run_id, "step": step})
-        return [text if text is not None else "null" for (text,) in rows]
-
-    def run_input(self, run_id: str) -> str | None:
-        row = self.conn.execute(self.engine._q("run_input"), {"run_id": run_id}).fetchone()
-        return None if row is None else row[0]
-
-
 # -- batch parameters: one JSON array per statement ----------------------------------------------
 
 
@@ -994,30 +706,7 @@ def _steps_and_tasks_params(requests: Sequence[StartRequest]) -> tuple[str, str 
         for s in r.run.steps.values()
     )
     tasks = [t for r in requests for t in r.changes.new_tasks]
-    return steps, (_tasks_param(tasks) if tasks else None)
-
-
-def _error_json(error: dict[str, Any]) -> str:
-    """An attempt's error as JSON text. Errors are written by pypgflow, not by step code, so they
-    are made storable rather than refused: ASCII escapes keep any character of an exception
-    message (a NUL, a lone surrogate) intact through SQLite's JSON functions."""
-    return json.dumps(error, default=str)
-
-
-def _tasks_param(tasks: Sequence[orchestration.NewTask]) -> str:
-    return _rows(
-        {
-            "run_id": t.run_id,
-            "step": t.step,
-            "task_index": t.task_index,
-            "workflow": t.workflow,
-            "queue": t.queue,
-            "priority": t.priority,
-            "max_attempts": t.max_attempts,
-            "input": t.input,
-        }
-        for t in tasks
-    )
+    return steps, (_rows(task_rows(tasks)) if tasks else None)
 
 
 # -- scripts -------------------------------------------------------------------------------------
@@ -1048,21 +737,6 @@ def _statements(script: str) -> list[str]:
 
 
 # -- records -------------------------------------------------------------------------------------
-
-
-def _canonical_uuid(value: str) -> str | None:
-    """Run ids are stored as canonical UUID text; any spelling of one finds its run."""
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
-
-
-def _check_uuid(value: str) -> str:
-    canonical = _canonical_uuid(value)
-    if canonical is None:
-        raise RunNotFound(f"no run with id {value!r} (run ids are UUIDs)")
-    return canonical
 
 
 def _load(text: str | None) -> Any:

@@ -83,10 +83,10 @@ WHERE idempotency_key IN (SELECT value FROM json_each(:keys));
 -- name: claim_tasks
 -- Claims up to :limit due tasks of one queue, best first: priority, then due time, then age.
 -- No SKIP LOCKED: the pick and the update are one statement under the write lock, so no other
--- connection can claim the same task.
+-- connection can claim the same task. started_at keeps the first claim's time.
 UPDATE tasks
 SET status = 'running', attempt = attempt + 1, instance_id = :instance_id,
-    started_at = (julianday('now') - 2440587.5) * 86400.0
+    started_at = coalesce(started_at, (julianday('now') - 2440587.5) * 86400.0)
 WHERE status = 'queued' AND id IN (
     SELECT id FROM tasks
     WHERE status = 'queued' AND queue = :queue
@@ -109,7 +109,7 @@ JOIN runs r ON r.id = t.run_id
 JOIN steps s ON s.run_id = t.run_id AND s.name = t.step
 WHERE t.id IN (SELECT value FROM json_each(:ids));
 
--- name: mark_runs_running
+-- name: mark_claimed_runs_running
 -- Runs whose first task was just claimed (claim_tasks runs it in the claim's transaction).
 -- "+status": look the runs up by id, not by scanning every pending run through status's index.
 UPDATE runs
@@ -138,10 +138,10 @@ FROM steps WHERE run_id IN (SELECT value FROM json_each(:ids));
 -- change nothing.
 UPDATE tasks AS t
 SET status = 'completed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
-    output = CASE WHEN t.task_index IS NULL THEN NULL ELSE d.output END
+    output = d.output
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.output' AS output
-      FROM json_each(:outcomes)) AS d
+      FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING id, run_id, step, task_index;
 
@@ -151,9 +151,9 @@ SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0 + d.del
     errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.delay' AS delay, value ->> '$.error' AS error
-      FROM json_each(:outcomes)) AS d
+      FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
-RETURNING queue;
+RETURNING run_id;
 
 -- name: fail_tasks
 UPDATE tasks AS t
@@ -161,7 +161,7 @@ SET status = 'failed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
     errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.error' AS error
-      FROM json_each(:outcomes)) AS d
+      FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING id, run_id, step, task_index, attempt;
 
@@ -192,7 +192,7 @@ FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.name' AS name,
              value ->> '$.remaining_tasks' AS remaining_tasks,
              value ->> '$.task_count' AS task_count, value ->> '$.output' AS output,
              value ->> '$.started' AS started, value ->> '$.finished' AS finished
-      FROM json_each(:steps)) AS d
+      FROM json_each(:rows)) AS d
 WHERE s.run_id = d.run_id AND s.name = d.name;
 
 -- name: update_runs
@@ -206,7 +206,7 @@ SET status = d.status, remaining_steps = d.remaining_steps, output = d.output, e
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
              value ->> '$.remaining_steps' AS remaining_steps, value ->> '$.output' AS output,
              value ->> '$.error' AS error
-      FROM json_each(:runs)) AS d
+      FROM json_each(:rows)) AS d
 WHERE r.id = d.id;
 
 -- name: insert_tasks
@@ -214,7 +214,7 @@ INSERT INTO tasks (run_id, step, task_index, workflow, queue, priority, max_atte
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
        t.value ->> '$.max_attempts', t.value ->> '$.input'
-FROM json_each(:tasks) AS t;
+FROM json_each(:rows) AS t;
 
 -- name: cancel_tasks_of_runs
 UPDATE tasks SET status = 'cancelled', finished_at = (julianday('now') - 2440587.5) * 86400.0
@@ -227,7 +227,7 @@ SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0, finish
     max_attempts = t.attempt + d.budget
 FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.step' AS step,
              value ->> '$.budget' AS budget
-      FROM json_each(:steps)) AS d
+      FROM json_each(:rows)) AS d
 WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: get_run
