@@ -14,9 +14,12 @@ import pytest
 
 from pypgflow import Workflow
 from pypgflow.app import App
+from pypgflow.engines.sqlfile import migration_files
 from pypgflow.engines.sqlite import SqliteEngine
 from pypgflow.errors import DatabaseError, DatabaseUnavailable, SchemaNotMigrated
 from tests.sqlite.conftest import REPO
+
+ALL_VERSIONS = [v for v, _, _ in migration_files("pypgflow.engines.sqlite.migrations")]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,7 +51,7 @@ def catalog(path: Path) -> list[tuple[str, ...]]:
 
 def test_migrate_installs_every_version_and_is_idempotent(tmp_path: Path) -> None:
     engine = SqliteEngine(tmp_path / "flows.db")
-    assert engine.migrate() == [1]
+    assert engine.migrate() == ALL_VERSIONS
     assert engine.migrate() == []
     engine.check_schema()
     engine.close()
@@ -56,7 +59,10 @@ def test_migrate_installs_every_version_and_is_idempotent(tmp_path: Path) -> Non
     assert again.migrate() == []
     again.close()
     with sqlite3.connect(tmp_path / "flows.db") as conn:
-        assert conn.execute("SELECT version, name FROM migrations").fetchall() == [(1, "initial")]
+        versions = conn.execute("SELECT version, name FROM migrations ORDER BY version").fetchall()
+        assert versions == [
+            (v, n) for v, n, _ in migration_files("pypgflow.engines.sqlite.migrations")
+        ]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 
@@ -125,7 +131,7 @@ def test_concurrent_migrations_apply_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(30)
     assert not errors
-    assert sorted(results) == [[], [], [], [1]]
+    assert sorted(results) == [[], [], [], ALL_VERSIONS]
 
 
 def test_concurrent_migrations_in_separate_processes(tmp_path: Path) -> None:
@@ -156,7 +162,7 @@ def test_concurrent_migrations_in_separate_processes(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    assert sorted(outputs) == ["[1]", "[]", "[]"]
+    assert sorted(outputs) == [str(ALL_VERSIONS), "[]", "[]"]
 
 
 def test_an_unmigrated_file_raises_schema_not_migrated(tmp_path: Path) -> None:
@@ -188,10 +194,13 @@ def test_tables_dropped_behind_the_engines_back(tmp_path: Path) -> None:
 def test_schema_versions_other_than_this_pypgflows(tmp_path: Path) -> None:
     engine = SqliteEngine(tmp_path / "flows.db")
     engine.migrate()
-    engine.latest_version = 2  # as if this pypgflow had a second migration
-    with pytest.raises(SchemaNotMigrated, match="at version 1, this pypgflow needs 2"):
+    installed = engine.latest_version
+    engine.latest_version = installed + 1  # as if this pypgflow had one more migration
+    with pytest.raises(
+        SchemaNotMigrated, match=f"at version {installed}, this pypgflow needs {installed + 1}"
+    ):
         engine.check_schema()
-    engine.latest_version = 1
+    engine.latest_version = installed
     with sqlite3.connect(tmp_path / "flows.db") as conn:
         conn.execute("INSERT INTO migrations (version, name) VALUES (7, 'future')")
     conn.close()
