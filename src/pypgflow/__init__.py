@@ -27,8 +27,10 @@ from pypgflow.errors import (
     WorkflowTimedOut,
 )
 from pypgflow.executor import MapInputError, execute, execute_async
-from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo, StepInfo
+from pypgflow.scheduler import Retention
 from pypgflow.status import RunStatus, StepStatus
+from pypgflow.worker import Worker
 from pypgflow.workflow import Step, Workflow
 
 __version__ = "0.1.0.dev0"
@@ -47,11 +49,13 @@ __all__ = [
     "NotSupported",
     "PypgflowError",
     "ResultTimeout",
+    "Retention",
     "Run",
     "RunCancelled",
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "ScheduleInfo",
     "SchemaNotMigrated",
     "SerializationError",
     "Step",
@@ -60,6 +64,7 @@ __all__ = [
     "StepStatus",
     "StepTimeout",
     "UnknownWorkflow",
+    "Worker",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowFailed",

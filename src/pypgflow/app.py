@@ -7,6 +7,7 @@ orchestration to build each run, and hands the result to its engine. It holds no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import socket
@@ -33,7 +34,9 @@ from pypgflow.errors import (
     WorkflowTimedOut,
 )
 from pypgflow.executor import MapInputError
-from pypgflow.records import InstanceInfo, RunInfo
+from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
+from pypgflow.scheduler import LEADER_LEASE
+from pypgflow.schedules import Schedule, check_cron, check_timezone
 from pypgflow.serialization import dumps
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow, resolve_options
@@ -208,6 +211,7 @@ class App:
         schema: str = "pypgflow",
         instance_id: str | None = None,
         engine: Engine | None = None,
+        stale_after: float = DEFAULT_STALE_AFTER,
     ) -> None:
         if engine is None:
             if url is None:
@@ -222,8 +226,20 @@ class App:
         self.engine = engine
         self.url = url
         self.instance_id = instance_id or default_instance_id()
+        if (
+            isinstance(stale_after, bool)
+            or not isinstance(stale_after, int | float)
+            or not stale_after > 0
+        ):
+            raise InvalidArgument(
+                f"stale_after must be a number of seconds > 0, got {stale_after!r}"
+            )
+        #: seconds without a heartbeat after which an instance is offline and its steps rescued
+        self.stale_after = float(stale_after)
         self.workflows: dict[str, Workflow] = {}
         self.default_queues: dict[str, str] = {}
+        #: cron schedules defined in code (app.schedule, @app.job(cron=...)), by name
+        self.defined_schedules: dict[str, Schedule] = {}
         for flow in workflows:
             self.register(flow)
 
@@ -266,8 +282,14 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        cron: str | None = None,
     ) -> Any:
-        """Declare a background job (a one-step workflow named after the function)."""
+        """Declare a background job (a one-step workflow named after the function).
+
+        ``cron``: also start it (with input None) at every tick of this cron expression, in
+        UTC; the schedule is named after the job (see ``schedule`` for time zones)."""
+        if cron is not None:
+            check_cron(cron)
 
         def decorate(func: Callable[P, R]) -> Job[P, R]:
             flow = Workflow(name or func.__name__)
@@ -275,6 +297,8 @@ class App:
                 name=func.__name__, max_attempts=max_attempts, timeout=timeout, backoff=backoff
             )(func)
             self.register(flow, queue=queue)
+            if cron is not None:
+                self.schedule(flow.name, cron, flow, queue=queue)
             return Job(self, func, flow, queue)
 
         return decorate(fn) if fn is not None else decorate
@@ -292,6 +316,63 @@ class App:
                 f"no workflow named {name_or_flow!r} is registered with this app (registered: "
                 f"{known})"
             ) from None
+
+    # -- cron schedules ------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        workflow: str | Workflow | Job[Any, Any],
+        input: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        timezone: str = "UTC",
+    ) -> Schedule:
+        """Start ``workflow`` on ``input`` at every tick of ``cron`` in ``timezone``.
+
+        ``cron`` has five fields (minute hour day month weekday) or six, seconds last. Every
+        worker of this app stores the schedule when it starts; the leader instance starts one
+        run per tick, whichever instances come and go. Everything is checked here: the cron
+        expression, the time zone (an IANA name), the workflow (a name must be registered; a
+        Workflow is registered), the input (JSON), queue and priority.
+        """
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise InvalidArgument(f"a schedule name must be 1 to 200 characters, got {name!r}")
+        check_cron(cron)
+        check_timezone(timezone)
+        if isinstance(workflow, Job):
+            workflow = workflow.workflow
+        flow = self.workflow(workflow)
+        known = self.workflows.get(flow.name)
+        if known is not None and known is not flow:
+            raise InvalidArgument(f"another workflow named {flow.name!r} is already registered")
+        request = self._request(flow, input, queue, priority, None, None, None)
+        defined = Schedule(
+            name=name,
+            cron=cron,
+            workflow=flow.name,
+            input_json=request.run.input or "null",
+            queue=request.run.queue,
+            priority=priority,
+            timezone=timezone,
+        )
+        existing = self.defined_schedules.get(name)
+        if existing is not None and existing != defined:
+            raise InvalidArgument(f"another schedule named {name!r} is already defined")
+        if known is None:
+            self.register(flow)
+        self.defined_schedules[name] = defined
+        return defined
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """The schedules stored by workers (of any app on this database), with their last tick
+        turned into a run and the next one due."""
+        return self.engine.list_schedules()
+
+    async def schedules_async(self) -> list[ScheduleInfo]:
+        return await asyncio.to_thread(self.schedules)
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -551,14 +632,20 @@ class App:
 
     # -- instances -----------------------------------------------------------------------------
 
-    def instances(self, *, stale_after: float = DEFAULT_STALE_AFTER) -> list[InstanceInfo]:
+    def instances(self, *, stale_after: float | None = None) -> list[InstanceInfo]:
         """Registered worker instances, ``offline`` once their heartbeat is older than
-        ``stale_after`` seconds."""
-        return self.engine.list_instances(stale_after=stale_after)
+        ``stale_after`` seconds (default: the app's ``stale_after``, after which their steps
+        are rescued). ``leader`` marks the one holding the leader lease, if any."""
+        found = self.engine.list_instances(
+            stale_after=self.stale_after if stale_after is None else stale_after
+        )
+        lease = self.engine.lease_holder(LEADER_LEASE)
+        return [
+            dataclasses.replace(i, leader=True) if lease and lease[0] == i.instance_id else i
+            for i in found
+        ]
 
-    async def instances_async(
-        self, *, stale_after: float = DEFAULT_STALE_AFTER
-    ) -> list[InstanceInfo]:
+    async def instances_async(self, *, stale_after: float | None = None) -> list[InstanceInfo]:
         return await asyncio.to_thread(self.instances, stale_after=stale_after)
 
     # -- workers -------------------------------------------------------------------------------

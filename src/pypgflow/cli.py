@@ -17,12 +17,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
-from pypgflow.app import DATABASE_URL_ENV, App, Job
+from pypgflow.app import DATABASE_URL_ENV, DEFAULT_URL, App, Job
 from pypgflow.errors import (
     AttemptError,
     ConfigurationError,
@@ -30,7 +30,8 @@ from pypgflow.errors import (
     RunCancelled,
     WorkflowFailed,
 )
-from pypgflow.records import InstanceInfo, RunInfo, StepInfo
+from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo, StepInfo
+from pypgflow.scheduler import Retention
 from pypgflow.status import RunStatus, StepStatus
 
 DEFAULT_SCHEMA = "pypgflow"
@@ -171,12 +172,8 @@ def _database_app(ctx: click.Context, app_spec: str | None) -> App:
     if app_spec:
         return _user_app(ctx, app_spec)
     config = _config(ctx)
-    if not config.database_url:
-        raise ConfigurationError(
-            "no database URL: pass --database-url postgresql://user@host:5432/dbname, set "
-            f"{DATABASE_URL_ENV}, or name your app with --app MODULE:APP"
-        )
-    return ctx.with_resource(App(config.database_url, schema=config.schema))
+    # Like App(): without a URL, the embedded default in the working directory.
+    return ctx.with_resource(App(config.database_url or DEFAULT_URL, schema=config.schema))
 
 
 _app_option = click.option(
@@ -250,6 +247,14 @@ def _elapsed(started: datetime | None, finished: datetime | None, *, going: bool
     return ((finished or datetime.now(UTC)) - started).total_seconds()
 
 
+def _from_now(now: datetime, moment: datetime) -> str:
+    """``in 5s``, ``in 4m05s``; ``overdue 3s`` for a moment past (no leader is ticking)."""
+    delta = (moment - now).total_seconds()
+    if delta < 0:
+        return f"overdue {_ago(now, moment)[:-4]}"
+    return f"in {int(delta)}s" if delta < 60 else f"in {seconds(delta)}"
+
+
 def _ago(now: datetime, moment: datetime) -> str:
     age = max(0.0, (now - moment).total_seconds())
     return f"{int(age)}s ago" if age < 60 else f"{seconds(age)} ago"
@@ -320,6 +325,21 @@ def _instance_json(instance: InstanceInfo) -> dict[str, Any]:
         "load": instance.load,
         "started_at": _iso(instance.started_at),
         "heartbeat_at": _iso(instance.heartbeat_at),
+        "leader": instance.leader,
+    }
+
+
+def _schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "workflow": schedule.workflow,
+        "input": schedule.input,
+        "queue": schedule.queue,
+        "priority": schedule.priority,
+        "last_tick_at": _iso(schedule.last_tick_at),
+        "next_tick_at": _iso(schedule.next_tick_at),
     }
 
 
@@ -463,7 +483,10 @@ def _reject_constant(name: str) -> Any:
     "--database-url",
     envvar=DATABASE_URL_ENV,
     metavar="URL",
-    help=f"PostgreSQL URL, e.g. postgresql://user@host:5432/dbname [env: {DATABASE_URL_ENV}].",
+    help=(
+        "Database URL: postgresql://user@host:5432/dbname or sqlite:///path/to/file.db "
+        f"[env: {DATABASE_URL_ENV}; default: {DEFAULT_URL}]."
+    ),
 )
 @click.option(
     "--schema",
@@ -475,12 +498,14 @@ def _reject_constant(name: str) -> Any:
 @click.version_option(package_name="pypgflow")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, schema: str) -> None:
-    """pypgflow: durable workflows for Python on PostgreSQL.
+    """pypgflow: durable workflows for Python on PostgreSQL or SQLite.
 
     Commands that run your workflows (worker, start) take MODULE:APP, the
     module and attribute of your App (or of a function returning one),
     importable from the current directory. The others need only the
-    database: --database-url, PYPGFLOW_DATABASE_URL, or --app MODULE:APP.
+    database: --database-url (before the command), PYPGFLOW_DATABASE_URL,
+    or --app MODULE:APP; without any, the embedded default
+    sqlite:///pypgflow.db in the current directory.
 
     Exit codes: 0 success, 1 error (or a failed run with start --wait),
     2 usage error.
@@ -581,6 +606,31 @@ def migrate(ctx: click.Context, app_spec: str | None, check: bool) -> None:
     "after which `pypgflow instances` shows a worker offline).",
 )
 @click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the leader's lease lasts (renewed every third of it): a leader that dies "
+    "is replaced within this time. Give every worker the same value.",
+)
+@click.option(
+    "--keep-completed",
+    type=click.FloatRange(min=0),
+    default=7.0,
+    show_default=True,
+    metavar="DAYS",
+    help="The leader deletes completed and cancelled runs this long after they finished.",
+)
+@click.option(
+    "--keep-failed",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="DAYS",
+    help="The leader deletes failed runs this long after they failed.",
+)
+@click.option(
     "--instance-id",
     metavar="ID",
     help="This worker's name in `pypgflow instances` [default: PYPGFLOW_INSTANCE_ID, else "
@@ -602,6 +652,9 @@ def worker(
     shutdown_timeout: float,
     poll_interval: float,
     heartbeat_interval: float,
+    lease_ttl: float,
+    keep_completed: float,
+    keep_failed: float,
     instance_id: str | None,
     log_level: str,
 ) -> None:
@@ -634,6 +687,10 @@ def worker(
             poll_interval=poll_interval,
             heartbeat_interval=heartbeat_interval,
             shutdown_timeout=shutdown_timeout,
+            lease_ttl=lease_ttl,
+            retention=Retention(
+                completed=timedelta(days=keep_completed), failed=timedelta(days=keep_failed)
+            ),
         )
     finally:
         undo_logging()
@@ -974,6 +1031,52 @@ def instances(ctx: click.Context, app_spec: str | None, stale_after: float, as_j
     ]
     headers = ["INSTANCE", "HOST", "PID", "STATUS", "QUEUES", "LOAD", "STARTED", "LAST HEARTBEAT"]
     click.echo(table(headers, rows, right=[2, 5]))
+    leader = next((instance.instance_id for instance in found if instance.leader), None)
+    click.echo(f"\nLeader: {leader or 'none (no instance holds the leader lease)'}")
+
+
+@main.command("schedules")
+@_app_option
+@_json_option
+@click.pass_context
+def list_schedules(ctx: click.Context, app_spec: str | None, as_json: bool) -> None:
+    """List the cron schedules, with their last and next ticks.
+
+    Workers store their app's schedules (app.schedule, @app.job(cron=...))
+    when they start; the leader instance starts one run per tick. For each:
+    name, cron expression, time zone, workflow, queue, the last tick turned
+    into a run and the next tick due.
+
+    \b
+    Examples:
+      pypgflow schedules
+      pypgflow schedules --app myproject.flows:app --json
+    """
+    app = _database_app(ctx, app_spec)
+    found = app.schedules()
+    if as_json:
+        _echo_json([_schedule_json(schedule) for schedule in found])
+        return
+    if not found:
+        click.echo("No schedules stored (workers store their app's schedules when they start).")
+        return
+    now = datetime.now(UTC)
+    rows = [
+        (
+            schedule.name,
+            schedule.cron,
+            schedule.timezone,
+            schedule.workflow,
+            schedule.queue,
+            when(schedule.last_tick_at),
+            "-"
+            if schedule.next_tick_at is None
+            else f"{when(schedule.next_tick_at)} ({_from_now(now, schedule.next_tick_at)})",
+        )
+        for schedule in found
+    ]
+    headers = ["SCHEDULE", "CRON", "TIMEZONE", "WORKFLOW", "QUEUE", "LAST TICK", "NEXT TICK"]
+    click.echo(table(headers, rows))
 
 
 @main.command()

@@ -229,8 +229,9 @@ class _Seen:
 
 
 class _Progress:
-    """Polls the runs and prints a line for every change: an attempt started, failed, or a step
-    completed; then a line when the run finishes."""
+    """Polls the runs and prints a line for every change it sees: a run started, an attempt
+    started or failed, a step completed, a run finished. (A step that starts and ends between two
+    polls shows only as completed.)"""
 
     def __init__(self, app: App, out: TextIO, labels: dict[str, str], started: float) -> None:
         self.app = app
@@ -269,17 +270,13 @@ class _Progress:
         seen = self.seen.setdefault((info.id, step.name), _Seen())
         name = f"{step.name} [x{step.task_count}]" if step.is_map else step.name
         for error in step.errors[seen.errors :]:
-            self._line(info.id, _where(step, error), str(error.attempt), "failed", "", _why(
-                self.app, info.workflow, step, error
-            ))  # fmt: skip
+            why = _why(self.app, info.workflow, step, error)
+            self._line(info.id, _where(step, error), str(error.attempt), "failed", "", why)
         seen.errors = len(step.errors)
         if step.status is StepStatus.READY and step.attempts > seen.attempts:
             self._line(info.id, name, str(step.attempts), "running", "")
-        if step.status is not seen.status and step.status in (
-            StepStatus.COMPLETED,
-            StepStatus.FAILED,
-        ):
-            self._line(info.id, name, str(step.attempts), step.status.value, _took(step.duration))
+        if step.status is StepStatus.COMPLETED and seen.status is not StepStatus.COMPLETED:
+            self._line(info.id, name, str(step.attempts), "completed", _took(step.duration))
         seen.attempts = max(seen.attempts, step.attempts)
         seen.status = step.status
 

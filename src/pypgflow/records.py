@@ -1,4 +1,4 @@
-"""What queries return: plain, immutable snapshots of runs, steps and instances."""
+"""What queries return: plain, immutable snapshots of runs, steps, instances and schedules."""
 
 from __future__ import annotations
 
@@ -73,3 +73,20 @@ class InstanceInfo:
     load: int
     started_at: datetime
     heartbeat_at: datetime
+    leader: bool = False  # holds the leader lease (App.instances fills it in)
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A cron schedule as stored: its definition (synced by the workers that define it), its last
+    tick turned into a run and the next one due (maintained by the leader), in UTC."""
+
+    name: str
+    cron: str
+    workflow: str
+    queue: str
+    priority: int
+    timezone: str
+    last_tick_at: datetime | None
+    next_tick_at: datetime | None
+    input: Any = None

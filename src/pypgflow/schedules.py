@@ -17,7 +17,7 @@ from croniter import croniter
 
 from pypgflow.errors import InvalidArgument
 
-#: never start more than this many missed ticks of one schedule at once (after an outage)
+#: due_ticks' default limit (the leader applies its own catch-up policy: see pypgflow.scheduler)
 MAX_CATCH_UP = 1
 
 

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pypgflow.context import StepContext, context_logger
 from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
 from pypgflow.errors import AttemptError, DatabaseError, DatabaseUnavailable, InvalidArgument
 from pypgflow.invocation import call_step
+from pypgflow.scheduler import DEFAULT_LEASE_TTL, DEFAULT_RETENTION, Retention, Scheduler
 from pypgflow.serialization import dumps
 from pypgflow.workflow import resolve_options
 
@@ -59,6 +61,16 @@ class Worker:
     gets 10 slots each). ``poll_interval`` bounds how long a missed notification can delay work;
     ``shutdown_timeout`` is how long running steps may finish after a stop request before they
     are handed back to the queue.
+
+    Every ``heartbeat_interval`` the worker tells the database it is alive and rescues the steps
+    of instances silent for longer than ``stale_after`` (default: the app's, 30 s); a step that
+    has lost more than ``max_rescues`` workers fails as a poison pill. A worker that cannot reach
+    the database for longer than ``stale_after`` abandons its running steps (they may have been
+    rescued elsewhere) until it is back. See ARCHITECTURE.md, "Many instances".
+
+    Every worker also competes for the leader lease (``lease_ttl`` seconds, renewed every third
+    of it); the leader starts the app's cron schedules and prunes old runs per ``retention``
+    (``None``: keep them). See :mod:`pypgflow.scheduler`.
     """
 
     def __init__(
@@ -71,6 +83,10 @@ class Worker:
         cancel_check_interval: float = 1.0,
         shutdown_timeout: float = 30.0,
         install_signal_handlers: bool = True,
+        stale_after: float | None = None,
+        max_rescues: int = 3,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        retention: Retention | None = DEFAULT_RETENTION,
     ) -> None:
         if queues is None:
             queues = {"default": 10}
@@ -97,6 +113,15 @@ class Worker:
         self.cancel_check_interval = cancel_check_interval
         self.shutdown_timeout = shutdown_timeout
         self.install_signal_handlers = install_signal_handlers
+        self.stale_after = app.stale_after if stale_after is None else stale_after
+        self.max_rescues = max_rescues
+        _check_rescue_options(self.heartbeat_interval, self.stale_after, self.max_rescues)
+        #: when the last heartbeat that reached the database was sent (time.monotonic())
+        self._last_contact = time.monotonic()
+        #: no heartbeat for more than stale_after: held steps abandoned, nothing claimed
+        self._cut_off = False
+        self._abandoned: set[int] = set()
+        self._heartbeat_failures = 0
         self.workflow_names = sorted(app.workflows)
         self._held: dict[int, _Held] = {}
         self._running = dict.fromkeys(self.queues, 0)
@@ -118,7 +143,18 @@ class Worker:
             thread_name_prefix="pypgflow-step",
         )
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
+        # Heartbeats have a thread of their own: never queued behind claims and outcomes.
+        self._beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypgflow-heartbeat")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
+        #: leadership, and the leader's cron ticks and retention (see pypgflow.scheduler)
+        self.scheduler = Scheduler(
+            app, instance_id=self.instance_id, lease_ttl=lease_ttl, retention=retention
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this worker's instance holds the leader lease (see pypgflow.scheduler)."""
+        return self.scheduler.is_leader
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -156,6 +192,7 @@ class Worker:
             self._stopped_event.set()
         handlers = self._install_signals()
         await self._db_call(self.engine.check_schema)
+        self._last_contact = time.monotonic()
         await self._db_call(
             self.engine.register_instance,
             self.instance_id,
@@ -163,6 +200,7 @@ class Worker:
             pid=os.getpid(),
             queues=self.queues,
         )
+        await self._hand_back_earlier_life()
         self.log.info(
             "worker %s started: queues %s, workflows %s",
             self.instance_id,
@@ -174,6 +212,9 @@ class Worker:
             asyncio.create_task(self._flush_loop(), name="pypgflow-flush"),
             asyncio.create_task(self._heartbeat_loop(), name="pypgflow-heartbeat"),
             asyncio.create_task(self._cancel_check_loop(), name="pypgflow-cancel-check"),
+            asyncio.create_task(self._contact_watch_loop(), name="pypgflow-contact-watch"),
+            asyncio.create_task(self._rescue_loop(), name="pypgflow-rescue"),
+            asyncio.create_task(self.scheduler.run(self._stopped_event), name="pypgflow-scheduler"),
         ]
         try:
             await self._claim_loop()
@@ -192,6 +233,7 @@ class Worker:
             self._remove_signals(handlers)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._db.shutdown(wait=False)
+            self._beat.shutdown(wait=False)
             self.log.info("worker %s stopped", self.instance_id)
 
     def _install_signals(self) -> list[signal.Signals]:
@@ -245,6 +287,9 @@ class Worker:
         idle_checks = 0
         while not self._stopping:
             self._wake.clear()
+            if self._cut_off:  # what it would claim may be rescued elsewhere meanwhile
+                await self._sleep_or_wake(self.poll_interval)
+                continue
             try:
                 claimed_full = await self._claim_once()
                 failures = 0
@@ -343,8 +388,8 @@ class Worker:
         try:
             outcome = await self._outcome(held)
         except asyncio.CancelledError:
-            outcome = None  # cancelled run, or shutdown: nothing to record
-            if self._stopping:
+            outcome = None  # cancelled run, shutdown, or abandoned: nothing to record
+            if self._stopping and task.id not in self._abandoned:
                 self._interrupted.add(task.id)  # to hand back, its attempt not counted
         finally:
             self._held.pop(task.id, None)
@@ -522,12 +567,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            try:
-                await self._db_call(
-                    self.engine.heartbeat_instance, self.instance_id, load=len(self._held)
-                )
-            except DatabaseError as exc:
-                self.log.warning("heartbeat failed: %s", exc)
+            await self._heartbeat()
 
     async def _cancel_check_loop(self) -> None:
         while True:
@@ -552,3 +592,163 @@ class Worker:
                         and self.app.workflows[held.task.workflow].steps[held.task.step].is_async
                     ):
                         held.future.cancel()
+
+    # -- many instances: heartbeats, lost contact, rescue ---------------------------------------
+
+    async def _beat_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A database call on the heartbeat's own thread."""
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._beat, lambda: fn(*args, **kwargs))
+
+    async def _heartbeat(self) -> None:
+        """Tell the database this instance is alive (registering it again if its row is gone);
+        after a time cut off, hand back what it abandoned and register again first."""
+        sent = time.monotonic()
+        try:
+            if self._cut_off:
+                await self._recover()
+            elif await self._beat_call(
+                self.engine.heartbeat_or_register,
+                self.instance_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=self.queues,
+                load=len(self._held),
+            ):
+                self.log.warning(
+                    "instance %s was no longer registered (its row was removed): registered it "
+                    "again",
+                    self.instance_id,
+                )
+        except DatabaseError as exc:
+            self._heartbeat_failures += 1
+            if self._heartbeat_failures == 1 or self._heartbeat_failures % 10 == 0:
+                self.log.warning(
+                    "heartbeat failed (%.1f s since the last one that reached the database; "
+                    "steps are abandoned after %g s): %s",
+                    time.monotonic() - self._last_contact, self.stale_after, exc,
+                )  # fmt: skip
+            return
+        self._heartbeat_failures = 0
+        self._last_contact = sent
+
+    async def _contact_watch_loop(self) -> None:
+        """Abandon the held steps once no heartbeat has reached the database for longer than
+        ``stale_after``: by then other instances may rescue them. Timed on the loop, so that a
+        database call that hangs cannot delay it."""
+        while True:
+            silent = time.monotonic() - self._last_contact
+            if silent <= self.stale_after:
+                await asyncio.sleep(min(self.stale_after - silent, self.heartbeat_interval) + 0.01)
+                continue
+            if not self._cut_off:
+                self._abandon(silent)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def _abandon(self, silent: float) -> None:
+        self._cut_off = True
+        held = list(self._held.values())
+        self.log.error(
+            "no heartbeat has reached the database for %.1f s, more than stale_after=%g s: "
+            "abandoning the %d steps this worker runs (other instances may rescue them), and "
+            "claiming nothing until the database is back",
+            silent, self.stale_after, len(held),
+        )  # fmt: skip
+        for held_task in held:
+            task = held_task.task
+            self.log.warning(
+                "abandoning step %s of run %s (attempt %d)", task.step, task.run_id, task.attempt,
+                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
+            )  # fmt: skip
+            self._abandoned.add(task.id)
+            held_task.ctx.cancel()  # a sync step's thread runs on: it should check ctx.cancelled
+            if held_task.future is not None:
+                held_task.future.cancel()  # its outcome, if any, is dropped
+
+    async def _recover(self) -> None:
+        """The database answers again: hand back the tasks still held for this instance there
+        (those not rescued meanwhile), then register again and go on."""
+        silent = time.monotonic() - self._last_contact
+        keep = set(self._held) | {o.task.id for o in self._outcomes}  # outcomes still to record
+        result = await self._beat_call(
+            self.engine.hand_back_lost_tasks,
+            self.instance_id,
+            keep=sorted(keep),
+            max_rescues=self.max_rescues,
+            reason=(
+                f"it was cut off from the database for more than stale_after={self.stale_after:g}"
+                " s and abandoned the step"
+            ),
+        )
+        await self._beat_call(
+            self.engine.register_instance,
+            self.instance_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+        )
+        abandoned = len(self._abandoned)
+        self._abandoned.clear()
+        self._cut_off = False
+        self.log.warning(
+            "the database is reachable again after %.1f s: instance %s registered again; of the "
+            "%d steps it abandoned, %d were handed back to their queues (%d failed for good), "
+            "the others had been rescued or finished",
+            silent, self.instance_id, abandoned, result.requeued, result.failed,
+        )  # fmt: skip
+        self._wake_up()
+
+    async def _hand_back_earlier_life(self) -> None:
+        """At start: tasks still running for this instance id belong to an earlier process of
+        it that died without handing them back (this one holds nothing yet)."""
+        result = await self._db_call(
+            self.engine.hand_back_lost_tasks,
+            self.instance_id,
+            keep=[],
+            max_rescues=self.max_rescues,
+            reason="an earlier process with this instance id stopped without handing it back",
+        )
+        if result.requeued or result.failed:
+            self.log.warning(
+                "handed back %d steps an earlier process of instance %s held (%d failed for good)",
+                result.requeued + result.failed, self.instance_id, result.failed,
+            )  # fmt: skip
+
+    async def _rescue_loop(self) -> None:
+        """At every heartbeat: make the tasks of lost instances claimable again."""
+        while True:
+            if not self._cut_off:
+                try:
+                    result = await self._db_call(
+                        self.engine.rescue_tasks,
+                        stale_after=self.stale_after,
+                        max_rescues=self.max_rescues,
+                        rescuer=self.instance_id,
+                    )
+                except DatabaseError as exc:
+                    self.log.debug("rescue failed: %s", exc)
+                else:
+                    if result.requeued or result.failed:
+                        self.log.warning(
+                            "rescued %d steps of lost instances: %d queued again, %d failed for "
+                            "good (runs %s)",
+                            result.requeued + result.failed, result.requeued, result.failed,
+                            ", ".join(result.runs),
+                        )  # fmt: skip
+                        if result.queues & self.queues.keys():
+                            self._wake_up()
+            await asyncio.sleep(self.heartbeat_interval)
+
+
+def _check_rescue_options(heartbeat_interval: float, stale_after: float, max_rescues: int) -> None:
+    for name, value in (("heartbeat_interval", heartbeat_interval), ("stale_after", stale_after)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise InvalidArgument(f"{name} must be a number of seconds > 0, got {value!r}")
+    if stale_after <= heartbeat_interval:
+        raise InvalidArgument(
+            f"stale_after ({stale_after:g} s) must be longer than heartbeat_interval "
+            f"({heartbeat_interval:g} s), or live workers would be taken for lost ones "
+            "(a few heartbeats: 30 s for the default 5 s)"
+        )
+    if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
+        raise InvalidArgument(f"max_rescues must be an integer >= 0, got {max_rescues!r}")

@@ -44,10 +44,18 @@ def test_main_help_has_examples(cli: Invoke) -> None:
     assert "PYPGFLOW_DATABASE_URL" in out
 
 
-def test_no_database_url(cli: Invoke) -> None:
+def test_no_database_url_means_the_embedded_default(
+    cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     error = one_error(cli("runs", env={DATABASE_URL_ENV: None}))
-    assert error.startswith("Error: no database URL: pass --database-url")
-    assert DATABASE_URL_ENV in error
+    assert error == (
+        f"Error: there is no SQLite database at {tmp_path / 'pypgflow.db'}: run `pypgflow migrate` "
+        "(or app.migrate()) to create it"
+    )
+    assert not (tmp_path / "pypgflow.db").exists()  # reading does not create it
+    assert cli("migrate", env={DATABASE_URL_ENV: None}).exit_code == 0
+    assert cli("runs", env={DATABASE_URL_ENV: None}).stdout == "No runs found.\n"
 
 
 def test_bad_database_url(cli: Invoke) -> None:

@@ -36,7 +36,8 @@ def log_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spawn_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``spawn_worker(instance_id, **options)``: a started worker process on this test's database.
+    """``spawn_worker(instance_id, **options)``: a started worker process on this test's database
+    (or on ``url=``, e.g. through a proxy).
 
     Every process started is killed (SIGKILL) and reaped at teardown, whatever the test did; its
     stderr is echoed so that a failing test shows what the workers logged.
@@ -44,7 +45,8 @@ def spawn_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerPr
     started: list[WorkerProcess] = []
 
     def spawn(instance_id: str, **options: Any) -> WorkerProcess:
-        worker = WorkerProcess(pg_url, instance_id, tmp_path, **options)
+        url = options.pop("url", pg_url)
+        worker = WorkerProcess(url, instance_id, tmp_path, **options)
         started.append(worker)
         return worker.start()
 

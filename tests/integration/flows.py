@@ -133,4 +133,17 @@ async def nap_async(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     return {"slept": ctx.instance_id}
 
 
-ALL = [one, three, slow, slow_async]
+# -- it_poison: a step that kills the worker process running it, every time --------------------
+
+poison = Workflow("it_poison")
+
+
+@poison.step(max_attempts=20)
+def explode(input: dict[str, Any], ctx: StepContext) -> None:
+    """Kills its own process (as a segfault or the OOM killer would) after ``after`` seconds."""
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("after", 0))
+    os._exit(1)
+
+
+ALL = [one, three, slow, slow_async, poison]

@@ -36,6 +36,9 @@ class WorkerProcess:
         poll_interval: float = 0.5,
         shutdown_timeout: float = 10.0,
         max_lifetime: float = 120.0,
+        heartbeat_interval: float | None = None,
+        stale_after: float | None = None,
+        max_rescues: int | None = None,
     ) -> None:
         self.url = url
         self.instance_id = instance_id
@@ -49,6 +52,13 @@ class WorkerProcess:
             "--max-lifetime", str(max_lifetime),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
+        for option, value in (
+            ("--heartbeat-interval", heartbeat_interval),
+            ("--stale-after", stale_after),
+            ("--max-rescues", max_rescues),
+        ):
+            if value is not None:
+                self.args += [option, str(value)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:

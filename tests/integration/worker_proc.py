@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--shutdown-timeout", type=float, default=10.0)
     parser.add_argument("--heartbeat-interval", type=float, default=5.0)
+    parser.add_argument("--stale-after", type=float, default=30.0)
+    parser.add_argument("--max-rescues", type=int, default=3)
     parser.add_argument("--max-lifetime", type=float, default=120.0)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
     args = parser.parse_args(argv)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             poll_interval=args.poll_interval,
             shutdown_timeout=args.shutdown_timeout,
             heartbeat_interval=args.heartbeat_interval,
+            stale_after=args.stale_after,
+            max_rescues=args.max_rescues,
         )
     finally:
         app.close()

@@ -18,7 +18,10 @@ from pypgflow import (
     Workflow,
 )
 from pypgflow.app import DATABASE_URL_ENV, App
+from pypgflow.engines.sqlfile import migration_files
 from tests.conftest import running_worker
+
+ALL_VERSIONS = [v for v, _, _ in migration_files("pypgflow.engines.postgres.migrations")]
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,7 +122,7 @@ def test_an_unmigrated_database(empty_pg_url: str) -> None:
         app.get_run("00000000-0000-0000-0000-000000000000")
     with pytest.raises(SchemaNotMigrated, match=expected), running_worker(app):
         pass
-    assert app.migrate() == [1]
+    assert app.migrate() == ALL_VERSIONS
     run = app.start(flow, "now it works")
     with running_worker(app):
         assert run.result(timeout=5) == "now it works"
@@ -130,7 +133,7 @@ def test_another_schema_name_is_separate(pg_url: str) -> None:
     other = App(pg_url, workflows=[flow], schema="tenant_b")
     with pytest.raises(SchemaNotMigrated, match="'tenant_b'"):
         other.start(flow, 1)
-    assert other.migrate() == [1]
+    assert other.migrate() == ALL_VERSIONS
     main = App(pg_url, workflows=[flow])
     run = other.start(flow, "b")
     assert main.list_runs() == []

@@ -80,4 +80,19 @@ def pong(input: dict[str, Any], ctx: StepContext) -> str:
     return "pong"
 
 
-ALL = [chain, ping]
+# -- sq_slow: one long step, long only on the instance named by ``slow_on`` -------------------
+
+slow = Workflow("sq_slow")
+
+
+@slow.step
+def nap(input: dict[str, Any], ctx: StepContext) -> str | None:
+    record(input["log"], ctx)
+    if input.get("slow_on") in (None, ctx.instance_id):
+        deadline = time.monotonic() + input["seconds"]
+        while time.monotonic() < deadline and not ctx.cancelled:
+            time.sleep(0.02)
+    return ctx.instance_id
+
+
+ALL = [chain, ping, slow]

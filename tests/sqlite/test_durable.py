@@ -18,6 +18,7 @@ import pytest
 from pypgflow import Backoff, StepContext, Workflow, WorkflowFailed, orchestration
 from pypgflow.app import App
 from pypgflow.engines.base import StartRequest
+from pypgflow.engines.sqlfile import migration_files
 from pypgflow.engines.sqlite import SqliteEngine
 from pypgflow.errors import NotSupported, RunCancelled, RunNotFound
 from pypgflow.status import RunStatus, StepStatus
@@ -469,7 +470,9 @@ def test_an_in_memory_database_works_within_one_process() -> None:
     try:
         with pytest.raises(Exception, match="pypgflow migrate"):
             app.start(hello, {"name": "x"})
-        assert app.migrate() == [1]
+        assert app.migrate() == [
+            v for v, _, _ in migration_files("pypgflow.engines.sqlite.migrations")
+        ]
         runs = app.start_many(hello, [{"name": str(i)} for i in range(50)])
         with running_worker(app, poll_interval=5):
             assert [r.result(timeout=10)["greeting"] for r in runs] == [

@@ -43,7 +43,7 @@ def test_three_worker_processes_share_300_runs_without_claiming_twice(
         wait_for(lambda: len(app.instances()) == 3, 30, "three registered workers")
         runs = []
         for batch in range(3):  # starts interleave with claims and outcomes
-            inputs = [{"log": log, "i": batch * 100 + i, "sleep": 0.001} for i in range(100)]
+            inputs = [{"log": log, "i": batch * 100 + i, "sleep": 0.02} for i in range(100)]
             runs.extend(app.start_many(flows.chain, inputs))
         assert len({r.id for r in runs}) == 300
         results = [r.result(timeout=60) for r in runs]

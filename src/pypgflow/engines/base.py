@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from pypgflow.orchestration import Changes, RunState
-from pypgflow.records import InstanceInfo, RunInfo
+from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
+from pypgflow.schedules import Schedule
 from pypgflow.status import RunStatus
 
 
@@ -74,6 +75,17 @@ class RunResult:
     status: RunStatus
     output: Any
     error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RescueResult:
+    """What a rescue changed: tasks of lost instances queued again, tasks failed for good (their
+    runs failed), the runs touched, and the queues that got work back."""
+
+    requeued: int = 0
+    failed: int = 0
+    runs: list[str] = field(default_factory=list)
+    queues: frozenset[str] = frozenset()
 
 
 class Engine(abc.ABC):
@@ -186,3 +198,97 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    # -- rescue ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def rescue_tasks(self, *, stale_after: float, max_rescues: int, rescuer: str) -> RescueResult:
+        """Make the tasks held by lost instances claimable again, exactly once.
+
+        A task is lost when it is running for an instance whose heartbeat is older than
+        ``stale_after`` seconds, or that has no registration at all (``rescuer``'s own tasks
+        are left to it: a live worker knows what it holds). It goes back to its queue
+        (its attempt stays counted, ``rescues`` + 1, a ``WorkerLost`` entry in its errors), or
+        fails for good, failing its run, when it has no attempts left or when it has now lost
+        more than ``max_rescues`` workers (``PoisonPill``). ``rescuer`` names the instance that
+        noticed."""
+
+    @abc.abstractmethod
+    def hand_back_lost_tasks(
+        self, instance_id: str, *, keep: Sequence[int], max_rescues: int, reason: str
+    ) -> RescueResult:
+        """Rescue, as :meth:`rescue_tasks` does, the tasks still running for ``instance_id``
+        itself but for those in ``keep``: the ones it abandoned while cut off from the database,
+        or held by an earlier process of the same instance id. ``reason`` says what happened."""
+
+    @abc.abstractmethod
+    def heartbeat_or_register(
+        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int], load: int
+    ) -> bool:
+        """Heartbeat; register the instance again if its row is gone. True if it had to."""
+
+    # -- leadership, schedules, retention ---------------------------------------------------
+
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Hold the lease ``name`` for ``ttl`` seconds of database time from now: granted if nobody
+        holds it, if its holder's lease expired (a takeover), or if ``holder`` holds it already
+        (then extended). False while another holder's lease runs."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give up the lease if ``holder`` holds it, so that another can take it at once."""
+
+    @abc.abstractmethod
+    def lease_holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds the lease and for how many more seconds; None if nobody (or it expired)."""
+
+    @abc.abstractmethod
+    def sync_schedules(self, schedules: Sequence[Schedule], next_ticks: Sequence[datetime]) -> None:
+        """Insert or update these schedules' definitions, each with its next tick (stored when it
+        is new or its cron or time zone changed); their last ticks are kept. ``defined_at``
+        changes only when a definition does."""
+
+    @abc.abstractmethod
+    def schedule_states(self) -> dict[str, ScheduleState]:
+        """Every stored schedule's state, by name."""
+
+    @abc.abstractmethod
+    def record_schedule_ticks(self, ticks: Sequence[ScheduleTicks]) -> None:
+        """Record the latest tick turned into a run (never moving it back) and the next tick."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every stored schedule, by name."""
+
+    @abc.abstractmethod
+    def prune_runs(self, *, completed_before: float, failed_before: float, batch: int) -> int:
+        """Delete, in one transaction, up to ``batch`` runs that finished more than
+        ``completed_before`` seconds ago (completed or cancelled) or ``failed_before`` seconds ago
+        (failed), with their steps and tasks; return how many. Call again until it returns fewer
+        than ``batch``."""
+
+    @abc.abstractmethod
+    def prune_instances(self, *, offline_for: float) -> int:
+        """Delete instances whose last heartbeat is more than ``offline_for`` seconds old."""
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """What the leader needs of a stored schedule: its last tick turned into a run, the next tick
+    it recorded, and when its definition was stored (ticks of a new schedule count from then)."""
+
+    name: str
+    last_tick_at: datetime | None
+    next_tick_at: datetime | None
+    defined_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleTicks:
+    """A schedule's progress to record: the latest tick just turned into a run (None if none)
+    and the next tick due."""
+
+    name: str
+    last_tick_at: datetime | None
+    next_tick_at: datetime

@@ -443,6 +443,12 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         return int(row[0]) if row else 0
 
     def check_schema(self) -> None:
+        if not self.memory and not os.path.exists(self.path):
+            # Checked before connecting: opening it would leave an empty file behind.
+            raise SchemaNotMigrated(
+                f"there is no SQLite database at {self.path}: run `pypgflow migrate` "
+                "(or app.migrate()) to create it"
+            )
         with self._connection(check_schema=False) as conn:
             version = self._installed_version(conn)
         check_schema_version(

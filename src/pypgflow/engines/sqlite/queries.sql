@@ -309,3 +309,178 @@ SET status = 'queued', attempt = attempt - 1, run_at = (julianday('now') - 24405
 WHERE id IN (SELECT value FROM json_each(:ids)) AND instance_id = :instance_id
   AND status = 'running'
 RETURNING queue;
+
+-- name: lost_tasks_exist
+-- (rescue: the statements of SqlEngine.rescue_tasks, hand_back_lost_tasks, heartbeat_or_register)
+-- Whether any task is running for an instance that is lost: silent for more than :stale_after
+-- seconds, or not registered at all. A plain read: every instance asks at every heartbeat.
+SELECT EXISTS (
+    SELECT 1 FROM tasks t
+    LEFT JOIN instances i ON i.id = t.instance_id
+    WHERE t.status = 'running'
+      AND (i.id IS NULL
+           OR i.heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :stale_after)
+      AND t.instance_id IS NOT :rescuer
+);
+
+-- name: lost_tasks
+-- The running tasks of lost instances, with when each instance was last seen (NULL: not
+-- registered). Run under the write lock, like the updates that follow. The rescuer's own tasks
+-- are left to it (a live worker knows what it holds).
+SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
+       t.instance_id, t.queue, i.heartbeat_at,
+       (julianday('now') - 2440587.5) * 86400.0 - i.heartbeat_at
+FROM tasks t
+LEFT JOIN instances i ON i.id = t.instance_id
+WHERE t.status = 'running'
+  AND (i.id IS NULL
+       OR i.heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :stale_after)
+  AND t.instance_id IS NOT :rescuer
+ORDER BY t.id
+LIMIT :limit;
+
+-- name: own_running_tasks
+-- The tasks still running for this instance but those it holds (keep): abandoned while it was
+-- cut off from the database, or held by an earlier process with the same instance id.
+SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
+       t.instance_id, t.queue, i.heartbeat_at,
+       (julianday('now') - 2440587.5) * 86400.0 - i.heartbeat_at
+FROM tasks t
+LEFT JOIN instances i ON i.id = t.instance_id
+WHERE t.status = 'running' AND t.instance_id = :instance_id
+  AND t.id NOT IN (SELECT value FROM json_each(:keep))
+ORDER BY t.id;
+
+-- name: requeue_lost_tasks
+-- Guarded: only the attempt seen running for the lost instance is rescued (the write lock
+-- serializes rescuers already; the guard keeps a late one from rescuing twice). With
+-- :stale_after, the instance must still be silent. The attempt stays counted.
+UPDATE tasks AS t
+SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0,
+    rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
+      FROM json_each(:rows)) AS d
+WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
+  AND t.instance_id = d.instance_id
+  AND (:stale_after IS NULL OR NOT EXISTS (
+      SELECT 1 FROM instances i
+      WHERE i.id = t.instance_id
+        AND i.heartbeat_at >= (julianday('now') - 2440587.5) * 86400.0 - :stale_after))
+RETURNING id, run_id, queue;
+
+-- name: fail_lost_tasks
+-- The same guard, for lost tasks that fail for good (no attempts left, or a poison pill).
+UPDATE tasks AS t
+SET status = 'failed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+    rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
+      FROM json_each(:rows)) AS d
+WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
+  AND t.instance_id = d.instance_id
+  AND (:stale_after IS NULL OR NOT EXISTS (
+      SELECT 1 FROM instances i
+      WHERE i.id = t.instance_id
+        AND i.heartbeat_at >= (julianday('now') - 2440587.5) * 86400.0 - :stale_after))
+RETURNING id, run_id, step, task_index, attempt;
+
+-- name: touch_instance
+-- A heartbeat that says whether the instance is still registered (no row: register again).
+UPDATE instances SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0, load = :load
+WHERE id = :id
+RETURNING id;
+
+-- name: acquire_lease
+-- (leadership, schedules, retention: the statements of SqlEngine's last section; instants are
+-- unix epoch seconds)
+-- Takes the lease for :ttl seconds: inserted if nobody ever held it, taken over if it expired,
+-- extended if this holder has it. No row returned: another holder has it.
+INSERT INTO leases (name, holder, expires_at)
+VALUES (:name, :holder, (julianday('now') - 2440587.5) * 86400.0 + :ttl)
+ON CONFLICT (name) DO UPDATE
+SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leases.holder = excluded.holder
+   OR leases.expires_at <= (julianday('now') - 2440587.5) * 86400.0
+RETURNING holder;
+
+-- name: release_lease
+DELETE FROM leases WHERE name = :name AND holder = :holder
+RETURNING holder;
+
+-- name: lease_holder
+SELECT holder, expires_at - (julianday('now') - 2440587.5) * 86400.0 AS expires_in
+FROM leases
+WHERE name = :name AND expires_at > (julianday('now') - 2440587.5) * 86400.0;
+
+-- name: upsert_schedules
+-- The schedules a worker's code defines. Their last tick is kept; the next tick is replaced
+-- when the cron or time zone changed (or none was known); updated_at moves only when the
+-- definition changed (a new schedule's ticks count from then).
+INSERT INTO schedules (name, cron, workflow, input, queue, priority, timezone, next_tick_at)
+SELECT d.value ->> '$.name', d.value ->> '$.cron', d.value ->> '$.workflow',
+       d.value ->> '$.input', d.value ->> '$.queue', d.value ->> '$.priority',
+       d.value ->> '$.timezone', d.value ->> '$.next_tick_at'
+FROM json_each(:rows) AS d
+-- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
+WHERE true
+ON CONFLICT (name) DO UPDATE
+SET cron = excluded.cron, workflow = excluded.workflow, input = excluded.input,
+    queue = excluded.queue, priority = excluded.priority, timezone = excluded.timezone,
+    next_tick_at = CASE WHEN schedules.next_tick_at IS NULL OR schedules.cron <> excluded.cron
+                             OR schedules.timezone <> excluded.timezone
+                        THEN excluded.next_tick_at ELSE schedules.next_tick_at END,
+    updated_at = CASE WHEN schedules.cron IS NOT excluded.cron
+                           OR schedules.workflow IS NOT excluded.workflow
+                           OR schedules.input IS NOT excluded.input
+                           OR schedules.queue IS NOT excluded.queue
+                           OR schedules.priority IS NOT excluded.priority
+                           OR schedules.timezone IS NOT excluded.timezone
+                      THEN (julianday('now') - 2440587.5) * 86400.0
+                      ELSE schedules.updated_at END;
+
+-- name: schedule_states
+SELECT name, last_tick_at, next_tick_at, updated_at FROM schedules;
+
+-- name: record_schedule_ticks
+-- The last tick never moves back (no new tick keeps the old one), so a deposed leader finishing
+-- a pass late cannot make the next leader start old ticks again.
+UPDATE schedules AS s
+SET last_tick_at = CASE WHEN d.last_tick_at IS NULL THEN s.last_tick_at
+                        WHEN s.last_tick_at IS NULL THEN d.last_tick_at
+                        ELSE max(s.last_tick_at, d.last_tick_at) END,
+    next_tick_at = d.next_tick_at
+FROM (SELECT value ->> '$.name' AS name, value ->> '$.last_tick_at' AS last_tick_at,
+             value ->> '$.next_tick_at' AS next_tick_at
+      FROM json_each(:rows)) AS d
+WHERE s.name = d.name;
+
+-- name: list_schedules
+SELECT name, cron, workflow, queue, priority, timezone, last_tick_at, next_tick_at, input
+FROM schedules ORDER BY name;
+
+-- name: prune_runs
+-- One bounded batch of retention: up to :batch runs finished long enough ago (completed and
+-- cancelled after :completed_before seconds, failed after :failed_before), each kind found
+-- through the runs_finished index. Their steps and tasks go by ON DELETE CASCADE.
+DELETE FROM runs WHERE id IN (
+    SELECT id FROM (
+        SELECT id FROM runs
+        WHERE status IN ('completed', 'cancelled') AND finished_at IS NOT NULL
+          AND finished_at < (julianday('now') - 2440587.5) * 86400.0 - :completed_before
+        LIMIT :batch)
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM runs
+        WHERE status = 'failed' AND finished_at IS NOT NULL
+          AND finished_at < (julianday('now') - 2440587.5) * 86400.0 - :failed_before
+        LIMIT :batch)
+    LIMIT :batch
+)
+RETURNING id;
+
+-- name: prune_instances
+-- Instances silent for over :offline_for seconds: long gone (their tasks were rescued).
+DELETE FROM instances
+WHERE heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :offline_for
+RETURNING id;
