@@ -155,7 +155,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
 
     ``busy_timeout``: how long a write waits for another process's write transaction before
     DatabaseUnavailable. ``poll_interval``: how often a listener checks for other processes'
-    commits (``PRAGMA data_version``, a read of shared memory: cheap even every 20 ms).
+    commits (``PRAGMA data_version``, a read of shared memory: cheap even every 5 ms).
     """
 
     supports_transactional_start = False
@@ -167,7 +167,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         *,
         synchronous: str | None = None,
         busy_timeout: float = 10.0,
-        poll_interval: float = 0.02,
+        poll_interval: float = 0.005,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise ConfigurationError(
