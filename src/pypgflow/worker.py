@@ -416,9 +416,21 @@ class Worker:
                 ctx=held.ctx,
                 item=task.input if step.is_map else _MISSING,
             )
+            debug = self.log.isEnabledFor(logging.DEBUG)
+            if debug:
+                started = time.monotonic()
+                self.log.debug(
+                    "step %s of run %s started (attempt %d)", _where(task), task.run_id,
+                    task.attempt, extra=_extra(task),
+                )  # fmt: skip
             result = await call_step(step, args, kwargs, timeout=options.timeout, pool=self._pool)
-            where = step.name if task.task_index is None else f"{step.name}[{task.task_index}]"
-            return Completed(task, dumps(result, what=f"the output of step {where!r}"))
+            output = dumps(result, what=f"the output of step {_where(task)!r}")
+            if debug:
+                self.log.debug(
+                    "step %s of run %s completed in %.3f s", _where(task), task.run_id,
+                    time.monotonic() - started, extra=_extra(task),
+                )  # fmt: skip
+            return Completed(task, output)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -752,3 +764,18 @@ def _check_rescue_options(heartbeat_interval: float, stale_after: float, max_res
         )
     if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
         raise InvalidArgument(f"max_rescues must be an integer >= 0, got {max_rescues!r}")
+
+
+def _where(task: ClaimedTask) -> str:
+    """The step, with the element index for a map step: ``resize[3]``."""
+    return task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
+
+
+def _extra(task: ClaimedTask) -> dict[str, Any]:
+    return {
+        "run_id": task.run_id,
+        "workflow": task.workflow,
+        "step": task.step,
+        "attempt": task.attempt,
+        "task_index": task.task_index,
+    }
