@@ -28,7 +28,7 @@ from pypgflow import orchestration
 from pypgflow.context import StepContext, context_logger
 from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
 from pypgflow.errors import AttemptError, DatabaseError, DatabaseUnavailable, InvalidArgument
-from pypgflow.invocation import call_step
+from pypgflow.invocation import StepThreadPool, ThreadHandoff, call_step
 from pypgflow.scheduler import DEFAULT_LEASE_TTL, DEFAULT_RETENTION, Retention, Scheduler
 from pypgflow.serialization import dumps
 from pypgflow.workflow import resolve_options
@@ -138,10 +138,12 @@ class Worker:
         # those still stuck in sync steps that timed out (a thread cannot be stopped): the
         # allowance keeps a step claimed after such a timeout from waiting for a free thread
         # while its own timeout runs out.
-        self._pool = ThreadPoolExecutor(
-            max_workers=sum(self.queues.values()) + _TIMED_OUT_THREADS_ALLOWANCE,
+        # Daemon threads: a sync step stuck past its timeout must not keep the process alive.
+        self._pool = StepThreadPool(
+            sum(self.queues.values()) + _TIMED_OUT_THREADS_ALLOWANCE,
             thread_name_prefix="pypgflow-step",
         )
+        self._handoff: ThreadHandoff | None = None
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         # Heartbeats have a thread of their own: never queued behind claims and outcomes.
         self._beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypgflow-heartbeat")
@@ -423,7 +425,16 @@ class Worker:
                     "step %s of run %s started (attempt %d)", _where(task), task.run_id,
                     task.attempt, extra=_extra(task),
                 )  # fmt: skip
-            result = await call_step(step, args, kwargs, timeout=options.timeout, pool=self._pool)
+            if self._handoff is None:
+                self._handoff = ThreadHandoff()  # on the worker's loop: one wake-up per burst
+            result = await call_step(
+                step,
+                args,
+                kwargs,
+                timeout=options.timeout,
+                pool=self._pool,
+                handoff=self._handoff,
+            )
             output = dumps(result, what=f"the output of step {_where(task)!r}")
             if debug:
                 self.log.debug(
