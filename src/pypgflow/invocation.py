@@ -28,6 +28,7 @@ import pickle
 import queue
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -320,6 +321,14 @@ class StepThreadPool(Executor):
             del future, job
             with self._lock:
                 self._idle += 1
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds in all for the threads to finish what they run (after
+        ``shutdown``); True if they all did. Cancelled sync steps get this long to notice."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pypgflow.worker")
 
 _MISSING: Any = object()
+#: how long a stopping worker waits for cancelled sync steps' threads to return
+_SYNC_STEP_GRACE = 5.0
 
 #: extra step threads, for sync steps that timed out but whose functions are still running
 _TIMED_OUT_THREADS_ALLOWANCE = 32
@@ -234,6 +236,12 @@ class Worker:
                 self.log.warning("could not deregister instance %s: %s", self.instance_id, exc)
             self._remove_signals(handlers)
             self._pool.shutdown(wait=False, cancel_futures=True)
+            # Sync steps cancelled above see ctx.cancelled: give them a moment to return.
+            if not await self._loop.run_in_executor(None, self._pool.join, _SYNC_STEP_GRACE):
+                self.log.warning(
+                    "sync steps still running %g s after the stop: exiting without them",
+                    _SYNC_STEP_GRACE,
+                )
             self._db.shutdown(wait=False)
             self._beat.shutdown(wait=False)
             self.log.info("worker %s stopped", self.instance_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -35,6 +36,8 @@ from pypgflow.orchestration import Changes, RunState, StepState
 from pypgflow.records import InstanceInfo, ScheduleInfo
 from pypgflow.schedules import Schedule
 from pypgflow.status import RunStatus, StepStatus
+
+logger = logging.getLogger("pypgflow.engine")
 
 C = TypeVar("C")
 Row = tuple[Any, ...]
@@ -87,6 +90,61 @@ class SqlEngine(Engine, Generic[C]):
         exception message intact); an engine whose JSON type refuses some characters overrides
         this."""
         return json.dumps(error, default=str)
+
+    # -- schema -------------------------------------------------------------------------------
+
+    #: the full current schema, and the numbered migrations ``(version, name, sql)``: set by each
+    #: engine from its own files
+    _schema_sql: Any
+    _migrations: list[tuple[int, str, str]]
+    latest_version: int
+    _schema_checked: bool
+
+    @abc.abstractmethod
+    def _migrating(self) -> AbstractContextManager[C]:
+        """A write transaction that no other migration runs alongside."""
+
+    @abc.abstractmethod
+    def _run_script(self, conn: C, script: Any) -> None:
+        """Run a schema script (several statements) inside the transaction."""
+
+    @abc.abstractmethod
+    def _installed_version(self, conn: C) -> int | None:
+        """The schema version installed, None if there is no schema at all."""
+
+    @abc.abstractmethod
+    def _record(self, conn: C, version: int, name: str) -> None:
+        """Record a migration as applied."""
+
+    def migrate(self) -> list[int]:
+        """A fresh install runs the full schema; an existing one, the migrations it lacks."""
+        applied: list[int] = []
+        with self._migrating() as conn:
+            current = self._installed_version(conn)
+            if current is None:
+                self._run_script(conn, self._schema_sql)
+                for version, name, _ in self._migrations:
+                    self._record(conn, version, name)
+                applied = [v for v, _, _ in self._migrations]
+            else:
+                for version, name, text in self._migrations:
+                    if version > current:
+                        self._run_script(conn, text)
+                        self._record(conn, version, name)
+                        applied.append(version)
+        self._schema_checked = True
+        if applied:
+            logger.info("migrated %r to schema version %d", self, self.latest_version)
+        return applied
+
+    def migrate_step_by_step(self) -> None:
+        """Apply every migration in order, one transaction each (for tests of the migrations)."""
+        for version, name, text in self._migrations:
+            with self._migrating() as conn:
+                current = self._installed_version(conn) or 0
+                if version > current:
+                    self._run_script(conn, text)
+                    self._record(conn, version, name)
 
     # -- recording outcomes ---------------------------------------------------------------------
 

@@ -109,6 +109,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         self._schema_checked = False
         self._open_lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"PostgresEngine({describe_url(self.url)!r}, schema={self.schema!r})"
+
     # -- connections -----------------------------------------------------------------------
 
     def _open(self) -> None:
@@ -230,35 +233,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     # -- schema ----------------------------------------------------------------------------
 
-    def migrate(self) -> list[int]:
-        applied: list[int] = []
+    @contextmanager
+    def _migrating(self) -> Iterator[psycopg.Connection[Any]]:
         with self._connection(check_schema=False) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            current = self._installed_version(conn)
-            if current is None:
-                conn.execute(self._schema_sql)
-                for version, name, _ in self._migrations:
-                    self._record(conn, version, name)
-                applied = [v for v, _, _ in self._migrations]
-            else:
-                for version, name, text in self._migrations:
-                    if version > current:
-                        conn.execute(sql.SQL(text).format(schema=sql.Identifier(self.schema)))
-                        self._record(conn, version, name)
-                        applied.append(version)
-        self._schema_checked = True
-        if applied:
-            logger.info("migrated schema %s to version %d", self.schema, self.latest_version)
-        return applied
+            yield conn
 
-    def migrate_step_by_step(self) -> None:
-        """Apply every migration in order, one transaction each (for tests of the migrations)."""
-        for version, name, text in self._migrations:
-            with self._connection(check_schema=False) as conn:
-                current = self._installed_version(conn) or 0
-                if version > current:
-                    conn.execute(sql.SQL(text).format(schema=sql.Identifier(self.schema)))
-                    self._record(conn, version, name)
+    def _run_script(self, conn: psycopg.Connection[Any], script: Any) -> None:
+        if isinstance(script, str):
+            script = sql.SQL(script).format(schema=sql.Identifier(self.schema))
+        conn.execute(script)
 
     def _record(self, conn: psycopg.Connection[Any], version: int, name: str) -> None:
         conn.execute(

@@ -401,36 +401,13 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
 
     # -- schema ----------------------------------------------------------------------------
 
-    def migrate(self) -> list[int]:
-        applied: list[int] = []
+    def _migrating(self) -> AbstractContextManager[sqlite3.Connection]:
         # BEGIN IMMEDIATE: a second process migrating at the same time waits, then finds the
         # schema current.
-        with self._transaction(check_schema=False) as conn:
-            current = self._installed_version(conn)
-            if current is None:
-                _run_script(conn, self._schema_sql)
-                for version, name, _ in self._migrations:
-                    self._record(conn, version, name)
-                applied = [v for v, _, _ in self._migrations]
-            else:
-                for version, name, text in self._migrations:
-                    if version > current:
-                        _run_script(conn, text)
-                        self._record(conn, version, name)
-                        applied.append(version)
-        self._schema_checked = True
-        if applied:
-            logger.info("migrated %s to schema version %d", self.path, self.latest_version)
-        return applied
+        return self._transaction(check_schema=False)
 
-    def migrate_step_by_step(self) -> None:
-        """Apply every migration in order, one transaction each (for tests of the migrations)."""
-        for version, name, text in self._migrations:
-            with self._transaction(check_schema=False) as conn:
-                current = self._installed_version(conn) or 0
-                if version > current:
-                    _run_script(conn, text)
-                    self._record(conn, version, name)
+    def _run_script(self, conn: sqlite3.Connection, script: Any) -> None:
+        _run_script(conn, script)
 
     def _record(self, conn: sqlite3.Connection, version: int, name: str) -> None:
         conn.execute(self._q("record_migration"), {"version": version, "name": name})
