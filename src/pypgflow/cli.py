@@ -545,19 +545,24 @@ def migrate(ctx: click.Context, app_spec: str | None, check: bool) -> None:
       pypgflow migrate --check    # in a deploy pipeline: is the schema current?
     """
     app = _database_app(ctx, app_spec)
-    schema = getattr(app.engine, "schema", _config(ctx).schema)
+    path = getattr(app.engine, "path", None)  # SQLite has a file, not a schema
+    where = (
+        f"the SQLite database {path}"
+        if path
+        else f"schema {getattr(app.engine, 'schema', _config(ctx).schema)!r}"
+    )
     version = getattr(app.engine, "latest_version", None)
     at_version = f" at version {version}" if version is not None else ""
     if check:
         app.engine.check_schema()
-        click.echo(f"Schema {schema!r} is up to date{at_version}.")
+        click.echo(f"{where[0].upper()}{where[1:]} is up to date{at_version}.")
         return
     applied = app.migrate()
     if applied:
         versions = ", ".join(str(v) for v in applied)
-        click.echo(f"Migrated schema {schema!r}{at_version} (applied: {versions}).")
+        click.echo(f"Migrated {where}{at_version} (applied: {versions}).")
     else:
-        click.echo(f"Schema {schema!r} is already up to date{at_version}.")
+        click.echo(f"{where[0].upper()}{where[1:]} is already up to date{at_version}.")
 
 
 @main.command()
@@ -602,8 +607,16 @@ def migrate(ctx: click.Context, app_spec: str | None, check: bool) -> None:
     default=5.0,
     show_default=True,
     metavar="SECONDS",
-    help="How often to tell the database this worker is alive (keep it well under the 30 s "
-    "after which `pypgflow instances` shows a worker offline).",
+    help="How often to tell the database this worker is alive (keep it well under --stale-after).",
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="A worker silent this long is offline: its steps are rescued by the others, and this "
+    "worker stops its own steps if it cannot reach the database for as long [default: the "
+    "app's, 30].",
 )
 @click.option(
     "--lease-ttl",
@@ -652,6 +665,7 @@ def worker(
     shutdown_timeout: float,
     poll_interval: float,
     heartbeat_interval: float,
+    stale_after: float | None,
     lease_ttl: float,
     keep_completed: float,
     keep_failed: float,
@@ -686,6 +700,7 @@ def worker(
             queues,
             poll_interval=poll_interval,
             heartbeat_interval=heartbeat_interval,
+            stale_after=stale_after,
             shutdown_timeout=shutdown_timeout,
             lease_ttl=lease_ttl,
             retention=Retention(

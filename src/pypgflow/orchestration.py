@@ -89,7 +89,8 @@ class Changes:
     """What one transaction must write, gathered across every run it touched."""
 
     runs: dict[str, RunState] = field(default_factory=dict)
-    steps: list[tuple[str, StepState]] = field(default_factory=list)
+    #: the steps to write, by (run id, step name): touched many times, written once
+    steps: dict[tuple[str, str], StepState] = field(default_factory=dict)
     new_tasks: list[NewTask] = field(default_factory=list)
     #: runs whose queued and running tasks must be cancelled
     cancel_tasks_of: list[str] = field(default_factory=list)
@@ -101,8 +102,7 @@ class Changes:
         self.runs[run.id] = run
 
     def touch_step(self, run: RunState, step: StepState) -> None:
-        if not any(r == run.id and s is step for r, s in self.steps):
-            self.steps.append((run.id, step))
+        self.steps[run.id, step.name] = step
         self.touch_run(run)
 
     @property

@@ -331,13 +331,14 @@ def test_worker_class_is_what_the_cli_runs(cli: Invoke, monkeypatch: pytest.Monk
             heartbeat=self.heartbeat_interval,
             shutdown=self.shutdown_timeout,
             instance=self.instance_id,
+            stale=self.stale_after,
         )
 
     monkeypatch.setattr(Worker, "run", fake_run)
     result = cli(
         "worker", SAMPLE, "-q", "default=4", "--queue", "emails", "--concurrency", "2",
         "--poll-interval", "0.5", "--heartbeat-interval", "2", "--shutdown-timeout", "7",
-        "--instance-id", "worker-a", "--log-level", "warning",
+        "--instance-id", "worker-a", "--log-level", "warning", "--stale-after", "12",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert seen == {
@@ -346,6 +347,7 @@ def test_worker_class_is_what_the_cli_runs(cli: Invoke, monkeypatch: pytest.Monk
         "heartbeat": 2.0,
         "shutdown": 7.0,
         "instance": "worker-a",
+        "stale": 12.0,
     }
 
 

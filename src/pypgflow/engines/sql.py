@@ -284,7 +284,7 @@ class SqlEngine(Engine, Generic[C]):
                             "started": s.started or s.status is not StepStatus.WAITING,
                             "finished": s.finished,
                         }
-                        for run_id, s in changes.steps
+                        for (run_id, _), s in changes.steps.items()
                     ]
                 ),
             )
