@@ -13,7 +13,9 @@ from pypgflow.errors import (
     DatabaseError,
     DatabaseUnavailable,
     InvalidArgument,
+    MapInputError,
     NotSupported,
+    PoisonPill,
     PypgflowError,
     ResultTimeout,
     RunCancelled,
@@ -22,13 +24,14 @@ from pypgflow.errors import (
     SerializationError,
     StepTimeout,
     UnknownWorkflow,
+    WorkerLost,
     WorkflowDefinitionError,
     WorkflowFailed,
     WorkflowTimedOut,
 )
-from pypgflow.executor import MapInputError, execute, execute_async
+from pypgflow.executor import execute, execute_async
+from pypgflow.leader import Retention
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo, StepInfo
-from pypgflow.scheduler import Retention
 from pypgflow.status import RunStatus, StepStatus
 from pypgflow.worker import Worker
 from pypgflow.workflow import Step, Workflow
@@ -47,6 +50,7 @@ __all__ = [
     "Job",
     "MapInputError",
     "NotSupported",
+    "PoisonPill",
     "PypgflowError",
     "ResultTimeout",
     "Retention",
@@ -65,6 +69,7 @@ __all__ = [
     "StepTimeout",
     "UnknownWorkflow",
     "Worker",
+    "WorkerLost",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowFailed",

@@ -8,72 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from pypgflow import orchestration
+from pypgflow import defaults
 from pypgflow.backoff import Backoff
+from pypgflow.cron import Schedule, check_cron, check_timezone
+from pypgflow.engines import engine_for_url
 from pypgflow.engines.base import Engine, StartRequest
 from pypgflow.errors import (
-    AttemptError,
     ConfigurationError,
     InvalidArgument,
     NotSupported,
     ResultTimeout,
-    RunCancelled,
     RunNotFound,
-    StepTimeout,
     UnknownWorkflow,
-    WorkflowFailed,
-    WorkflowTimedOut,
 )
-from pypgflow.executor import MapInputError
+from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
-from pypgflow.scheduler import LEADER_LEASE
-from pypgflow.schedules import Schedule, check_cron, check_timezone
-from pypgflow.serialization import dumps
+from pypgflow.registry import default_instance_id
+from pypgflow.results import outcome_of
+from pypgflow.starting import check_queue, prepare_start
 from pypgflow.status import RunStatus
-from pypgflow.workflow import Workflow, resolve_options
+from pypgflow.workflow import Workflow
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-DATABASE_URL_ENV = "PYPGFLOW_DATABASE_URL"
-DEFAULT_STALE_AFTER = 30.0
-
-
-def default_instance_id() -> str:
-    """PYPGFLOW_INSTANCE_ID, else INSTANCE_ID, else host-pid-random."""
-    explicit = os.environ.get("PYPGFLOW_INSTANCE_ID") or os.environ.get("INSTANCE_ID")
-    if explicit:
-        return explicit
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-DEFAULT_URL = "sqlite:///pypgflow.db"
-
-
-def engine_for_url(url: str, *, schema: str) -> Engine:
-    """The engine a database URL names: ``sqlite:///path.db`` or ``postgresql://...``."""
-    if url.lower().startswith("sqlite:"):
-        from pypgflow.engines.sqlite.engine import SqliteEngine
-
-        return SqliteEngine(url)
-    if url.startswith(("postgresql://", "postgres://")) or "=" in url.split("://")[0]:
-        from pypgflow.engines.postgres.engine import PostgresEngine
-
-        return PostgresEngine(url, schema=schema)
-    scheme = url.split("://", 1)[0] if "://" in url else url
-    raise ConfigurationError(
-        f"unsupported database URL scheme {scheme!r}: use postgresql://user@host:port/dbname "
-        "or sqlite:///path/to/flows.db"
-    )
 
 
 class Run:
@@ -137,26 +100,7 @@ class Run:
 
     def _outcome(self) -> Callable[[], Any] | None:
         """None while the run is going; else a function that returns its result or raises."""
-        result = self.app.engine.run_result(self.id)
-        if result is None:
-            raise RunNotFound(f"no run with id {self.id}")
-        if result.status is RunStatus.COMPLETED:
-            output = result.output
-            return lambda: output
-        if result.status is RunStatus.CANCELLED:
-
-            def cancelled() -> Any:
-                raise RunCancelled(run_id=self.id)
-
-            return cancelled
-        if result.status is RunStatus.FAILED:
-            failure = self.app._failure(self.id, result.error or {})
-
-            def failed() -> Any:
-                raise failure
-
-            return failed
-        return None
+        return outcome_of(self.app.engine, self.id, self.app.workflows)
 
     async def info_async(self) -> RunInfo:
         return await self.app.get_run_async(self.id)
@@ -208,19 +152,19 @@ class App:
         url: str | None = None,
         *,
         workflows: Iterable[Workflow] = (),
-        schema: str = "pypgflow",
+        schema: str = defaults.DEFAULT_SCHEMA,
         instance_id: str | None = None,
         engine: Engine | None = None,
-        stale_after: float = DEFAULT_STALE_AFTER,
+        stale_after: float = defaults.DEFAULT_STALE_AFTER,
     ) -> None:
         if engine is None:
             if url is None:
-                url = os.environ.get(DATABASE_URL_ENV) or DEFAULT_URL
+                url = os.environ.get(defaults.DATABASE_URL_ENV) or defaults.DEFAULT_URL
             if not url:
                 raise ConfigurationError(
                     "empty database URL: pass App('postgresql://user@host:5432/dbname'), "
-                    f"App('sqlite:///flows.db'), or App() to use {DATABASE_URL_ENV} (default "
-                    f"{DEFAULT_URL})"
+                    f"App('sqlite:///flows.db'), or App() to use {defaults.DATABASE_URL_ENV} "
+                    f"(default {defaults.DEFAULT_URL})"
                 )
             engine = engine_for_url(url, schema=schema)
         self.engine = engine
@@ -270,7 +214,7 @@ class App:
             raise InvalidArgument(f"another workflow named {workflow.name!r} is already registered")
         self.workflows[workflow.name] = workflow
         if queue is not None:
-            self.default_queues[workflow.name] = _check_queue(queue)
+            self.default_queues[workflow.name] = check_queue(queue)
         return workflow
 
     def job(
@@ -278,7 +222,7 @@ class App:
         fn: Callable[P, R] | None = None,
         *,
         name: str | None = None,
-        queue: str = "default",
+        queue: str = defaults.DEFAULT_QUEUE,
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
@@ -327,7 +271,7 @@ class App:
         input: Any = None,
         *,
         queue: str | None = None,
-        priority: int = 0,
+        priority: int = defaults.DEFAULT_PRIORITY,
         timezone: str = "UTC",
     ) -> Schedule:
         """Start ``workflow`` on ``input`` at every tick of ``cron`` in ``timezone``.
@@ -391,7 +335,7 @@ class App:
         input: Any = None,
         *,
         queue: str | None = None,
-        priority: int = 0,
+        priority: int = defaults.DEFAULT_PRIORITY,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
@@ -413,7 +357,7 @@ class App:
         input: Any = None,
         *,
         queue: str | None = None,
-        priority: int = 0,
+        priority: int = defaults.DEFAULT_PRIORITY,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
@@ -430,7 +374,7 @@ class App:
         inputs: Iterable[Any],
         *,
         queue: str | None = None,
-        priority: int = 0,
+        priority: int = defaults.DEFAULT_PRIORITY,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         connection: Any = None,
@@ -446,7 +390,7 @@ class App:
         inputs: Iterable[Any],
         *,
         queue: str | None = None,
-        priority: int = 0,
+        priority: int = defaults.DEFAULT_PRIORITY,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         connection: Any = None,
@@ -491,42 +435,20 @@ class App:
         *,
         index: int | None = None,
     ) -> StartRequest:
+        """A start of ``workflow`` (a name this app registers, or a Workflow) prepared by
+        :func:`pypgflow.starting.prepare_start`, on the workflow's queue unless one is given."""
         flow = self.workflow(workflow)
-        what = "the input" if index is None else f"input {index}"
-        input_json = dumps(input, what=f"{what} of workflow {flow.name!r}")
-        queue = _check_queue(
-            queue if queue is not None else self.default_queues.get(flow.name, "default")
-        )
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-            raise InvalidArgument(
-                f"priority must be an integer from 0 (first) to 9, got {priority!r}"
-            )
-        seconds = _delay_seconds(delay)
-        if run_at is not None:
-            if delay is not None:
-                raise InvalidArgument("give delay= or run_at=, not both")
-            if not isinstance(run_at, datetime) or run_at.tzinfo is None:
-                raise InvalidArgument("run_at must be a timezone-aware datetime")
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 500
-        ):
-            raise InvalidArgument(
-                "idempotency_key must be a non-empty string of up to 500 characters"
-            )
-        changes = orchestration.Changes()
-        run = orchestration.new_run(
+        if queue is None:
+            queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
+        return prepare_start(
             flow,
-            run_id=str(uuid.uuid4()),
-            input_json=input_json,
+            input,
             queue=queue,
             priority=priority,
-            changes=changes,
-        )
-        if run.status is RunStatus.FAILED:
-            message = (run.error or {}).get("message", "invalid input")
-            raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
-        return StartRequest(
-            run=run, changes=changes, idempotency_key=idempotency_key, delay=seconds, run_at=run_at
+            delay=delay,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            what="the input" if index is None else f"input {index}",
         )
 
     # -- runs ----------------------------------------------------------------------------------
@@ -594,42 +516,6 @@ class App:
     async def retry_async(self, run_id: str) -> bool:
         return await asyncio.to_thread(self.retry, run_id)
 
-    def _failure(self, run_id: str, error: dict[str, Any]) -> WorkflowFailed:
-        info = self.engine.get_run(run_id)
-        errors: list[AttemptError] = []
-        if info is not None:
-            for step_info in info.steps:
-                errors.extend(step_info.errors)
-        errors.sort(key=lambda e: (e.attempt, e.step))
-        step = str(error.get("step", ""))
-        attempts = int(error.get("attempts", 0))
-        message = (
-            f"workflow {info.workflow if info else '?'!r} run {run_id} failed at step {step!r} "
-            f"after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"{error.get('type', 'Error')}: {error.get('message', '')}"
-        )
-        failure = WorkflowFailed(
-            message,
-            workflow=info.workflow if info else "",
-            step=step,
-            attempts=attempts,
-            errors=errors,
-            run_id=run_id,
-        )
-        if error.get("type") == StepTimeout.__qualname__:
-            # As the in-process executor does: the last attempt timed out.
-            return WorkflowTimedOut(
-                failure, StepTimeout(step=step, timeout=self._timeout_of(info, step))
-            )
-        return failure
-
-    def _timeout_of(self, info: RunInfo | None, step: str) -> float:
-        """The step's timeout, if this app knows its workflow (0.0 if not)."""
-        flow = self.workflows.get(info.workflow) if info is not None else None
-        if flow is None or step not in flow.steps:
-            return 0.0
-        return resolve_options(flow, flow.steps[step]).timeout
-
     # -- instances -----------------------------------------------------------------------------
 
     def instances(self, *, stale_after: float | None = None) -> list[InstanceInfo]:
@@ -664,27 +550,3 @@ class App:
         from pypgflow.worker import Worker
 
         await Worker(self, queues, **options).run_async()
-
-
-def _check_queue(queue: Any) -> str:
-    if not isinstance(queue, str) or not queue or len(queue) > 100:
-        raise InvalidArgument(
-            f"queue must be a non-empty name of up to 100 characters, got {queue!r}"
-        )
-    return queue
-
-
-def _delay_seconds(delay: float | timedelta | None) -> float:
-    if delay is None:
-        return 0.0
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds < 0
-    ):
-        raise InvalidArgument(
-            f"delay must be a number of seconds >= 0 or a timedelta, got {delay!r}"
-        )
-    return float(seconds)

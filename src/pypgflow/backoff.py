@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pypgflow import defaults
 from pypgflow.errors import InvalidArgument
 
 
@@ -22,10 +23,10 @@ class Backoff:
     default ``Backoff()`` the delays are about 1 s, 10 s, 100 s, 1000 s, then 3600 s.
     """
 
-    base: float = 1.0
-    factor: float = 10.0
-    max: float = 3600.0
-    jitter: float = 0.1
+    base: float = defaults.DEFAULT_BACKOFF_BASE
+    factor: float = defaults.DEFAULT_BACKOFF_FACTOR
+    max: float = defaults.DEFAULT_BACKOFF_MAX
+    jitter: float = defaults.DEFAULT_BACKOFF_JITTER
 
     def __post_init__(self) -> None:
         for field_name in ("base", "factor", "max", "jitter"):
@@ -63,6 +64,5 @@ class Backoff:
         return cls(**{key: float(value) for key, value in data.items()})
 
 
+#: the backoff of a step, a call and a workflow that set none
 DEFAULT_BACKOFF = Backoff()
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_TIMEOUT = 30.0

@@ -22,7 +22,8 @@ from typing import Any
 
 import click
 
-from pypgflow.app import DATABASE_URL_ENV, DEFAULT_URL, App, Job
+from pypgflow.app import App, Job
+from pypgflow.defaults import DATABASE_URL_ENV, DEFAULT_URL
 from pypgflow.errors import (
     AttemptError,
     ConfigurationError,
@@ -30,8 +31,8 @@ from pypgflow.errors import (
     RunCancelled,
     WorkflowFailed,
 )
+from pypgflow.leader import Retention
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo, StepInfo
-from pypgflow.scheduler import Retention
 from pypgflow.status import RunStatus, StepStatus
 
 DEFAULT_SCHEMA = "pypgflow"
@@ -291,7 +292,7 @@ def _run_json(info: RunInfo, *, steps: bool) -> dict[str, Any]:
         "duration": info.duration,
         "input": info.input,
         "output": info.output,
-        "error": info.error,
+        "error": None if info.error is None else info.error.to_dict(),
     }
     if steps:
         data["steps"] = [_step_json(step) for step in info.steps]
@@ -343,14 +344,11 @@ def _schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
     }
 
 
-def _run_error(error: dict[str, Any]) -> str:
+def _run_error(error: AttemptError) -> str:
     """A run's error summary: where it failed, after how many attempts, and why."""
-    step = str(error.get("step", "?"))
-    if error.get("task_index") is not None:
-        step = f"{step}[{error['task_index']}]"
-    attempts = int(error.get("attempts") or 0)
+    attempts = error.attempt
     after = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
-    return f"step {step!r}{after}: {error.get('type', 'Error')}: {error.get('message', '')}"
+    return f"step {error.where!r}{after}: {error.type or 'Error'}: {error.message}"
 
 
 def _attempt_error(error: AttemptError, *, traceback: bool) -> str:

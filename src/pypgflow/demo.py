@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pypgflow.app import DATABASE_URL_ENV, App
+from pypgflow.app import App
 from pypgflow.backoff import Backoff
 from pypgflow.context import StepContext
+from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.errors import AttemptError
 from pypgflow.records import RunInfo, StepInfo
 from pypgflow.status import RunStatus, StepStatus
@@ -262,7 +263,7 @@ class _Progress:
                 took = _took(info.duration)
                 outcome = info.status.value
                 if info.status is RunStatus.FAILED and info.error:
-                    outcome += f": {info.error.get('type')}: {info.error.get('message')}"
+                    outcome += f": {info.error.type}: {info.error.message}"
                 self._line(run_id, "(run)", "", outcome, took)
         return len(self.finished) == len(self.labels)
 

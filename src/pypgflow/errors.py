@@ -58,6 +58,10 @@ class AttemptError:
     task_index: int | None = None
     #: the worker instance that ran the attempt (durable runs only)
     instance_id: str | None = None
+    #: a lost attempt (:class:`WorkerLost`): when its instance last heartbeated (ISO 8601; None
+    #: if it was not registered), and how many workers this task has lost so far
+    last_seen: str | None = None
+    lost_workers: int | None = None
 
     @classmethod
     def from_exception(
@@ -81,18 +85,27 @@ class AttemptError:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttemptError:
+        """The record of a stored error (older rows named a run's final attempt ``attempts``)."""
+        lost_workers = data.get("lost_workers")
         return cls(
             step=str(data.get("step", "")),
-            attempt=int(data.get("attempt", 0)),
+            attempt=int(data.get("attempt", data.get("attempts", 0)) or 0),
             type=str(data.get("type", "")),
             message=str(data.get("message", "")),
             traceback=str(data.get("traceback", "")),
             task_index=data.get("task_index"),
             instance_id=data.get("instance_id"),
+            last_seen=data.get("last_seen"),
+            lost_workers=None if lost_workers is None else int(lost_workers),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stored form: JSON values, without the fields a kind of error does not use."""
+        data = asdict(self)
+        for optional in ("last_seen", "lost_workers"):
+            if data[optional] is None:
+                del data[optional]
+        return data
 
     @property
     def where(self) -> str:
@@ -200,3 +213,21 @@ class SchemaNotMigrated(DatabaseError):
 
 class NotSupported(PypgflowError):
     """This engine does not support that feature."""
+
+
+# -- what a failed step's stored error can say, besides the step's own exception ---------------
+# Their names are the ``type`` of the stored :class:`AttemptError`.
+
+
+class MapInputError(PypgflowError, TypeError):
+    """A map step was given something other than a list."""
+
+
+class WorkerLost(PypgflowError):
+    """The worker running the step was lost: killed, cut off from the database, or stopped
+    without handing the step back."""
+
+
+class PoisonPill(WorkerLost):
+    """The step lost more workers than ``max_rescues`` allows: it fails for good rather than
+    take down every worker in turn."""

@@ -32,12 +32,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
-from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, Backoff
+from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
 from pypgflow.context import StepContext, context_logger
+from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS
 from pypgflow.errors import (
     AttemptError,
     InvalidArgument,
-    PypgflowError,
+    MapInputError,
     StepTimeout,
     WorkflowFailed,
     WorkflowTimedOut,
@@ -90,10 +91,6 @@ def _run_on_main_loop(coro: Coroutine[Any, Any, Any]) -> Any:
             with contextlib.suppress(BaseException):
                 _main_loop.run_until_complete(task)
         raise
-
-
-class MapInputError(PypgflowError, TypeError):
-    """A map step was given something other than a list."""
 
 
 class _StepFailed(Exception):
@@ -546,4 +543,4 @@ async def _cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
             task.exception()  # marks it retrieved: no "Task exception was never retrieved"
 
 
-__all__ = ["MapInputError", "RetryMode", "execute", "execute_async"]
+__all__ = ["RetryMode", "execute", "execute_async"]

@@ -1,9 +1,17 @@
 """The rules of a durable run, written once for every engine.
 
-What becomes runnable when a step completes, when a run is finished, what a failure means, how a
-cancelled or failed run is resumed. Engines only store and claim: each of them hands this module
-the locked state of the runs a transaction touches (:class:`RunState`), and writes back the
-:class:`Changes` it returns, in the same transaction.
+Every decision about a run's or a step's state is made here, as pure functions:
+
+- what a failed attempt means (:func:`attempt_failed`: retry after a delay, or give up);
+- what a lost attempt means (:func:`task_lost`: back to the queue, or failed for good, a
+  ``WorkerLost`` or a ``PoisonPill``);
+- what becomes runnable when a step completes, when a run is finished, what a step failing for
+  good does to its run, how a run is cancelled or resumed (:func:`tasks_completed`,
+  :func:`tasks_failed`, :func:`cancel_run`, :func:`resume_run`, :func:`new_run`).
+
+Engines only store and claim: the worker asks this module what an outcome means before it hands
+it to the engine, and the engine hands it the locked state of the runs a transaction touches
+(:class:`RunState`) and writes back the :class:`Changes` it returns, in the same transaction.
 
 This module never touches a database itself; it asks the engine's :class:`StateReader` for the
 few values it may need (outputs of earlier steps, results of map elements).
@@ -11,11 +19,14 @@ few values it may need (outputs of earlier steps, results of map elements).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
-from pypgflow.errors import AttemptError
+from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
+from pypgflow.errors import AttemptError, MapInputError, PoisonPill, WorkerLost
 from pypgflow.serialization import dumps, join_array, join_object, loads
 from pypgflow.status import RunStatus, StepStatus
 from pypgflow.workflow import Workflow, resolve_options
@@ -53,7 +64,7 @@ class RunState:
     steps: dict[str, StepState]
     input: str | None = None  # JSON text; loaded only when a root map step needs it
     output: str | None = None
-    error: dict[str, Any] | None = None
+    error: AttemptError | None = None
     changed: bool = False
     started: bool = False
 
@@ -140,13 +151,104 @@ class TaskDone:
 
 @dataclass(frozen=True)
 class TaskFailedForGood:
-    """A task that failed its last attempt (the engine already marked it failed)."""
+    """A task that failed for good (the engine already marked it failed): ``error`` is its last
+    attempt's."""
 
     run_id: str
     step: str
     task_index: int | None
-    attempts: int
     error: AttemptError
+
+
+# -- what a failure means ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the step again: its task goes back to its queue, due ``delay`` seconds from now."""
+
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """The step fails for good, and its run with it."""
+
+
+#: what happens to a task after a failed or lost attempt
+Verdict = Retry | GiveUp
+
+
+def attempt_failed(
+    *, attempt: int, max_attempts: int, backoff: Backoff = DEFAULT_BACKOFF, retryable: bool = True
+) -> Verdict:
+    """A step's attempt number ``attempt`` raised: retry after the backoff's delay for that
+    attempt while attempts remain, else give up. A failure that no retry can cure
+    (``retryable=False``: the worker has no definition of the step) gives up at once."""
+    if not retryable or attempt >= max_attempts:
+        return GiveUp()
+    return Retry(delay=float(backoff.delay(attempt)))
+
+
+@dataclass(frozen=True)
+class LostTask:
+    """A task whose attempt was lost with its worker, as the engine found it."""
+
+    id: int
+    run_id: str
+    step: str
+    task_index: int | None
+    attempt: int
+    max_attempts: int
+    #: how many workers this task had lost before this one
+    rescues: int
+    instance_id: str | None
+    queue: str
+    #: the lost instance's last heartbeat; None if it is not registered
+    last_seen: datetime | None
+    #: seconds between that heartbeat and the rescue
+    silent_for: float | None
+
+
+def task_lost(task: LostTask, *, how: str, max_rescues: int) -> tuple[AttemptError, Verdict]:
+    """The error to record for a lost attempt (``how``: what happened, and who noticed), and
+    what becomes of the task: back to its queue at once (its attempt stays counted), or failed
+    for good when no attempt is left (``WorkerLost``) or when it has now lost more than
+    ``max_rescues`` workers (``PoisonPill``: it may be what kills them)."""
+    where = task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
+    lost = task.rescues + 1
+    lost_what = (
+        f"instance {task.instance_id!r} was lost while running step {where!r} "
+        f"(attempt {task.attempt} of {task.max_attempts}): {how}"
+    )
+    verdict: Verdict
+    if lost > max_rescues:
+        kind: type[WorkerLost] = PoisonPill
+        message = (
+            f"step {where!r} killed or lost {lost} workers, more than max_rescues={max_rescues}: "
+            f"failed for good. The last: {lost_what}"
+        )
+        verdict = GiveUp()
+    elif task.attempt >= task.max_attempts:
+        kind = WorkerLost
+        message = f"{lost_what}; no attempts left: failed for good"
+        verdict = GiveUp()
+    else:
+        kind = WorkerLost
+        message = f"{lost_what}; queued again"
+        verdict = Retry()
+    error = AttemptError(
+        step=task.step,
+        attempt=task.attempt,
+        type=kind.__name__,
+        message=message,
+        traceback="",
+        task_index=task.task_index,
+        instance_id=task.instance_id,
+        last_seen=None if task.last_seen is None else task.last_seen.isoformat(),
+        lost_workers=lost,
+    )
+    return error, verdict
 
 
 # -- building a run ----------------------------------------------------------------------------
@@ -239,7 +341,7 @@ def tasks_failed(
         if not run.active:
             continue
         step = run.steps[task.step]
-        _run_failed(run, step, changes, error=_error_summary(task.error, task.attempts))
+        _run_failed(run, step, changes, error=dataclasses.replace(task.error, traceback=""))
 
 
 def tasks_ran(runs: dict[str, RunState], run_ids: Iterable[str], changes: Changes) -> None:
@@ -314,14 +416,14 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
         source_text, source = over.output, f"step {over.name!r}"
     items = loads(source_text)
     if not isinstance(items, list):
-        error = {
-            "step": step.name,
-            "task_index": None,
-            "type": "MapInputError",
-            "message": f"map step {step.name!r} needs a list from {source}, "
+        error = AttemptError(
+            step=step.name,
+            attempt=0,
+            type=MapInputError.__name__,
+            message=f"map step {step.name!r} needs a list from {source}, "
             f"got {type(items).__name__}",
-            "attempts": 0,
-        }
+            traceback="",
+        )
         _run_failed(run, step, changes, error=error)
         return
     step.task_count = len(items)
@@ -382,7 +484,7 @@ def _run_completed(run: RunState, changes: Changes, reader: StateReader) -> None
     changes.touch_run(run)
 
 
-def _run_failed(run: RunState, step: StepState, changes: Changes, *, error: dict[str, Any]) -> None:
+def _run_failed(run: RunState, step: StepState, changes: Changes, *, error: AttemptError) -> None:
     step.status = StepStatus.FAILED
     step.finished = True
     changes.touch_step(run, step)
@@ -401,35 +503,23 @@ def _close_unfinished_steps(run: RunState, status: StepStatus, changes: Changes)
             changes.touch_step(run, other)
 
 
-def _error_summary(error: AttemptError, attempts: int) -> dict[str, Any]:
-    return {
-        "step": error.step,
-        "task_index": error.task_index,
-        "type": error.type,
-        "message": error.message,
-        "attempts": attempts,
-    }
-
-
-def retry_delay(attempt: int, max_attempts: int, backoff: Any) -> float | None:
-    """Seconds until the next attempt after failed attempt ``attempt``, or None if it was the last."""
-    if attempt >= max_attempts:
-        return None
-    return float(backoff.delay(attempt))
-
-
 __all__ = [
     "Changes",
+    "GiveUp",
+    "LostTask",
     "NewTask",
+    "Retry",
     "RunState",
     "StateReader",
     "StepState",
     "TaskDone",
     "TaskFailedForGood",
+    "Verdict",
+    "attempt_failed",
     "cancel_run",
     "new_run",
     "resume_run",
-    "retry_delay",
+    "task_lost",
     "tasks_completed",
     "tasks_failed",
     "tasks_ran",

@@ -44,7 +44,9 @@ class RunInfo:
     status: RunStatus
     input: Any
     output: Any
-    error: dict[str, Any] | None
+    #: why a failed run failed: the error of its step's last attempt (without the traceback,
+    #: which stays with the step's attempts, ``steps[n].errors``)
+    error: AttemptError | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

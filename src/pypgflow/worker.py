@@ -1,9 +1,12 @@
-"""The worker: claims tasks from its queues, runs their steps, and records the outcomes.
+"""The worker: claims tasks from its queues, runs their steps, and hands their outcomes on.
 
-One asyncio loop per worker process. Claims are sized to the free execution slots of each queue;
-outcomes are buffered and written in batches (one transaction for everything that finished
-while the previous batch was being written), so the database sees a few statements per batch
-rather than per step. Sync steps run in a bounded thread pool, async steps on the loop.
+One asyncio loop per worker process. Claims are sized to the free execution slots of each queue.
+Sync steps run in a bounded thread pool, async steps on the loop; what a failure means is
+orchestration's decision (:func:`pypgflow.orchestration.attempt_failed`), taken here before the
+outcome is recorded. Beside the claim loop run the worker's other parts, each in its module: the
+:class:`~pypgflow.outcomes.OutcomeWriter` (batched outcomes), the
+:class:`~pypgflow.registry.Registration` (heartbeat, lost contact, rescue) and the
+:class:`~pypgflow.leader.Leader` (lease, cron, retention).
 
 The worker never touches SQL: it speaks to the engine's domain verbs, through worker threads so
 the loop never blocks on the database.
@@ -13,28 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from pypgflow import orchestration
+from pypgflow import defaults, orchestration
 from pypgflow.context import StepContext, context_logger
-from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
-from pypgflow.errors import AttemptError, DatabaseError, DatabaseUnavailable, InvalidArgument
+from pypgflow.definitions import Definitions
+from pypgflow.engines.base import ClaimedTask, Completed, Failed, FinishResult, Outcome
+from pypgflow.errors import AttemptError, DatabaseError, InvalidArgument
 from pypgflow.invocation import StepThreadPool, ThreadHandoff, call_step
-from pypgflow.scheduler import DEFAULT_LEASE_TTL, DEFAULT_RETENTION, Retention, Scheduler
+from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
+from pypgflow.outcomes import OutcomeWriter
+from pypgflow.registry import Registration
 from pypgflow.serialization import dumps
 from pypgflow.workflow import resolve_options
 
-if TYPE_CHECKING:
-    from pypgflow.app import App
+T = TypeVar("T")
 
 logger = logging.getLogger("pypgflow.worker")
 
@@ -72,28 +76,28 @@ class Worker:
 
     Every worker also competes for the leader lease (``lease_ttl`` seconds, renewed every third
     of it); the leader starts the app's cron schedules and prunes old runs per ``retention``
-    (``None``: keep them). See :mod:`pypgflow.scheduler`.
+    (``None``: keep them). See :mod:`pypgflow.leader`.
     """
 
     def __init__(
         self,
-        app: App,
+        app: Definitions,
         queues: dict[str, int] | Sequence[str] | None = None,
         *,
-        poll_interval: float = 1.0,
-        heartbeat_interval: float = 5.0,
-        cancel_check_interval: float = 1.0,
-        shutdown_timeout: float = 30.0,
+        poll_interval: float = defaults.DEFAULT_POLL_INTERVAL,
+        heartbeat_interval: float = defaults.DEFAULT_HEARTBEAT_INTERVAL,
+        cancel_check_interval: float = defaults.DEFAULT_CANCEL_CHECK_INTERVAL,
+        shutdown_timeout: float = defaults.DEFAULT_SHUTDOWN_TIMEOUT,
         install_signal_handlers: bool = True,
         stale_after: float | None = None,
-        max_rescues: int = 3,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
+        max_rescues: int = defaults.DEFAULT_MAX_RESCUES,
+        lease_ttl: float = defaults.DEFAULT_LEASE_TTL,
         retention: Retention | None = DEFAULT_RETENTION,
     ) -> None:
         if queues is None:
-            queues = {"default": 10}
+            queues = {defaults.DEFAULT_QUEUE: defaults.DEFAULT_SLOTS}
         elif not isinstance(queues, dict):
-            queues = {name: 10 for name in queues}
+            queues = dict.fromkeys(queues, defaults.DEFAULT_SLOTS)
         for name, slots in queues.items():
             if not isinstance(name, str) or not name:
                 raise InvalidArgument(f"queue names must be non-empty strings, got {name!r}")
@@ -117,23 +121,14 @@ class Worker:
         self.install_signal_handlers = install_signal_handlers
         self.stale_after = app.stale_after if stale_after is None else stale_after
         self.max_rescues = max_rescues
-        _check_rescue_options(self.heartbeat_interval, self.stale_after, self.max_rescues)
-        #: when the last heartbeat that reached the database was sent (time.monotonic())
-        self._last_contact = time.monotonic()
-        #: no heartbeat for more than stale_after: held steps abandoned, nothing claimed
-        self._cut_off = False
-        self._abandoned: set[int] = set()
-        self._heartbeat_failures = 0
         self.workflow_names = sorted(app.workflows)
         self._held: dict[int, _Held] = {}
+        self._abandoned: set[int] = set()
         self._running = dict.fromkeys(self.queues, 0)
-        self._outcomes: list[Outcome] = []
         self._stopping = False
         self._stopped_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._flush_needed: asyncio.Event | None = None
-        self._slot_freed: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
         self._interrupted: set[int] = set()
         # Threads are made only when none is idle, so there are as many as steps running, plus
@@ -147,18 +142,39 @@ class Worker:
         )
         self._handoff: ThreadHandoff | None = None
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
-        # Heartbeats have a thread of their own: never queued behind claims and outcomes.
-        self._beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pypgflow-heartbeat")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
-        #: leadership, and the leader's cron ticks and retention (see pypgflow.scheduler)
-        self.scheduler = Scheduler(
+        #: heartbeats, lost contact and the rescue of lost instances (see pypgflow.registry)
+        self.registration = Registration(
+            self.engine,
+            self.instance_id,
+            self.queues,
+            heartbeat_interval=heartbeat_interval,
+            stale_after=self.stale_after,
+            max_rescues=max_rescues,
+            load=lambda: len(self._held),
+            owned=lambda: set(self._held) | self.outcomes.pending_task_ids,
+            on_cut_off=self._abandon,
+            on_contact_restored=self._abandoned.clear,
+            on_work=self._on_work,
+            log=self.log,
+        )
+        #: outcomes, written in batches (see pypgflow.outcomes)
+        self.outcomes = OutcomeWriter(
+            self.engine,
+            call=self._db_call,
+            on_recorded=self._on_recorded,
+            replacement=self._unrecordable,
+            log=self.log,
+        )
+        #: leadership, and the leader's cron ticks and retention (see pypgflow.leader)
+        self.leader = Leader(
             app, instance_id=self.instance_id, lease_ttl=lease_ttl, retention=retention
         )
 
     @property
     def is_leader(self) -> bool:
-        """True while this worker's instance holds the leader lease (see pypgflow.scheduler)."""
-        return self.scheduler.is_leader
+        """True while this worker's instance holds the leader lease (see pypgflow.leader)."""
+        return self.leader.is_leader
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -182,29 +198,20 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
-    async def _db_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        assert self._loop is not None
-        return await self._loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+    async def _db_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the worker's database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, functools.partial(fn, *args, **kwargs))
 
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._flush_needed = asyncio.Event()
-        self._slot_freed = asyncio.Event()
         self._stopped_event = asyncio.Event()
         if self._stopping:
             self._stopped_event.set()
         handlers = self._install_signals()
         await self._db_call(self.engine.check_schema)
-        self._last_contact = time.monotonic()
-        await self._db_call(
-            self.engine.register_instance,
-            self.instance_id,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            queues=self.queues,
-        )
-        await self._hand_back_earlier_life()
+        await self.registration.join()
         self.log.info(
             "worker %s started: queues %s, workflows %s",
             self.instance_id,
@@ -212,13 +219,14 @@ class Worker:
             ", ".join(self.workflow_names),
         )
         stop_listening = self.engine.listen(self._on_notification)
+        registration = self.registration
         background = [
-            asyncio.create_task(self._flush_loop(), name="pypgflow-flush"),
-            asyncio.create_task(self._heartbeat_loop(), name="pypgflow-heartbeat"),
+            asyncio.create_task(self.outcomes.run(), name="pypgflow-outcomes"),
+            asyncio.create_task(registration.heartbeat_loop(), name="pypgflow-heartbeat"),
             asyncio.create_task(self._cancel_check_loop(), name="pypgflow-cancel-check"),
-            asyncio.create_task(self._contact_watch_loop(), name="pypgflow-contact-watch"),
-            asyncio.create_task(self._rescue_loop(), name="pypgflow-rescue"),
-            asyncio.create_task(self.scheduler.run(self._stopped_event), name="pypgflow-scheduler"),
+            asyncio.create_task(registration.contact_watch_loop(), name="pypgflow-contact-watch"),
+            asyncio.create_task(registration.rescue_loop(self._db_call), name="pypgflow-rescue"),
+            asyncio.create_task(self.leader.run(self._stopped_event), name="pypgflow-leader"),
         ]
         try:
             await self._claim_loop()
@@ -229,11 +237,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._flush_remaining()
-            try:
-                await self._db_call(self.engine.deregister_instance, self.instance_id)
-            except DatabaseError as exc:
-                self.log.warning("could not deregister instance %s: %s", self.instance_id, exc)
+            await self.outcomes.flush_remaining(timeout=max(self.shutdown_timeout, 5.0))
+            await registration.leave()
             self._remove_signals(handlers)
             self._pool.shutdown(wait=False, cancel_futures=True)
             # Sync steps cancelled above see ctx.cancelled: give them a moment to return.
@@ -243,7 +248,6 @@ class Worker:
                     _SYNC_STEP_GRACE,
                 )
             self._db.shutdown(wait=False)
-            self._beat.shutdown(wait=False)
             self.log.info("worker %s stopped", self.instance_id)
 
     def _install_signals(self) -> list[signal.Signals]:
@@ -297,7 +301,7 @@ class Worker:
         idle_checks = 0
         while not self._stopping:
             self._wake.clear()
-            if self._cut_off:  # what it would claim may be rescued elsewhere meanwhile
+            if self.registration.cut_off:  # what it claims may be rescued elsewhere meanwhile
                 await self._sleep_or_wake(self.poll_interval)
                 continue
             try:
@@ -405,9 +409,7 @@ class Worker:
             self._held.pop(task.id, None)
             self._running[held.queue] -= 1
         if outcome is not None:
-            assert self._flush_needed is not None
-            self._outcomes.append(outcome)
-            self._flush_needed.set()
+            self.outcomes.add(outcome)
 
     async def _outcome(self, held: _Held) -> Outcome:
         task = held.task
@@ -417,7 +419,10 @@ class Worker:
             error = LookupError(
                 f"workflow {task.workflow!r} has no step {task.step!r} in this worker's definition"
             )
-            return self._failed(task, error, retry_in=None)
+            verdict = orchestration.attempt_failed(
+                attempt=task.attempt, max_attempts=task.max_attempts, retryable=False
+            )
+            return self._failed(task, error, verdict)
         options = resolve_options(workflow, step)
         try:
             args, kwargs = step.bind(
@@ -453,10 +458,14 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            delay = orchestration.retry_delay(task.attempt, task.max_attempts, options.backoff)
-            return self._failed(task, exc, retry_in=delay)
+            verdict = orchestration.attempt_failed(
+                attempt=task.attempt, max_attempts=task.max_attempts, backoff=options.backoff
+            )
+            return self._failed(task, exc, verdict)
 
-    def _failed(self, task: ClaimedTask, exc: BaseException, *, retry_in: float | None) -> Failed:
+    def _failed(
+        self, task: ClaimedTask, exc: BaseException, verdict: orchestration.Verdict
+    ) -> Failed:
         error = AttemptError.from_exception(
             exc,
             step=task.step,
@@ -465,7 +474,7 @@ class Worker:
             instance_id=self.instance_id,
         )
         where = error.where
-        if retry_in is None:
+        if isinstance(verdict, orchestration.GiveUp):
             self.log.error(
                 "step %s of run %s failed for good (attempt %d of %d): %s: %s",
                 where, task.run_id, task.attempt, task.max_attempts, error.type, error.message,
@@ -474,98 +483,64 @@ class Worker:
         else:
             self.log.warning(
                 "step %s of run %s failed (attempt %d of %d), retrying in %.3g s: %s: %s",
-                where, task.run_id, task.attempt, task.max_attempts, retry_in, error.type,
+                where, task.run_id, task.attempt, task.max_attempts, verdict.delay, error.type,
                 error.message,
                 extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
             )  # fmt: skip
-        return Failed(task, error.to_dict(), retry_in)
+        return Failed(task, error, verdict)
 
-    # -- recording outcomes ---------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        assert self._flush_needed is not None
-        while True:
-            await self._flush_needed.wait()
-            self._flush_needed.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        """Write every buffered outcome in one transaction; on a database outage keep them and
-        retry (outcomes are idempotent: a stale one changes nothing)."""
-        failures = 0
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                result = await self._db_call(self.engine.finish_tasks, batch)
-            except DatabaseUnavailable as exc:
-                self._outcomes[:0] = batch
-                failures += 1
-                pause = min(0.2 * 2**failures, 5.0)
-                if failures == 1 or failures % 10 == 0:
-                    self.log.warning(
-                        "cannot record %d step outcomes (%s); retrying in %.1f s",
-                        len(self._outcomes), exc, pause,
-                    )  # fmt: skip
-                await asyncio.sleep(pause)
-                continue
-            except Exception:
-                # Not an outage: something in the batch cannot be stored. Retrying the batch as
-                # it is would fail forever, dropping it would leave its tasks running forever:
-                # record its outcomes one by one, so that a bad one cannot hold the others back.
-                for outcome in batch:
-                    await self._finish_alone(outcome)
-                continue
-            if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
-                self._wake_up()
-
-    async def _finish_alone(self, outcome: Outcome) -> None:
-        """Record one outcome on its own; a completion that cannot be stored becomes a failed
-        attempt (retried like any failure), so that its run does not hang."""
-        refused: Exception | None = None
-        for _ in range(2):
-            try:
-                result = await self._db_call(self.engine.finish_tasks, [outcome])
-            except DatabaseUnavailable:
-                self._outcomes.append(outcome)  # the flush loop retries it after a pause
-                return
-            except Exception as exc:
-                refused = exc
-                replacement = self._unrecordable(outcome, exc)
-                if replacement is None:
-                    break
-                outcome = replacement
-                continue
-            if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
-                self._wake_up()
-            return
-        self.log.error(
-            "cannot record the outcome of step %s of run %s; dropping it",
-            outcome.task.step, outcome.task.run_id,
-            exc_info=refused,
-            extra={"run_id": outcome.task.run_id, "step": outcome.task.step},
-        )  # fmt: skip
-
-    def _unrecordable(self, outcome: Outcome, exc: Exception) -> Failed | None:
+    def _unrecordable(self, outcome: Completed, exc: Exception) -> Failed:
         """The failed attempt that replaces a completion the engine refused to store."""
-        if not isinstance(outcome, Completed):
-            return None
         task = outcome.task
-        where = task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
-        error = DatabaseError(f"the output of step {where!r} could not be stored: {exc}")
+        error = DatabaseError(f"the output of step {_where(task)!r} could not be stored: {exc}")
         error.__cause__ = exc
         workflow = self.app.workflows.get(task.workflow)
         step = workflow.steps.get(task.step) if workflow is not None else None
-        retry_in = None
-        if workflow is not None and step is not None:
-            backoff = resolve_options(workflow, step).backoff
-            retry_in = orchestration.retry_delay(task.attempt, task.max_attempts, backoff)
-        return self._failed(task, error, retry_in=retry_in)
+        if workflow is None or step is None:
+            verdict = orchestration.attempt_failed(
+                attempt=task.attempt, max_attempts=task.max_attempts, retryable=False
+            )
+        else:
+            verdict = orchestration.attempt_failed(
+                attempt=task.attempt,
+                max_attempts=task.max_attempts,
+                backoff=resolve_options(workflow, step).backoff,
+            )
+        return self._failed(task, error, verdict)
 
-    async def _flush_remaining(self) -> None:
-        try:
-            await asyncio.wait_for(self._flush(), timeout=max(self.shutdown_timeout, 5.0))
-        except TimeoutError:
-            self.log.error("gave up recording %d step outcomes at shutdown", len(self._outcomes))
+    def _on_recorded(self, result: FinishResult) -> None:
+        """A batch of outcomes was recorded: claim again if it made work here or freed slots."""
+        if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
+            self._wake_up()
+
+    def _on_work(self, queues: Collection[str]) -> None:
+        """Work came back to these queues (a rescue, a hand-back): claim it if it is ours."""
+        if any(queue in self.queues for queue in queues):
+            self._wake_up()
+
+    def _abandon(self, silent: float) -> int:
+        """Cut off from the database (see pypgflow.registry): stop every held step, since other
+        instances may rescue it, and record nothing of it. Returns how many were abandoned."""
+        held = list(self._held.values())
+        self.log.error(
+            "no heartbeat has reached the database for %.1f s, more than stale_after=%g s: "
+            "abandoning the %d steps this worker runs (other instances may rescue them), and "
+            "claiming nothing until the database is back",
+            silent, self.stale_after, len(held),
+        )  # fmt: skip
+        for held_task in held:
+            task = held_task.task
+            self.log.warning(
+                "abandoning step %s of run %s (attempt %d)", task.step, task.run_id, task.attempt,
+                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
+            )  # fmt: skip
+            self._abandoned.add(task.id)
+            held_task.ctx.cancel()  # a sync step's thread runs on: it should check ctx.cancelled
+            if held_task.future is not None:
+                held_task.future.cancel()  # its outcome, if any, is dropped
+        return len(held)
+
+    # -- stopping ---------------------------------------------------------------------------
 
     async def _drain(self) -> None:
         """After a stop request: let running steps finish, then hand the rest back."""
@@ -593,12 +568,7 @@ class Worker:
         except DatabaseError as exc:
             self.log.error("could not hand back %d steps: %s", len(ids), exc)
 
-    # -- heartbeats and cancellation ------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            await self._heartbeat()
+    # -- cancellation -----------------------------------------------------------------------
 
     async def _cancel_check_loop(self) -> None:
         while True:
@@ -623,166 +593,6 @@ class Worker:
                         and self.app.workflows[held.task.workflow].steps[held.task.step].is_async
                     ):
                         held.future.cancel()
-
-    # -- many instances: heartbeats, lost contact, rescue ---------------------------------------
-
-    async def _beat_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """A database call on the heartbeat's own thread."""
-        assert self._loop is not None
-        return await self._loop.run_in_executor(self._beat, lambda: fn(*args, **kwargs))
-
-    async def _heartbeat(self) -> None:
-        """Tell the database this instance is alive (registering it again if its row is gone);
-        after a time cut off, hand back what it abandoned and register again first."""
-        sent = time.monotonic()
-        try:
-            if self._cut_off:
-                await self._recover()
-            elif await self._beat_call(
-                self.engine.heartbeat_or_register,
-                self.instance_id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                queues=self.queues,
-                load=len(self._held),
-            ):
-                self.log.warning(
-                    "instance %s was no longer registered (its row was removed): registered it "
-                    "again",
-                    self.instance_id,
-                )
-        except DatabaseError as exc:
-            self._heartbeat_failures += 1
-            if self._heartbeat_failures == 1 or self._heartbeat_failures % 10 == 0:
-                self.log.warning(
-                    "heartbeat failed (%.1f s since the last one that reached the database; "
-                    "steps are abandoned after %g s): %s",
-                    time.monotonic() - self._last_contact, self.stale_after, exc,
-                )  # fmt: skip
-            return
-        self._heartbeat_failures = 0
-        self._last_contact = sent
-
-    async def _contact_watch_loop(self) -> None:
-        """Abandon the held steps once no heartbeat has reached the database for longer than
-        ``stale_after``: by then other instances may rescue them. Timed on the loop, so that a
-        database call that hangs cannot delay it."""
-        while True:
-            silent = time.monotonic() - self._last_contact
-            if silent <= self.stale_after:
-                await asyncio.sleep(min(self.stale_after - silent, self.heartbeat_interval) + 0.01)
-                continue
-            if not self._cut_off:
-                self._abandon(silent)
-            await asyncio.sleep(self.heartbeat_interval)
-
-    def _abandon(self, silent: float) -> None:
-        self._cut_off = True
-        held = list(self._held.values())
-        self.log.error(
-            "no heartbeat has reached the database for %.1f s, more than stale_after=%g s: "
-            "abandoning the %d steps this worker runs (other instances may rescue them), and "
-            "claiming nothing until the database is back",
-            silent, self.stale_after, len(held),
-        )  # fmt: skip
-        for held_task in held:
-            task = held_task.task
-            self.log.warning(
-                "abandoning step %s of run %s (attempt %d)", task.step, task.run_id, task.attempt,
-                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
-            )  # fmt: skip
-            self._abandoned.add(task.id)
-            held_task.ctx.cancel()  # a sync step's thread runs on: it should check ctx.cancelled
-            if held_task.future is not None:
-                held_task.future.cancel()  # its outcome, if any, is dropped
-
-    async def _recover(self) -> None:
-        """The database answers again: hand back the tasks still held for this instance there
-        (those not rescued meanwhile), then register again and go on."""
-        silent = time.monotonic() - self._last_contact
-        keep = set(self._held) | {o.task.id for o in self._outcomes}  # outcomes still to record
-        result = await self._beat_call(
-            self.engine.hand_back_lost_tasks,
-            self.instance_id,
-            keep=sorted(keep),
-            max_rescues=self.max_rescues,
-            reason=(
-                f"it was cut off from the database for more than stale_after={self.stale_after:g}"
-                " s and abandoned the step"
-            ),
-        )
-        await self._beat_call(
-            self.engine.register_instance,
-            self.instance_id,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            queues=self.queues,
-        )
-        abandoned = len(self._abandoned)
-        self._abandoned.clear()
-        self._cut_off = False
-        self.log.warning(
-            "the database is reachable again after %.1f s: instance %s registered again; of the "
-            "%d steps it abandoned, %d were handed back to their queues (%d failed for good), "
-            "the others had been rescued or finished",
-            silent, self.instance_id, abandoned, result.requeued, result.failed,
-        )  # fmt: skip
-        self._wake_up()
-
-    async def _hand_back_earlier_life(self) -> None:
-        """At start: tasks still running for this instance id belong to an earlier process of
-        it that died without handing them back (this one holds nothing yet)."""
-        result = await self._db_call(
-            self.engine.hand_back_lost_tasks,
-            self.instance_id,
-            keep=[],
-            max_rescues=self.max_rescues,
-            reason="an earlier process with this instance id stopped without handing it back",
-        )
-        if result.requeued or result.failed:
-            self.log.warning(
-                "handed back %d steps an earlier process of instance %s held (%d failed for good)",
-                result.requeued + result.failed, self.instance_id, result.failed,
-            )  # fmt: skip
-
-    async def _rescue_loop(self) -> None:
-        """At every heartbeat: make the tasks of lost instances claimable again."""
-        while True:
-            if not self._cut_off:
-                try:
-                    result = await self._db_call(
-                        self.engine.rescue_tasks,
-                        stale_after=self.stale_after,
-                        max_rescues=self.max_rescues,
-                        rescuer=self.instance_id,
-                    )
-                except DatabaseError as exc:
-                    self.log.debug("rescue failed: %s", exc)
-                else:
-                    if result.requeued or result.failed:
-                        self.log.warning(
-                            "rescued %d steps of lost instances: %d queued again, %d failed for "
-                            "good (runs %s)",
-                            result.requeued + result.failed, result.requeued, result.failed,
-                            ", ".join(result.runs),
-                        )  # fmt: skip
-                        if result.queues & self.queues.keys():
-                            self._wake_up()
-            await asyncio.sleep(self.heartbeat_interval)
-
-
-def _check_rescue_options(heartbeat_interval: float, stale_after: float, max_rescues: int) -> None:
-    for name, value in (("heartbeat_interval", heartbeat_interval), ("stale_after", stale_after)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise InvalidArgument(f"{name} must be a number of seconds > 0, got {value!r}")
-    if stale_after <= heartbeat_interval:
-        raise InvalidArgument(
-            f"stale_after ({stale_after:g} s) must be longer than heartbeat_interval "
-            f"({heartbeat_interval:g} s), or live workers would be taken for lost ones "
-            "(a few heartbeats: 30 s for the default 5 s)"
-        )
-    if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
-        raise InvalidArgument(f"max_rescues must be an integer >= 0, got {max_rescues!r}")
 
 
 def _where(task: ClaimedTask) -> str:

@@ -19,7 +19,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
-from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Backoff
+from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
+from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
 from pypgflow.errors import WorkflowDefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])

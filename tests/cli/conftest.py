@@ -9,8 +9,9 @@ from typing import Any, Protocol
 import pytest
 from click.testing import CliRunner, Result
 
-from pypgflow.app import DATABASE_URL_ENV, App
+from pypgflow.app import App
 from pypgflow.cli import main
+from pypgflow.defaults import DATABASE_URL_ENV
 from tests.cli import sample_app
 
 SAMPLE = "tests.cli.sample_app:create_app"

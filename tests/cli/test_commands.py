@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pypgflow.app import DATABASE_URL_ENV, App, Run
+from pypgflow.app import App, Run
+from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.engines.sqlfile import migration_files
 from pypgflow.status import RunStatus
 from pypgflow.worker import Worker

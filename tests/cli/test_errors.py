@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from pypgflow.app import DATABASE_URL_ENV
 from pypgflow.cli import main
+from pypgflow.defaults import DATABASE_URL_ENV
 from tests.cli.conftest import SAMPLE, Invoke
 
 

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from pypgflow.app import DATABASE_URL_ENV, App
-from pypgflow.scheduler import Retention, Scheduler
+from pypgflow.app import App
+from pypgflow.defaults import DATABASE_URL_ENV
+from pypgflow.leader import Leader, Retention
 from pypgflow.worker import Worker
 from tests.cli import schedule_app
 from tests.cli.conftest import Invoke, eventually
@@ -25,7 +26,7 @@ def scheduled(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> App:
     stores them."""
     monkeypatch.setenv(DATABASE_URL_ENV, pg_url)
     app = schedule_app.create_app()
-    Scheduler(app).sync()
+    Leader(app).sync()
     return app
 
 
@@ -121,7 +122,7 @@ def test_worker_passes_leadership_and_retention_options(
     seen: dict[str, object] = {}
 
     def fake_run(self: Worker) -> None:
-        seen.update(lease_ttl=self.scheduler.lease_ttl, retention=self.scheduler.retention)
+        seen.update(lease_ttl=self.leader.lease_ttl, retention=self.leader.retention)
 
     monkeypatch.setattr(Worker, "run", fake_run)
     result = cli("worker", APP)

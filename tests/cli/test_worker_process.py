@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pypgflow.app import DATABASE_URL_ENV, App
+from pypgflow.app import App
+from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.errors import WorkflowFailed
 from pypgflow.status import RunStatus
 from tests.cli.conftest import SAMPLE, eventually

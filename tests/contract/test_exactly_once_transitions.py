@@ -13,6 +13,8 @@ import pytest
 from pypgflow import Backoff, DatabaseError, Workflow, WorkflowFailed
 from pypgflow.app import App
 from pypgflow.engines.base import ClaimedTask, Completed, Failed
+from pypgflow.errors import AttemptError
+from pypgflow.orchestration import GiveUp, Retry
 from pypgflow.status import RunStatus, StepStatus
 from tests.conftest import running_worker
 
@@ -34,16 +36,16 @@ def claim(app: App, limit: int = 10) -> list[ClaimedTask]:
     return tasks
 
 
-def error(task: ClaimedTask, message: str = "boom") -> dict[str, Any]:
-    return {
-        "step": task.step,
-        "attempt": task.attempt,
-        "type": "RuntimeError",
-        "message": message,
-        "traceback": "",
-        "task_index": task.task_index,
-        "instance_id": "test",
-    }
+def error(task: ClaimedTask, message: str = "boom") -> AttemptError:
+    return AttemptError(
+        step=task.step,
+        attempt=task.attempt,
+        type="RuntimeError",
+        message=message,
+        traceback="",
+        task_index=task.task_index,
+        instance_id="test",
+    )
 
 
 def snapshot(app: App, run_id: str) -> tuple[Any, ...]:
@@ -80,7 +82,9 @@ def test_a_duplicate_completion_changes_nothing(make_app: Callable[..., App]) ->
     app.engine.finish_tasks([Completed(second, "4")])
     assert run.result(timeout=1) == 4
     final = snapshot(app, run.id)
-    app.engine.finish_tasks([Completed(second, "999"), done, Failed(second, error(second), None)])
+    app.engine.finish_tasks(
+        [Completed(second, "999"), done, Failed(second, error(second), GiveUp())]
+    )
     assert snapshot(app, run.id) == final
     assert run.result(timeout=1) == 4
 
@@ -108,7 +112,7 @@ def test_a_late_completion_of_a_retried_attempt_is_ignored(make_app: Callable[..
     app = make_app(flow)
     run = app.start(flow, 1)
     (attempt1,) = claim(app)
-    app.engine.finish_tasks([Failed(attempt1, error(attempt1), 0.0)])
+    app.engine.finish_tasks([Failed(attempt1, error(attempt1), Retry(0.0))])
     before = snapshot(app, run.id)
 
     # The first attempt's result arrives after it was already failed and rescheduled.
@@ -122,7 +126,9 @@ def test_a_late_completion_of_a_retried_attempt_is_ignored(make_app: Callable[..
     assert attempt2.attempt == 2
     # ...and again while attempt 2 runs: still nothing.
     assert app.engine.finish_tasks([Completed(attempt1, "2")]).accepted == 0
-    assert app.engine.finish_tasks([Failed(attempt1, error(attempt1, "late"), None)]).accepted == 0
+    assert (
+        app.engine.finish_tasks([Failed(attempt1, error(attempt1, "late"), GiveUp())]).accepted == 0
+    )
     assert app.get_run(run.id).status is RunStatus.RUNNING
 
     app.engine.finish_tasks([Completed(attempt2, "20")])
@@ -140,12 +146,12 @@ def test_a_duplicate_failure_is_recorded_once(make_app: Callable[..., App]) -> N
     app = make_app(flow)
     run = app.start(flow, 1)
     (task,) = claim(app)
-    failed = Failed(task, error(task), 0.0)
+    failed = Failed(task, error(task), Retry(0.0))
     app.engine.finish_tasks([failed])
     app.engine.finish_tasks([failed])
     assert len(app.get_run(run.id).steps[0].errors) == 1
     (again,) = claim(app)
-    final = Failed(again, error(again, "for good"), None)
+    final = Failed(again, error(again, "for good"), GiveUp())
     app.engine.finish_tasks([final])
     after = snapshot(app, run.id)
     assert after[0] is RunStatus.FAILED

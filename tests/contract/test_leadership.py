@@ -11,7 +11,7 @@ import pytest
 
 from pypgflow import InvalidArgument, Workflow
 from pypgflow.app import App
-from pypgflow.scheduler import LEADER_LEASE, Retention, Scheduler
+from pypgflow.leader import LEADER_LEASE, Leader, Retention
 from pypgflow.worker import Worker
 from tests.conftest import running_worker
 
@@ -169,5 +169,5 @@ def test_leadership_options_are_checked(make_app: Callable[..., App]) -> None:
         Retention(batch=0)
     with pytest.raises(InvalidArgument, match="failed runs"):
         Retention(failed=-1)
-    assert Worker(app, lease_ttl=3, retention=None).scheduler.lease_ttl == 3.0
-    assert Scheduler(app).retention == Retention()
+    assert Worker(app, lease_ttl=3, retention=None).leader.lease_ttl == 3.0
+    assert Leader(app).retention == Retention()

@@ -150,7 +150,7 @@ def test_non_list_output_of_the_over_step_fails_the_run(make_app: Callable[..., 
     info = app.get_run(run.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None
-    assert info.error["type"] == "MapInputError"
+    assert info.error.type == "MapInputError"
     steps = {s.name: s.status for s in info.steps}
     assert steps == {
         "produce": StepStatus.COMPLETED,

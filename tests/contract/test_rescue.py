@@ -148,7 +148,7 @@ def test_the_poison_pill_cap_fails_the_run_and_cancels_its_other_work(
     info = app.get_run(run.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None
-    assert info.error["type"] == "PoisonPill"
+    assert info.error.type == "PoisonPill"
     steps = {s.name: s for s in info.steps}
     assert steps["deadly"].status is StepStatus.FAILED
     assert [e.type for e in steps["deadly"].errors] == ["WorkerLost", "WorkerLost", "PoisonPill"]

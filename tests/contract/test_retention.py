@@ -16,7 +16,7 @@ import pytest
 
 from pypgflow import Retention, Workflow
 from pypgflow.app import App
-from pypgflow.scheduler import Scheduler
+from pypgflow.leader import Leader
 from tests.conftest import running_worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,13 +150,13 @@ def test_a_retention_pass_reports_its_batches(
     runs: tuple[App, dict[str, list[str]]], db: Database
 ) -> None:
     app, groups = runs
-    scheduler = Scheduler(app, retention=Retention(batch=1000, pause=0.01))
-    pruned = asyncio.run(scheduler.prune(while_leader=False))
+    leader = Leader(app, retention=Retention(batch=1000, pause=0.01))
+    pruned = asyncio.run(leader.prune(while_leader=False))
     assert (pruned.runs, pruned.batches) == (2505, 3)
     assert db.count("runs") == 20
     # Shorter ages, in seconds or timedeltas.
-    scheduler = Scheduler(app, retention=Retention(completed=3600, failed=DAY, batch=4, pause=0))
-    pruned = asyncio.run(scheduler.prune(while_leader=False))
+    leader = Leader(app, retention=Retention(completed=3600, failed=DAY, batch=4, pause=0))
+    pruned = asyncio.run(leader.prune(while_leader=False))
     assert (pruned.runs, pruned.batches) == (15, 4)  # 5 + 5 + 5 failed ones, 4 at a time
     assert db.run_ids() == set(groups["pending"])
 
@@ -194,7 +194,7 @@ def test_instances_offline_for_over_an_hour_are_removed(
         )
     assert engine.prune_instances(offline_for=3600) == 1
     assert {i.instance_id for i in app.instances()} == {"recent", "silent-59m"}
-    pruned = asyncio.run(Scheduler(app).prune(while_leader=False))
+    pruned = asyncio.run(Leader(app).prune(while_leader=False))
     assert pruned.instances == 0
 
 

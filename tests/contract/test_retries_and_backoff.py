@@ -12,6 +12,8 @@ import pytest
 from pypgflow import Backoff, Workflow, WorkflowFailed
 from pypgflow.app import App
 from pypgflow.engines.base import Completed, Failed
+from pypgflow.errors import AttemptError
+from pypgflow.orchestration import Retry
 from pypgflow.status import RunStatus, StepStatus
 from tests.conftest import running_worker
 
@@ -97,9 +99,9 @@ def test_last_attempt_fails_step_and_run_and_cancels_the_rest(
     info = app.get_run(run.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None
-    assert info.error["step"] == "broken"
-    assert info.error["type"] == "KeyError"
-    assert info.error["attempts"] == 3
+    assert info.error.step == "broken"
+    assert info.error.type == "KeyError"
+    assert info.error.attempt == 3
     steps = {s.name: s for s in info.steps}
     assert steps["begin"].status is StepStatus.COMPLETED
     assert steps["broken"].status is StepStatus.FAILED
@@ -162,7 +164,7 @@ def test_the_retry_is_scheduled_in_the_database(make_app: Callable[..., App]) ->
     engine = app.engine
     (task,) = engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"])
     assert task.attempt == 1
-    engine.finish_tasks([Failed(task, {"step": "only", "attempt": 1, "type": "X"}, 0.8)])
+    engine.finish_tasks([Failed(task, AttemptError("only", 1, "X", "", ""), Retry(0.8))])
     assert engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"]) == []
     due = engine.next_due_in(["default"], ["scheduled"])
     assert due is not None

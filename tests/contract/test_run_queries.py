@@ -116,7 +116,7 @@ def test_list_runs_filters_by_status_and_workflow(make_app: Callable[..., App]) 
     assert ids(asyncio.run(app.list_runs_async(status="failed"))) == {failed.id}
     failed_info = app.list_runs(status="failed")[0]
     assert failed_info.error is not None
-    assert failed_info.error["message"] == "nope"
+    assert failed_info.error.message == "nope"
 
 
 def test_list_runs_rejects_bad_filters(make_app: Callable[..., App]) -> None:

@@ -12,9 +12,10 @@ import pytest
 
 from pypgflow import InvalidArgument, SerializationError, UnknownWorkflow, Workflow
 from pypgflow.app import App
+from pypgflow.cron import Schedule
+from pypgflow.defaults import DEFAULT_CATCH_UP
 from pypgflow.engines.base import ScheduleTicks
-from pypgflow.scheduler import DEFAULT_CATCH_UP, Scheduler
-from pypgflow.schedules import Schedule
+from pypgflow.leader import Leader
 from tests.conftest import running_worker
 
 pytestmark = pytest.mark.timeout(60)
@@ -153,13 +154,13 @@ def test_workers_store_their_schedules_for_every_process_to_list(
 def test_storing_again_keeps_the_last_tick(make_app: Callable[..., App]) -> None:
     app = make_app(report_flow())
     app.schedule("often", "*/10 * * * *", "report")
-    scheduler = Scheduler(app)
-    scheduler.sync()
+    leader = Leader(app)
+    leader.sync()
     state = app.engine.schedule_states()["often"]
     tick = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     app.engine.record_schedule_ticks([ScheduleTicks("often", tick, tick + timedelta(minutes=10))])
     time.sleep(0.01)
-    Scheduler(app).sync()  # another worker starting: same definition
+    Leader(app).sync()  # another worker starting: same definition
     again = app.engine.schedule_states()["often"]
     assert again.last_tick_at == tick
     assert again.next_tick_at == tick + timedelta(minutes=10)
@@ -167,7 +168,7 @@ def test_storing_again_keeps_the_last_tick(make_app: Callable[..., App]) -> None
     # A changed definition keeps the last tick but takes a new next tick and definition time.
     changed = make_app(report_flow())
     changed.schedule("often", "*/20 * * * *", "report")
-    Scheduler(changed).sync()
+    Leader(changed).sync()
     after = changed.engine.schedule_states()["often"]
     assert after.last_tick_at == tick
     assert after.next_tick_at != tick + timedelta(minutes=10)
@@ -181,11 +182,11 @@ def test_storing_again_keeps_the_last_tick(make_app: Callable[..., App]) -> None
 def test_a_new_schedule_ticks_from_its_definition(make_app: Callable[..., App]) -> None:
     app = make_app(report_flow())
     app.schedule("every-second", "* * * * * */1", "report", {"n": 1})
-    scheduler = Scheduler(app)
-    scheduler.sync()
+    leader = Leader(app)
+    leader.sync()
     defined = app.engine.schedule_states()["every-second"].defined_at
     now = defined + timedelta(seconds=3.5)
-    next_tick = scheduler.tick(now)
+    next_tick = leader.tick(now)
     ticks = sorted(tick_of(r.idempotency_key or "") for r in app.list_runs())
     first = defined.replace(microsecond=0) + timedelta(seconds=1)
     assert ticks == [first + timedelta(seconds=i) for i in range(len(ticks))]
@@ -197,7 +198,7 @@ def test_a_new_schedule_ticks_from_its_definition(make_app: Callable[..., App]) 
     for run in app.list_runs():
         assert run.input == {"n": 1}
         assert run.scheduled_at == tick_of(run.idempotency_key or "")  # due at its tick
-    assert scheduler.tick(now) == next_tick  # the same instant again: nothing new
+    assert leader.tick(now) == next_tick  # the same instant again: nothing new
     assert len(app.list_runs()) == len(ticks)
 
 
@@ -208,7 +209,7 @@ def test_each_tick_starts_one_run_whoever_starts_it(make_app: Callable[..., App]
     app.schedule("minutely", "* * * * *", "report")
     other = make_app(report_flow(), instance_id="b")
     other.schedule("minutely", "* * * * *", "report")
-    a, b = Scheduler(app), Scheduler(other)
+    a, b = Leader(app), Leader(other)
     a.sync()
     defined = app.engine.schedule_states()["minutely"].defined_at
     first_tick = defined.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -238,14 +239,14 @@ def test_each_tick_starts_one_run_whoever_starts_it(make_app: Callable[..., App]
 def test_missed_ticks_are_caught_up_within_the_window(make_app: Callable[..., App]) -> None:
     app = make_app(report_flow())
     app.schedule("every-10s", "* * * * * */10", "report")
-    scheduler = Scheduler(app)
-    scheduler.sync()
+    leader = Leader(app)
+    leader.sync()
     defined = app.engine.schedule_states()["every-10s"].defined_at
     # A pass, then nothing for two minutes (a change of leader takes far less): every missed
     # tick is started, late.
-    first = scheduler.tick(defined + timedelta(seconds=11))
+    first = leader.tick(defined + timedelta(seconds=11))
     assert first is not None
-    scheduler.tick(defined + timedelta(seconds=131))
+    leader.tick(defined + timedelta(seconds=131))
     ticks = sorted(tick_of(r.idempotency_key or "") for r in app.list_runs())
     seconds = int(defined.timestamp()) // 10 * 10 + 10  # the first multiple of 10 s after
     expected = [
@@ -261,17 +262,17 @@ def test_after_a_long_outage_only_the_latest_missed_tick_starts(
 ) -> None:
     app = make_app(report_flow())
     app.schedule("minutely", "* * * * *", "report")
-    scheduler = Scheduler(app)
-    scheduler.sync()
+    leader = Leader(app)
+    leader.sync()
     defined = app.engine.schedule_states()["minutely"].defined_at
     now = defined.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
-    scheduler.tick(now)
+    leader.tick(now)
     assert len(app.list_runs()) == 1
     later = now + timedelta(seconds=DEFAULT_CATCH_UP + 3600)  # over an hour without a leader
-    scheduler.tick(later)
+    leader.tick(later)
     ticks = sorted(tick_of(r.idempotency_key or "") for r in app.list_runs())
     assert ticks == [now.replace(second=0, microsecond=0), later.replace(second=0, microsecond=0)]
-    scheduler.tick(later + timedelta(seconds=61))  # and back to one run per tick
+    leader.tick(later + timedelta(seconds=61))  # and back to one run per tick
     assert len(app.list_runs()) == 3
 
 
@@ -280,13 +281,13 @@ def test_time_zones_decide_when_ticks_fall(make_app: Callable[..., App]) -> None
     app.schedule("paris-9am", "0 9 * * *", "report", timezone="Europe/Paris")
     app.schedule("tokyo-9am", "0 9 * * *", "report", timezone="Asia/Tokyo")
     app.schedule("utc-9am", "0 9 * * *", "report")
-    scheduler = Scheduler(app)
-    scheduler.sync()
+    leader = Leader(app)
+    leader.sync()
     defined = app.engine.schedule_states()["utc-9am"].defined_at
     # Two days later, at noon UTC: each schedule starts its latest missed tick, 9 o'clock on
     # that day in its own time zone.
     day = (defined + timedelta(days=2)).date()
-    scheduler.tick(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
+    leader.tick(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
     expected = {
         name: datetime(day.year, day.month, day.day, 9, tzinfo=ZoneInfo(zone)).astimezone(UTC)
         for name, zone in [

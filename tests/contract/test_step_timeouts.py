@@ -78,7 +78,7 @@ def test_sync_step_times_out(make_app: Callable[..., App]) -> None:
     info = app.get_run(run.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None
-    assert info.error["type"] == "StepTimeout"
+    assert info.error.type == "StepTimeout"
     # The late return of the abandoned attempt changed nothing.
     assert info.output is None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pypgflow.app import App
-from pypgflow.scheduler import LEADER_LEASE
+from pypgflow.leader import LEADER_LEASE
 from tests.integration.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

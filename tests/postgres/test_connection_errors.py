@@ -17,7 +17,8 @@ from pypgflow import (
     SchemaNotMigrated,
     Workflow,
 )
-from pypgflow.app import DATABASE_URL_ENV, App
+from pypgflow.app import App
+from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.engines.sqlfile import migration_files
 from tests.conftest import running_worker
 

@@ -165,7 +165,7 @@ def test_a_map_over_something_else_than_a_list_fails_the_run(
         run.result(timeout=10)
     info = app.get_run(run.id)
     assert info.error is not None
-    assert info.error["type"] == "MapInputError"
+    assert info.error.type == "MapInputError"
     assert {s.name: s.status for s in info.steps} == {
         "give": StepStatus.COMPLETED,
         "each": StepStatus.FAILED,
@@ -216,7 +216,7 @@ def test_retries_with_backoff_keep_every_error(make_app: Callable[..., App]) -> 
     info = app.get_run(bad.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None
-    assert info.error["type"] == "KeyError"
+    assert info.error.type == "KeyError"
     crash_info, never_info = info.steps
     assert crash_info.status is StepStatus.FAILED
     assert crash_info.error is not None
@@ -227,6 +227,7 @@ def test_retries_with_backoff_keep_every_error(make_app: Callable[..., App]) -> 
 
 def test_the_backoff_is_scheduled_in_the_database(make_app: Callable[..., App]) -> None:
     from pypgflow.engines.base import Failed
+    from pypgflow.errors import AttemptError
 
     flow = Workflow("scheduled")
 
@@ -239,7 +240,9 @@ def test_the_backoff_is_scheduled_in_the_database(make_app: Callable[..., App]) 
     app.start(flow, 1)
     (task,) = engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"])
     assert (task.attempt, task.max_attempts, task.run_input) == (1, 2, 1)
-    result = engine.finish_tasks([Failed(task, {"step": "only", "attempt": 1, "type": "X"}, 0.3)])
+    result = engine.finish_tasks(
+        [Failed(task, AttemptError("only", 1, "X", "", ""), orchestration.Retry(0.3))]
+    )
     assert result.accepted == 1
     assert engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"]) == []
     due = engine.next_due_in(["default"], ["scheduled"])
@@ -337,7 +340,7 @@ def test_resume_of_a_failed_run_reruns_only_unfinished_steps(
         failed = app.get_run(run.id)
         assert failed.status is RunStatus.FAILED
         assert failed.error is not None
-        assert failed.error["task_index"] == 1
+        assert failed.error.task_index == 1
         assert {s.name: s.status for s in failed.steps} == {
             "fetch": StepStatus.COMPLETED,
             "store": StepStatus.FAILED,

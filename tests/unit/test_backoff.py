@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from pypgflow import Backoff, InvalidArgument
-from pypgflow.backoff import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
+from pypgflow.backoff import DEFAULT_BACKOFF
+from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
 
 
 def test_defaults_follow_the_seed_design() -> None:

@@ -21,7 +21,7 @@ from pypgflow import (
     execute,
     execute_async,
 )
-from pypgflow.backoff import DEFAULT_TIMEOUT
+from pypgflow.defaults import DEFAULT_TIMEOUT
 from pypgflow.invocation import StepProcessDied, StepProcessError
 from pypgflow.workflow import resolve_options
 from tests.unit import process_steps

@@ -8,14 +8,16 @@ The App and the worker talk to engines only through this interface.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pypgflow.orchestration import Changes, RunState
+from pypgflow.cron import Schedule
+from pypgflow.errors import AttemptError, NotSupported
+from pypgflow.orchestration import Changes, RunState, Verdict
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
-from pypgflow.schedules import Schedule
 from pypgflow.status import RunStatus
 
 
@@ -48,15 +50,19 @@ class ClaimedTask:
 
 @dataclass(frozen=True)
 class Completed:
+    """A completed attempt and its output."""
+
     task: ClaimedTask
     output: str  # JSON text
 
 
 @dataclass(frozen=True)
 class Failed:
+    """A failed attempt, and what orchestration decided it means."""
+
     task: ClaimedTask
-    error: dict[str, Any]  # one attempt's error, as stored
-    retry_in: float | None  # seconds until the next attempt; None: that was the last one
+    error: AttemptError
+    verdict: Verdict
 
 
 Outcome = Completed | Failed
@@ -72,9 +78,11 @@ class FinishResult:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What waiting for a run needs: its status, and its output or why it failed."""
+
     status: RunStatus
     output: Any
-    error: dict[str, Any] | None
+    error: AttemptError | None
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,6 @@ class Engine(abc.ABC):
     async def start_runs_async(
         self, requests: Sequence[StartRequest], connection: Any = None
     ) -> list[str]:
-        import asyncio
-
         if connection is not None:
             return await self._start_runs_on_async_connection(requests, connection)
         return await asyncio.to_thread(self.start_runs, requests)
@@ -121,8 +127,6 @@ class Engine(abc.ABC):
     async def _start_runs_on_async_connection(
         self, requests: Sequence[StartRequest], connection: Any
     ) -> list[str]:
-        from pypgflow.errors import NotSupported
-
         raise NotSupported(f"{type(self).__name__} cannot start runs on a caller's connection")
 
     @abc.abstractmethod

@@ -15,11 +15,11 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pypgflow import orchestration
+from pypgflow.cron import Schedule
 from pypgflow.engines.base import (
     Completed,
     Engine,
@@ -34,7 +34,6 @@ from pypgflow.engines.base import (
 from pypgflow.errors import AttemptError, RunNotFound, SchemaNotMigrated
 from pypgflow.orchestration import Changes, RunState, StepState
 from pypgflow.records import InstanceInfo, ScheduleInfo
-from pypgflow.schedules import Schedule
 from pypgflow.status import RunStatus, StepStatus
 
 logger = logging.getLogger("pypgflow.engine")
@@ -84,12 +83,12 @@ class SqlEngine(Engine, Generic[C]):
     def _notify(self, conn: C, queues: set[str]) -> None:
         """Announce new work in ``queues`` when the transaction commits."""
 
-    def _error_text(self, error: Mapping[str, Any]) -> str:
+    def _error_text(self, error: AttemptError) -> str:
         """An attempt's error as JSON text. Errors are written by pypgflow, not by step code, so
         they are made storable rather than refused (ASCII escapes keep any character of an
         exception message intact); an engine whose JSON type refuses some characters overrides
         this."""
-        return json.dumps(error, default=str)
+        return json.dumps(error.to_dict(), default=str)
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -153,8 +152,9 @@ class SqlEngine(Engine, Generic[C]):
         if not outcomes:
             return result
         completed = [o for o in outcomes if isinstance(o, Completed)]
-        retries = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is not None]
-        finals = [o for o in outcomes if isinstance(o, Failed) and o.retry_in is None]
+        failed = [o for o in outcomes if isinstance(o, Failed)]
+        retries = [(o, o.verdict) for o in failed if isinstance(o.verdict, orchestration.Retry)]
+        finals = [o for o in failed if isinstance(o.verdict, orchestration.GiveUp)]
         with self._write() as conn:
             # Every change to a run's tasks happens under its lock (see lock_runs).
             runs = self._lock_runs(conn, {o.task.run_id for o in outcomes})
@@ -192,10 +192,10 @@ class SqlEngine(Engine, Generic[C]):
                             {
                                 "id": o.task.id,
                                 "attempt": o.task.attempt,
-                                "delay": o.retry_in,
+                                "delay": retry.delay,
                                 "error": self._error_text(o.error),
                             }
-                            for o in retries
+                            for o, retry in retries
                         ]
                     ),
                 )
@@ -216,14 +216,12 @@ class SqlEngine(Engine, Generic[C]):
                         ]
                     ),
                 )
-                failed = [
-                    orchestration.TaskFailedForGood(
-                        run_id, step, index, attempt, AttemptError.from_dict(errors[task_id])
-                    )
-                    for task_id, run_id, step, index, attempt in rows
+                given_up = [
+                    orchestration.TaskFailedForGood(run_id, step, index, errors[task_id])
+                    for task_id, run_id, step, index, _attempt in rows
                 ]
-                ran += [f.run_id for f in failed]
-                orchestration.tasks_failed(runs, failed, changes)
+                ran += [f.run_id for f in given_up]
+                orchestration.tasks_failed(runs, given_up, changes)
             result.accepted = len(ran)
             orchestration.tasks_ran(runs, ran, changes)
             self._apply(conn, changes)
@@ -403,7 +401,12 @@ class SqlEngine(Engine, Generic[C]):
         if not rows:
             return None
         status, output, error = rows[0]
-        return RunResult(RunStatus(status), self._json(output), self._json(error))
+        return RunResult(RunStatus(status), self._json(output), self._stored_error(error))
+
+    def _stored_error(self, value: Any) -> AttemptError | None:
+        """A stored error column, as its record."""
+        data = self._json(value)
+        return None if data is None else AttemptError.from_dict(data)
 
     # -- instances ------------------------------------------------------------------------------
 
@@ -499,10 +502,10 @@ class SqlEngine(Engine, Generic[C]):
             )
             return True
 
-    def _lost_task(self, row: Row) -> _LostTask:
+    def _lost_task(self, row: Row) -> orchestration.LostTask:
         (task_id, run_id, step, index, attempt, max_attempts, rescues, instance_id, queue,
          heartbeat_at, silent_for) = row  # fmt: skip
-        return _LostTask(
+        return orchestration.LostTask(
             id=task_id,
             run_id=run_id,
             step=step,
@@ -519,23 +522,24 @@ class SqlEngine(Engine, Generic[C]):
     def _rescue(
         self,
         conn: C,
-        lost: list[_LostTask],
+        lost: list[orchestration.LostTask],
         *,
         max_rescues: int,
         stale_after: float | None,
-        how: Callable[[_LostTask], str],
+        how: Callable[[orchestration.LostTask], str],
     ) -> RescueResult:
-        """Queue lost tasks again or fail them for good, under their runs' locks. Every update is
-        guarded by the running attempt and instance seen, so that two rescuers racing (or a
-        rescuer racing the instance's own outcome) change each task once."""
+        """Store what orchestration decides of each lost task (queued again, or failed for
+        good), under their runs' locks. Every update is guarded by the running attempt and
+        instance seen, so that two rescuers racing (or a rescuer racing the instance's own
+        outcome) change each task once."""
         if not lost:
             return RescueResult()
         runs = self._lock_runs(conn, {t.run_id for t in lost})
         requeue: list[dict[str, Any]] = []
         fail: list[dict[str, Any]] = []
-        errors: dict[int, dict[str, Any]] = {}
+        errors: dict[int, AttemptError] = {}
         for task in lost:
-            error, final = _lost_error(task, how(task), max_rescues)
+            error, verdict = orchestration.task_lost(task, how=how(task), max_rescues=max_rescues)
             errors[task.id] = error
             row = {
                 "id": task.id,
@@ -543,7 +547,7 @@ class SqlEngine(Engine, Generic[C]):
                 "instance_id": task.instance_id,
                 "error": self._error_text(error),
             }
-            (fail if final else requeue).append(row)
+            (requeue if isinstance(verdict, orchestration.Retry) else fail).append(row)
         guard = {"stale_after": stale_after}
         run_ids: set[str] = set()
         queues: set[str] = set()
@@ -557,10 +561,8 @@ class SqlEngine(Engine, Generic[C]):
         if fail:
             rows = self._fetch(conn, "fail_lost_tasks", {**self._batch(fail), **guard})
             failed = [
-                orchestration.TaskFailedForGood(
-                    run_id, step, index, attempt, AttemptError.from_dict(errors[task_id])
-                )
-                for task_id, run_id, step, index, attempt in rows
+                orchestration.TaskFailedForGood(run_id, step, index, errors[task_id])
+                for task_id, run_id, step, index, _attempt in rows
             ]
             run_ids.update(f.run_id for f in failed)
         changes = Changes()
@@ -738,24 +740,7 @@ def check_schema_version(version: int | None, latest: int, *, missing: str, sche
 _RESCUE_BATCH = 500
 
 
-@dataclass(frozen=True)
-class _LostTask:
-    """A running task whose instance is lost, as the rescue saw it."""
-
-    id: int
-    run_id: str
-    step: str
-    task_index: int | None
-    attempt: int
-    max_attempts: int
-    rescues: int
-    instance_id: str | None
-    queue: str
-    last_seen: datetime | None  # the lost instance's last heartbeat; None if not registered
-    silent_for: float | None  # seconds since then
-
-
-def _lost_by_silence(task: _LostTask, stale_after: float, rescuer: str) -> str:
+def _lost_by_silence(task: orchestration.LostTask, stale_after: float, rescuer: str) -> str:
     if task.last_seen is None:
         seen = "it is not registered (it stopped, crashed before registering, or was removed)"
     else:
@@ -764,37 +749,3 @@ def _lost_by_silence(task: _LostTask, stale_after: float, rescuer: str) -> str:
             f"{task.silent_for or 0.0:.1f} s before this rescue (stale after {stale_after:g} s)"
         )
     return f"{seen}; rescued by {rescuer!r}"
-
-
-def _lost_error(task: _LostTask, how: str, max_rescues: int) -> tuple[dict[str, Any], bool]:
-    """The error entry of a lost attempt, and whether the task now fails for good."""
-    where = task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
-    lost = task.rescues + 1
-    lost_what = (
-        f"instance {task.instance_id!r} was lost while running step {where!r} "
-        f"(attempt {task.attempt} of {task.max_attempts}): {how}"
-    )
-    if lost > max_rescues:
-        error_type = "PoisonPill"
-        message = (
-            f"step {where!r} killed or lost {lost} workers, more than max_rescues={max_rescues}: "
-            f"failed for good. The last: {lost_what}"
-        )
-    elif task.attempt >= task.max_attempts:
-        error_type = "WorkerLost"
-        message = f"{lost_what}; no attempts left: failed for good"
-    else:
-        error_type = "WorkerLost"
-        message = f"{lost_what}; queued again"
-    error = {
-        "step": task.step,
-        "attempt": task.attempt,
-        "type": error_type,
-        "message": message,
-        "traceback": "",
-        "task_index": task.task_index,
-        "instance_id": task.instance_id,
-        "last_seen": None if task.last_seen is None else task.last_seen.isoformat(),
-        "lost_workers": lost,
-    }
-    return error, error_type == "PoisonPill" or task.attempt >= task.max_attempts

@@ -223,8 +223,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def _time(self, value: Any) -> datetime:
         return cast(datetime, value)
 
-    def _error_text(self, error: Mapping[str, Any]) -> str:
-        return json.dumps(_storable(error), ensure_ascii=False, default=str)
+    def _error_text(self, error: AttemptError) -> str:
+        return json.dumps(_storable(error.to_dict()), ensure_ascii=False, default=str)
 
     def close(self) -> None:
         if self._opened:
@@ -519,7 +519,7 @@ def _run_info(row: dict[str, Any], steps: list[StepInfo]) -> RunInfo:
         status=RunStatus(row["status"]),
         input=row["input"],
         output=row["output"],
-        error=row["error"],
+        error=None if row["error"] is None else AttemptError.from_dict(row["error"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],

@@ -757,7 +757,7 @@ def _run_info(row: dict[str, Any], steps: list[StepInfo]) -> RunInfo:
         status=RunStatus(row["status"]),
         input=_load(row["input"]),
         output=_load(row["output"]),
-        error=_load(row["error"]),
+        error=None if row["error"] is None else AttemptError.from_dict(json.loads(row["error"])),
         created_at=_timestamp(row["created_at"]),
         started_at=_maybe_timestamp(row["started_at"]),
         finished_at=_maybe_timestamp(row["finished_at"]),

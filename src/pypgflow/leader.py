@@ -1,6 +1,6 @@
 """The leader's periodic work: which instance leads, and what only the leader does.
 
-Every worker holds a :class:`Scheduler` and runs it as one of its background tasks. It owns:
+Every worker holds a :class:`Leader` and runs it as one of its background tasks. It owns:
 
 - **Leadership.** One database lease, ``"leader"``, held for ``lease_ttl`` seconds (15 by
   default) of database time. Every worker tries to take or renew it every ``lease_ttl / 3``;
@@ -8,7 +8,7 @@ Every worker holds a :class:`Scheduler` and runs it as one of its background tas
   leader dies another instance leads within one lease period (plus a few milliseconds). An
   instance believes it leads only until ``lease_ttl`` after it *asked* for its last renewal,
   which is never later than the database lets the lease run: two instances never both believe
-  they lead. A graceful stop releases the lease at once. :attr:`Scheduler.is_leader` is
+  they lead. A graceful stop releases the lease at once. :attr:`Leader.is_leader` is
   ``Worker.is_leader``; changes are logged.
 - **Cron ticks.** At start every worker stores its app's schedule definitions in the
   ``schedules`` table, so that any process can list them. While it leads, an instance makes a
@@ -42,23 +42,18 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from pypgflow import defaults
 from pypgflow.context import context_logger
+from pypgflow.cron import Schedule
+from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ScheduleState, ScheduleTicks, StartRequest
-from pypgflow.errors import DatabaseError, InvalidArgument
-from pypgflow.schedules import Schedule
-
-if TYPE_CHECKING:
-    from pypgflow.app import App
+from pypgflow.errors import DatabaseError, InvalidArgument, UnknownWorkflow
+from pypgflow.starting import prepare_start
 
 #: the lease whose holder is the leader
 LEADER_LEASE = "leader"
-DEFAULT_LEASE_TTL = 15.0
-#: how often the leader looks for due ticks (it also wakes at the next tick, if sooner)
-TICK_INTERVAL = 1.0
-#: ticks missed for up to this long are all started; after a longer outage, only the latest
-DEFAULT_CATCH_UP = 300.0
 #: at most this many ticks of one schedule are considered in one pass
 MAX_TICKS_PER_PASS = 1000
 
@@ -91,12 +86,12 @@ class Retention:
     per transaction, ``pause`` seconds apart; the leader prunes every ``interval`` seconds.
     """
 
-    completed: float | timedelta = timedelta(days=7)
-    failed: float | timedelta = timedelta(days=30)
-    instances: float | timedelta = timedelta(hours=1)
-    batch: int = 1000
-    pause: float = 0.1
-    interval: float = 600.0
+    completed: float | timedelta = defaults.KEEP_COMPLETED
+    failed: float | timedelta = defaults.KEEP_FAILED
+    instances: float | timedelta = defaults.KEEP_OFFLINE_INSTANCES
+    batch: int = defaults.PRUNE_BATCH
+    pause: float = defaults.PRUNE_PAUSE
+    interval: float = defaults.PRUNE_INTERVAL
 
     def __post_init__(self) -> None:
         self.completed_seconds  # noqa: B018 - validates
@@ -133,7 +128,7 @@ class Pruned:
     instances: int = 0
 
 
-class Scheduler:
+class Leader:
     """Leadership, cron ticks and retention for one instance (see the module's docstring).
 
     ``retention=None`` disables pruning. ``tick_interval`` and ``catch_up`` are seconds.
@@ -141,13 +136,13 @@ class Scheduler:
 
     def __init__(
         self,
-        app: App,
+        app: Definitions,
         *,
         instance_id: str | None = None,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
+        lease_ttl: float = defaults.DEFAULT_LEASE_TTL,
         retention: Retention | None = DEFAULT_RETENTION,
-        tick_interval: float = TICK_INTERVAL,
-        catch_up: float = DEFAULT_CATCH_UP,
+        tick_interval: float = defaults.DEFAULT_TICK_INTERVAL,
+        catch_up: float = defaults.DEFAULT_CATCH_UP,
     ) -> None:
         self.lease_ttl = _seconds(lease_ttl, "lease_ttl", positive=True)
         if retention is not None and not isinstance(retention, Retention):
@@ -169,12 +164,12 @@ class Scheduler:
         self._synced = False
         self._gained: asyncio.Event | None = None
         self._logged_foreign: set[str] = set()
-        self.log = context_logger("pypgflow.scheduler", instance_id=self.instance_id)
+        self.log = context_logger("pypgflow.leader", instance_id=self.instance_id)
 
     async def _on(
         self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
-        """``fn(*args, **kwargs)`` on one of this scheduler's threads."""
+        """``fn(*args, **kwargs)`` on one of this leader's threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
@@ -423,14 +418,19 @@ class Scheduler:
         return ticks[-1:]
 
     def _request(self, schedule: Schedule, tick: datetime) -> StartRequest:
-        return self.app._request(
-            schedule.workflow,
+        flow = self.app.workflows.get(schedule.workflow)
+        if flow is None:
+            raise UnknownWorkflow(
+                f"schedule {schedule.name!r} starts workflow {schedule.workflow!r}, which this "
+                "app does not register"
+            )
+        return prepare_start(
+            flow,
             json.loads(schedule.input_json),
-            schedule.queue,
-            schedule.priority,
-            None,
-            tick,  # run_at: the run is due at once, and shows its tick as scheduled_at
-            schedule.idempotency_key(tick),
+            queue=schedule.queue,
+            priority=schedule.priority,
+            run_at=tick,  # the run is due at once, and shows its tick as scheduled_at
+            idempotency_key=schedule.idempotency_key(tick),
         )
 
     def _log_foreign(self, states: dict[str, ScheduleState]) -> None:

@@ -1,7 +1,7 @@
 """Cron schedules: when a workflow should be started, and the ticks between two instants.
 
 A schedule is defined in code (``app.schedule(...)`` or ``@app.job(cron=...)``); the leader
-instance turns its ticks into runs (see :mod:`pypgflow.scheduler`). Expressions are parsed by
+instance turns its ticks into runs (see :mod:`pypgflow.leader`). Expressions are parsed by
 croniter: five fields (minute resolution), or six with seconds as the sixth field
 (``"* * * * * */10"`` = every ten seconds).
 """
@@ -17,7 +17,7 @@ from croniter import croniter
 
 from pypgflow.errors import InvalidArgument
 
-#: due_ticks' default limit (the leader applies its own catch-up policy: see pypgflow.scheduler)
+#: due_ticks' default limit (the leader applies its own catch-up policy: see pypgflow.leader)
 MAX_CATCH_UP = 1
 
 

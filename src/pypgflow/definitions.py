@@ -1,0 +1,44 @@
+"""What an app defines, as the worker and the leader read it.
+
+:class:`~pypgflow.app.App` is the public face that users build; the worker and the leader depend
+only on this :class:`Definitions` protocol, which it satisfies, so that the layers below the App
+never import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from pypgflow.cron import Schedule
+from pypgflow.engines.base import Engine
+from pypgflow.workflow import Workflow
+
+
+class Definitions(Protocol):
+    """An app's engine, identity and definitions."""
+
+    @property
+    def engine(self) -> Engine:
+        """Where its runs are stored."""
+        ...
+
+    @property
+    def instance_id(self) -> str:
+        """This process's name in the instance registry."""
+        ...
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a heartbeat after which an instance is offline."""
+        ...
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow]:
+        """The registered workflows, by name."""
+        ...
+
+    @property
+    def defined_schedules(self) -> Mapping[str, Schedule]:
+        """The cron schedules defined in code, by name."""
+        ...

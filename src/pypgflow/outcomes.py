@@ -1,0 +1,131 @@
+"""Recording step outcomes: buffered, written in batches, never lost to an outage.
+
+Everything that finished while the previous batch was being written goes in the next batch, one
+transaction (:meth:`Engine.finish_tasks`), so the database sees a few statements per batch
+rather than per step. On a database outage a batch is kept and retried with backoff: outcomes
+are idempotent (a guarded update ignores a stale or duplicate one), so no state is lost or
+written twice. A batch that fails for another reason is recorded outcome by outcome, so that one
+bad outcome cannot hold the others back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pypgflow.context import ContextLogger
+from pypgflow.engines.base import Completed, Engine, Failed, FinishResult, Outcome
+from pypgflow.errors import DatabaseUnavailable
+
+
+class OutcomeWriter:
+    """Buffers a worker's outcomes and writes them, batch after batch, on its database threads.
+
+    ``call(fn, *args)`` runs a database call off the loop; ``on_recorded(result)`` is told what
+    each batch changed (which queues got new work); ``replacement(outcome, exc)`` turns a
+    completion the engine refused to store into a failed attempt (None: drop it).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        call: Callable[..., Awaitable[Any]],
+        on_recorded: Callable[[FinishResult], None],
+        replacement: Callable[[Completed, Exception], Failed | None],
+        log: ContextLogger,
+    ) -> None:
+        self.engine = engine
+        self._call = call
+        self._on_recorded = on_recorded
+        self._replacement = replacement
+        self.log = log
+        self._pending: list[Outcome] = []
+        self._needed = asyncio.Event()
+
+    def add(self, outcome: Outcome) -> None:
+        """Buffer an outcome; the writer records it with the next batch."""
+        self._pending.append(outcome)
+        self._needed.set()
+
+    @property
+    def pending_task_ids(self) -> set[int]:
+        """Tasks whose outcome is not recorded yet: the worker still owns them."""
+        return {o.task.id for o in self._pending}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """Write batches as outcomes arrive, until cancelled."""
+        while True:
+            await self._needed.wait()
+            self._needed.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every buffered outcome in one transaction; on a database outage keep them and
+        retry (outcomes are idempotent: a stale one changes nothing)."""
+        failures = 0
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                result = await self._call(self.engine.finish_tasks, batch)
+            except DatabaseUnavailable as exc:
+                self._pending[:0] = batch
+                failures += 1
+                pause = min(0.2 * 2**failures, 5.0)
+                if failures == 1 or failures % 10 == 0:
+                    self.log.warning(
+                        "cannot record %d step outcomes (%s); retrying in %.1f s",
+                        len(self._pending), exc, pause,
+                    )  # fmt: skip
+                await asyncio.sleep(pause)
+                continue
+            except Exception:
+                # Not an outage: something in the batch cannot be stored. Retrying the batch as
+                # it is would fail forever, dropping it would leave its tasks running forever:
+                # record its outcomes one by one, so that a bad one cannot hold the others back.
+                await self._record_one_by_one(batch)
+                continue
+            self._on_recorded(result)
+
+    async def flush_remaining(self, timeout: float) -> None:
+        """At shutdown: write what is left, giving up after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout=timeout)
+        except TimeoutError:
+            self.log.error("gave up recording %d step outcomes at shutdown", len(self._pending))
+
+    async def _record_one_by_one(self, batch: Sequence[Outcome]) -> None:
+        for outcome in batch:
+            await self._record_alone(outcome)
+
+    async def _record_alone(self, outcome: Outcome) -> None:
+        """Record one outcome on its own; a completion that cannot be stored becomes a failed
+        attempt (retried like any failure), so that its run does not hang."""
+        refused: Exception | None = None
+        for _ in range(2):
+            try:
+                result = await self._call(self.engine.finish_tasks, [outcome])
+            except DatabaseUnavailable:
+                self._pending.append(outcome)  # the next flush retries it after a pause
+                return
+            except Exception as exc:
+                refused = exc
+                replacement = (
+                    self._replacement(outcome, exc) if isinstance(outcome, Completed) else None
+                )
+                if replacement is None:
+                    break
+                outcome = replacement
+                continue
+            self._on_recorded(result)
+            return
+        self.log.error(
+            "cannot record the outcome of step %s of run %s; dropping it",
+            outcome.task.step, outcome.task.run_id,
+            exc_info=refused,
+            extra={"run_id": outcome.task.run_id, "step": outcome.task.step},
+        )  # fmt: skip

@@ -1,0 +1,99 @@
+"""Preparing a run to start: every argument checked, the run built by orchestration, nothing
+written yet.
+
+``App.start``/``start_many`` and the leader's cron ticks all go through :func:`prepare_start`, so
+a run is validated the same way wherever it comes from, and nothing reaches the database unless
+everything about it is valid.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from pypgflow import orchestration
+from pypgflow.engines.base import StartRequest
+from pypgflow.errors import InvalidArgument, MapInputError
+from pypgflow.serialization import dumps
+from pypgflow.status import RunStatus
+from pypgflow.workflow import Workflow
+
+#: the longest queue name and idempotency key accepted
+MAX_QUEUE_LENGTH = 100
+MAX_IDEMPOTENCY_KEY_LENGTH = 500
+
+
+def prepare_start(
+    flow: Workflow,
+    input: Any,
+    *,
+    queue: str,
+    priority: int,
+    delay: float | timedelta | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    what: str = "the input",
+) -> StartRequest:
+    """A run of ``flow`` on ``input``, ready to insert; InvalidArgument (or SerializationError,
+    MapInputError) naming the problem if anything is wrong. ``what`` names the input in errors."""
+    input_json = dumps(input, what=f"{what} of workflow {flow.name!r}")
+    queue = check_queue(queue)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise InvalidArgument(f"priority must be an integer from 0 (first) to 9, got {priority!r}")
+    seconds = delay_seconds(delay)
+    if run_at is not None:
+        if delay is not None:
+            raise InvalidArgument("give delay= or run_at=, not both")
+        if not isinstance(run_at, datetime) or run_at.tzinfo is None:
+            raise InvalidArgument("run_at must be a timezone-aware datetime")
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+    ):
+        raise InvalidArgument(
+            f"idempotency_key must be a non-empty string of up to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            "characters"
+        )
+    changes = orchestration.Changes()
+    run = orchestration.new_run(
+        flow,
+        run_id=str(uuid.uuid4()),
+        input_json=input_json,
+        queue=queue,
+        priority=priority,
+        changes=changes,
+    )
+    if run.status is RunStatus.FAILED:  # a root map step over an input that is not a list
+        message = run.error.message if run.error is not None else "invalid input"
+        raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
+    return StartRequest(
+        run=run, changes=changes, idempotency_key=idempotency_key, delay=seconds, run_at=run_at
+    )
+
+
+def check_queue(queue: Any) -> str:
+    """``queue`` if it is a valid queue name, else InvalidArgument."""
+    if not isinstance(queue, str) or not queue or len(queue) > MAX_QUEUE_LENGTH:
+        raise InvalidArgument(
+            f"queue must be a non-empty name of up to {MAX_QUEUE_LENGTH} characters, got {queue!r}"
+        )
+    return queue
+
+
+def delay_seconds(delay: float | timedelta | None) -> float:
+    """A delay as seconds >= 0 (None: 0), else InvalidArgument."""
+    if delay is None:
+        return 0.0
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise InvalidArgument(
+            f"delay must be a number of seconds >= 0 or a timedelta, got {delay!r}"
+        )
+    return float(seconds)
