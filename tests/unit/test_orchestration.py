@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pypgflow import Backoff, MapInputError, PoisonPill, Workflow, WorkerLost
+from pypgflow import Backoff, MapInputError, PoisonPill, WorkerLost, Workflow
 from pypgflow.errors import AttemptError
 from pypgflow.orchestration import (
     Changes,
@@ -277,7 +277,8 @@ def test_a_completion_for_a_finished_run_or_step_changes_nothing() -> None:
     run, _ = started(diamond())
     cancel_run(run, Changes())
     changes = complete(run, "top", 1)
-    assert changes.runs == {} and changes.new_tasks == []
+    assert changes.runs == {}
+    assert changes.new_tasks == []
     run, _ = started(diamond())
     complete(run, "top", 1)
     changes = complete(run, "top", 1)  # a duplicate
@@ -329,7 +330,8 @@ def test_resume_reruns_unfinished_steps_only_with_a_fresh_budget() -> None:
         step.task_count = 1 if step.name in ("top", "left", "right") else None
     changes = Changes()
     assert resume_run(run, Outputs(), changes) is True
-    assert run.status is RunStatus.PENDING and run.error is None
+    assert run.status is RunStatus.PENDING
+    assert run.error is None
     assert run.steps["top"].status is StepStatus.COMPLETED
     assert run.steps["left"].status is StepStatus.READY
     assert run.steps["bottom"].status is StepStatus.WAITING
