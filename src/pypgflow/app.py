@@ -2,6 +2,11 @@
 
 The App validates everything before it writes (JSON inputs, options, known workflows), asks
 orchestration to build each run, and hands the result to its engine. It holds no SQL.
+
+Why one module: the App and the two handles it returns (:class:`Run`, :class:`Job`) are one public
+face, and every public method has an ``_async`` twin, which doubles the length without adding a
+responsibility. Preparing a start (:mod:`pypgflow.starting`) and waiting for a result
+(:mod:`pypgflow.results`) live in their own modules.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ stay in the database afterwards, for ``pypgflow runs`` and ``pypgflow run ID``.
 :func:`create_app` is the same app for the command line (``pypgflow worker pypgflow.demo:create_app``).
 
 The library itself never prints; this module does, because it is a demonstration.
+
+Why one module: it is read as one example, top to bottom: the two workflows, the app, and the live
+display of their runs.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Two retry modes:
   ``max_attempts``/``backoff`` are not used in this mode; their timeouts are.
 - ``retry="step"``: only the failed step is retried, with its own ``max_attempts`` and ``backoff``;
   completed outputs are kept. This is what the durable engines do.
+
+Why one module: a pass over the graph, its retries and its timeouts share the pass's state (the
+ready set, the outputs, the attempts); calling one step lives in :mod:`pypgflow.invocation`.
 """
 
 from __future__ import annotations

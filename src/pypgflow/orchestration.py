@@ -15,6 +15,8 @@ it to the engine, and the engine hands it the locked state of the runs a transac
 
 This module never touches a database itself; it asks the engine's :class:`StateReader` for the
 few values it may need (outputs of earlier steps, results of map elements).
+
+Why one module: every rule in one place is the point; the functions are short and read together.
 """
 
 from __future__ import annotations

@@ -20,34 +20,26 @@ import functools
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pypgflow import defaults, orchestration
+from pypgflow import defaults
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
-from pypgflow.engines.base import ClaimedTask, Completed, Failed, FinishResult, Outcome
-from pypgflow.errors import AttemptError, DatabaseError, InvalidArgument
-from pypgflow.invocation import StepThreadPool, ThreadHandoff, call_step
+from pypgflow.engines.base import ClaimedTask, FinishResult
+from pypgflow.errors import DatabaseError, InvalidArgument
+from pypgflow.execution import StepRunner
 from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
 from pypgflow.outcomes import OutcomeWriter
 from pypgflow.registry import Registration
-from pypgflow.serialization import dumps
-from pypgflow.workflow import resolve_options
 
 T = TypeVar("T")
 
 logger = logging.getLogger("pypgflow.worker")
-
-_MISSING: Any = object()
 #: how long a stopping worker waits for cancelled sync steps' threads to return
 _SYNC_STEP_GRACE = 5.0
-
-#: extra step threads, for sync steps that timed out but whose functions are still running
-_TIMED_OUT_THREADS_ALLOWANCE = 32
 
 
 @dataclass
@@ -131,18 +123,15 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
         self._interrupted: set[int] = set()
-        # Threads are made only when none is idle, so there are as many as steps running, plus
-        # those still stuck in sync steps that timed out (a thread cannot be stopped): the
-        # allowance keeps a step claimed after such a timeout from waiting for a free thread
-        # while its own timeout runs out.
-        # Daemon threads: a sync step stuck past its timeout must not keep the process alive.
-        self._pool = StepThreadPool(
-            sum(self.queues.values()) + _TIMED_OUT_THREADS_ALLOWANCE,
-            thread_name_prefix="pypgflow-step",
-        )
-        self._handoff: ThreadHandoff | None = None
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
+        #: calls the steps of claimed tasks (see pypgflow.execution)
+        self.runner = StepRunner(
+            app.workflows,
+            slots=sum(self.queues.values()),
+            instance_id=self.instance_id,
+            log=self.log,
+        )
         #: heartbeats, lost contact and the rescue of lost instances (see pypgflow.registry)
         self.registration = Registration(
             self.engine,
@@ -163,7 +152,7 @@ class Worker:
             self.engine,
             call=self._db_call,
             on_recorded=self._on_recorded,
-            replacement=self._unrecordable,
+            replacement=self.runner.unrecordable,
             log=self.log,
         )
         #: leadership, and the leader's cron ticks and retention (see pypgflow.leader)
@@ -240,9 +229,10 @@ class Worker:
             await self.outcomes.flush_remaining(timeout=max(self.shutdown_timeout, 5.0))
             await registration.leave()
             self._remove_signals(handlers)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            pool = self.runner.pool
+            pool.shutdown(wait=False, cancel_futures=True)
             # Sync steps cancelled above see ctx.cancelled: give them a moment to return.
-            if not await self._loop.run_in_executor(None, self._pool.join, _SYNC_STEP_GRACE):
+            if not await self._loop.run_in_executor(None, pool.join, _SYNC_STEP_GRACE):
                 self.log.warning(
                     "sync steps still running %g s after the stop: exiting without them",
                     _SYNC_STEP_GRACE,
@@ -400,7 +390,7 @@ class Worker:
     async def _execute(self, held: _Held) -> None:
         task = held.task
         try:
-            outcome = await self._outcome(held)
+            outcome = await self.runner.run(task, held.ctx)
         except asyncio.CancelledError:
             outcome = None  # cancelled run, shutdown, or abandoned: nothing to record
             if self._stopping and task.id not in self._abandoned:
@@ -410,103 +400,6 @@ class Worker:
             self._running[held.queue] -= 1
         if outcome is not None:
             self.outcomes.add(outcome)
-
-    async def _outcome(self, held: _Held) -> Outcome:
-        task = held.task
-        workflow = self.app.workflows[task.workflow]
-        step = workflow.steps.get(task.step)
-        if step is None:
-            error = LookupError(
-                f"workflow {task.workflow!r} has no step {task.step!r} in this worker's definition"
-            )
-            verdict = orchestration.attempt_failed(
-                attempt=task.attempt, max_attempts=task.max_attempts, retryable=False
-            )
-            return self._failed(task, error, verdict)
-        options = resolve_options(workflow, step)
-        try:
-            args, kwargs = step.bind(
-                input=task.run_input,
-                outputs=task.dependency_outputs,
-                ctx=held.ctx,
-                item=task.input if step.is_map else _MISSING,
-            )
-            debug = self.log.isEnabledFor(logging.DEBUG)
-            if debug:
-                started = time.monotonic()
-                self.log.debug(
-                    "step %s of run %s started (attempt %d)", _where(task), task.run_id,
-                    task.attempt, extra=_extra(task),
-                )  # fmt: skip
-            if self._handoff is None:
-                self._handoff = ThreadHandoff()  # on the worker's loop: one wake-up per burst
-            result = await call_step(
-                step,
-                args,
-                kwargs,
-                timeout=options.timeout,
-                pool=self._pool,
-                handoff=self._handoff,
-            )
-            output = dumps(result, what=f"the output of step {_where(task)!r}")
-            if debug:
-                self.log.debug(
-                    "step %s of run %s completed in %.3f s", _where(task), task.run_id,
-                    time.monotonic() - started, extra=_extra(task),
-                )  # fmt: skip
-            return Completed(task, output)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            verdict = orchestration.attempt_failed(
-                attempt=task.attempt, max_attempts=task.max_attempts, backoff=options.backoff
-            )
-            return self._failed(task, exc, verdict)
-
-    def _failed(
-        self, task: ClaimedTask, exc: BaseException, verdict: orchestration.Verdict
-    ) -> Failed:
-        error = AttemptError.from_exception(
-            exc,
-            step=task.step,
-            attempt=task.attempt,
-            task_index=task.task_index,
-            instance_id=self.instance_id,
-        )
-        where = error.where
-        if isinstance(verdict, orchestration.GiveUp):
-            self.log.error(
-                "step %s of run %s failed for good (attempt %d of %d): %s: %s",
-                where, task.run_id, task.attempt, task.max_attempts, error.type, error.message,
-                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
-            )  # fmt: skip
-        else:
-            self.log.warning(
-                "step %s of run %s failed (attempt %d of %d), retrying in %.3g s: %s: %s",
-                where, task.run_id, task.attempt, task.max_attempts, verdict.delay, error.type,
-                error.message,
-                extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
-            )  # fmt: skip
-        return Failed(task, error, verdict)
-
-    def _unrecordable(self, outcome: Completed, exc: Exception) -> Failed:
-        """The failed attempt that replaces a completion the engine refused to store."""
-        task = outcome.task
-        error = DatabaseError(f"the output of step {_where(task)!r} could not be stored: {exc}")
-        error.__cause__ = exc
-        workflow = self.app.workflows.get(task.workflow)
-        step = workflow.steps.get(task.step) if workflow is not None else None
-        if workflow is None or step is None:
-            verdict = orchestration.attempt_failed(
-                attempt=task.attempt, max_attempts=task.max_attempts, retryable=False
-            )
-        else:
-            verdict = orchestration.attempt_failed(
-                attempt=task.attempt,
-                max_attempts=task.max_attempts,
-                backoff=resolve_options(workflow, step).backoff,
-            )
-        return self._failed(task, error, verdict)
 
     def _on_recorded(self, result: FinishResult) -> None:
         """A batch of outcomes was recorded: claim again if it made work here or freed slots."""
@@ -588,23 +481,5 @@ class Worker:
                         extra={"run_id": held.task.run_id, "step": held.task.step},
                     )  # fmt: skip
                     held.ctx.cancel()
-                    if (
-                        held.future is not None
-                        and self.app.workflows[held.task.workflow].steps[held.task.step].is_async
-                    ):
+                    if held.future is not None and self.runner.is_async(held.task):
                         held.future.cancel()
-
-
-def _where(task: ClaimedTask) -> str:
-    """The step, with the element index for a map step: ``resize[3]``."""
-    return task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
-
-
-def _extra(task: ClaimedTask) -> dict[str, Any]:
-    return {
-        "run_id": task.run_id,
-        "workflow": task.workflow,
-        "step": task.step,
-        "attempt": task.attempt,
-        "task_index": task.task_index,
-    }

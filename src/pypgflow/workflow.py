@@ -6,6 +6,9 @@ executed: the in-process executor and the durable engines both read the same def
 Linear chains are the default: a step declared without ``depends_on`` depends on the step declared
 just before it, and receives that step's output. DAGs name their dependencies; parameters are bound
 by name (``input``, ``ctx``, or a dependency's name).
+
+Why one module: declaring a step validates and binds it against the steps declared before it, so
+declaration, graph validation and parameter binding are one piece of work, done at definition time.
 """
 
 from __future__ import annotations
