@@ -75,6 +75,11 @@ def create_app() -> App:
     return App(os.environ["PYPGFLOW_DATABASE_URL"], workflows=WORKFLOWS)
 
 
+def impatient_app() -> App:
+    """An app that counts an instance offline after half a second without a heartbeat."""
+    return App(os.environ["PYPGFLOW_DATABASE_URL"], workflows=WORKFLOWS, stale_after=0.5)
+
+
 def pinned_app() -> App:
     """An app that ignores PYPGFLOW_DATABASE_URL: its URL comes from elsewhere."""
     return App(os.environ["SAMPLE_PINNED_URL"], schema="pinned", workflows=WORKFLOWS)

@@ -313,6 +313,24 @@ def test_instances_lists_running_workers(cli: Invoke, app: App) -> None:
     assert cli("instances").stdout == "No worker instances registered.\n"  # deregistered
 
 
+def test_instances_honours_the_stale_after_of_the_app(cli: Invoke, app: App) -> None:
+    """Without --stale-after, `instances --app` counts an instance offline after the app's own
+    App(stale_after=), not after the library's default."""
+    app.engine.register_instance("quiet", hostname="h", pid=1, queues={"default": 1})
+    impatient = "tests.cli.sample_app:impatient_app"  # App(stale_after=0.5)
+
+    def status(*args: str) -> str:
+        result = cli("instances", "--json", *args)
+        assert result.exit_code == 0, result.output
+        [instance] = json.loads(result.stdout)
+        return str(instance["status"])
+
+    eventually(lambda: status("--app", impatient) == "offline")
+    assert "offline" in cli("instances", "--app", impatient).stdout.splitlines()[1].split()
+    assert status() == "online"  # no app: the default stale_after
+    assert status("--app", impatient, "--stale-after", "60") == "online"  # the option wins
+
+
 def test_app_option_takes_the_database_from_the_app(cli: Invoke, app: App) -> None:
     run = app.start("hello", {"name": "x"})
     result = cli("runs", "--app", "tests.cli.sample_app:app")
