@@ -481,7 +481,7 @@ class App:
         self,
         status: RunStatus | str | None = None,
         workflow: str | Workflow | Job[Any, Any] | None = None,
-        limit: int = 50,
+        limit: int = defaults.DEFAULT_LIST_LIMIT,
     ) -> list[RunInfo]:
         """Runs, newest first; filters take the enum or its string value (``"failed"``)."""
         if status is not None:
@@ -501,7 +501,7 @@ class App:
         self,
         status: RunStatus | str | None = None,
         workflow: str | Workflow | Job[Any, Any] | None = None,
-        limit: int = 50,
+        limit: int = defaults.DEFAULT_LIST_LIMIT,
     ) -> list[RunInfo]:
         return await asyncio.to_thread(self.list_runs, status, workflow, limit)
 

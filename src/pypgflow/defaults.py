@@ -34,6 +34,8 @@ DEFAULT_BACKOFF_JITTER = 0.1
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
+#: runs listed at most by ``App.list_runs`` and ``pypgflow runs``
+DEFAULT_LIST_LIMIT = 50
 
 # -- the worker --------------------------------------------------------------------------------
 
@@ -47,6 +49,9 @@ DEFAULT_CANCEL_CHECK_INTERVAL = 1.0
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 # -- many instances ----------------------------------------------------------------------------
+
+#: the environment variables that name an instance (the first one set wins), else host-pid-random
+INSTANCE_ID_ENVS = ("PYPGFLOW_INSTANCE_ID", "INSTANCE_ID")
 
 #: seconds between an instance's heartbeats
 DEFAULT_HEARTBEAT_INTERVAL = 5.0

@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from pypgflow import defaults
 from pypgflow.context import ContextLogger
 from pypgflow.engines.base import Engine, RescueResult
 from pypgflow.errors import DatabaseError, InvalidArgument
@@ -36,9 +37,10 @@ T = TypeVar("T")
 
 def default_instance_id() -> str:
     """PYPGFLOW_INSTANCE_ID, else INSTANCE_ID, else host-pid-random."""
-    explicit = os.environ.get("PYPGFLOW_INSTANCE_ID") or os.environ.get("INSTANCE_ID")
-    if explicit:
-        return explicit
+    for name in defaults.INSTANCE_ID_ENVS:
+        explicit = os.environ.get(name)
+        if explicit:
+            return explicit
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 

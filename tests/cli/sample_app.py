@@ -80,6 +80,13 @@ def impatient_app() -> App:
     return App(os.environ["PYPGFLOW_DATABASE_URL"], workflows=WORKFLOWS, stale_after=0.5)
 
 
+def queued_app() -> App:
+    """An app whose ``hello`` runs on its own queue, ``greetings``, unless a start names one."""
+    app = App(os.environ["PYPGFLOW_DATABASE_URL"], workflows=(broken, fragile, nap))
+    app.register(hello, queue="greetings")
+    return app
+
+
 def pinned_app() -> App:
     """An app that ignores PYPGFLOW_DATABASE_URL: its URL comes from elsewhere."""
     return App(os.environ["SAMPLE_PINNED_URL"], schema="pinned", workflows=WORKFLOWS)

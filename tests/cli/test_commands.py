@@ -82,6 +82,17 @@ def test_start_prints_the_run_id_and_stores_the_options(cli: Invoke, app: App) -
     assert again.stdout.strip() == run_id
 
 
+def test_start_uses_the_workflows_own_queue_unless_told_otherwise(cli: Invoke, app: App) -> None:
+    queued = "tests.cli.sample_app:queued_app"
+    result = cli("start", queued, "hello", "--input", '{"name": "A"}')
+    assert result.exit_code == 0, result.output
+    assert app.get_run(result.stdout.strip()).queue == "greetings"
+    result = cli("start", queued, "hello", "--input", '{"name": "B"}', "--queue", "urgent")
+    assert app.get_run(result.stdout.strip()).queue == "urgent"
+    result = cli("start", SAMPLE, "hello", "--input", '{"name": "C"}')
+    assert app.get_run(result.stdout.strip()).queue == "default"
+
+
 def test_start_reads_the_input_from_a_file_or_stdin(cli: Invoke, app: App, tmp_path: Path) -> None:
     path = tmp_path / "input.json"
     path.write_text('{"name": "File"}', encoding="utf-8")

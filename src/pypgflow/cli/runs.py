@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from pypgflow import defaults
 from pypgflow.cli.group import app_option, json_option
 from pypgflow.cli.loading import database_app
 from pypgflow.cli.output import (
@@ -34,7 +35,7 @@ from pypgflow.status import RunStatus
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    default=50,
+    default=defaults.DEFAULT_LIST_LIMIT,
     show_default=True,
     help="At most this many runs, newest first.",
 )

@@ -70,10 +70,10 @@ def _reject_constant(name: str) -> Any:
 )
 @click.option(
     "--queue",
-    default=defaults.DEFAULT_QUEUE,
-    show_default=True,
+    default=None,
     metavar="NAME",
-    help="The queue to run it on.",
+    help="The queue to run it on [default: the workflow's queue, as registered, else "
+    f"{defaults.DEFAULT_QUEUE!r}].",
 )
 @click.option(
     "--priority",
@@ -107,7 +107,7 @@ def start(
     app_spec: str,
     workflow: str,
     input_value: str | None,
-    queue: str,
+    queue: str | None,
     priority: int,
     delay: float | None,
     idempotency_key: str | None,

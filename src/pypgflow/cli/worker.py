@@ -123,7 +123,7 @@ def parse_queues(values: Sequence[str], default_slots: int) -> dict[str, int]:
 @click.option(
     "--instance-id",
     metavar="ID",
-    help="This worker's name in `pypgflow instances` [default: PYPGFLOW_INSTANCE_ID, else "
+    help=f"This worker's name in `pypgflow instances` [default: {defaults.INSTANCE_ID_ENVS[0]}, else "
     "host-pid-random].",
 )
 @click.option(
