@@ -1,8 +1,10 @@
 """The PostgreSQL engine: runs, steps and tasks in their own schema; claims with SKIP LOCKED.
 
-Every statement lives in ``queries.sql``; this module binds parameters, batches, and wraps
-driver errors into pypgflow's. The hot path is two round trips per batch of claims and a handful
-per batch of outcomes, whatever the batch size.
+Every statement lives in ``queries.sql``; this module owns what PostgreSQL does its own way:
+the connection pool, driver errors wrapped into pypgflow's, parameters as binary arrays, the
+claim, starts in one statement (also inside a caller's transaction, sync or async), and
+LISTEN/NOTIFY. Everything else is :class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is two
+round trips per batch of claims and a handful per batch of outcomes, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import psycopg
 import psycopg.conninfo
 import psycopg.errors
 from psycopg import sql
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
-from pypgflow.engines.sql import SqlEngine, canonical_run_id, check_schema_version
+from pypgflow.engines.sql import SqlEngine, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
     AttemptError,
@@ -38,8 +40,6 @@ from pypgflow.errors import (
     NotSupported,
     SchemaNotMigrated,
 )
-from pypgflow.records import RunInfo, StepInfo
-from pypgflow.status import RunStatus, StepStatus
 
 logger = logging.getLogger("pypgflow.engine.postgres")
 
@@ -89,12 +89,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         self.schema = schema
         self.channel = f"{schema}_work"
         self.connect_timeout = connect_timeout
-        identifier = sql.Identifier(schema)
         self._queries = {
-            name: sql.SQL(text).format(schema=identifier)
-            for name, text in load_queries(_PACKAGE, "queries.sql").items()
+            name: self._compose(text)
+            for name, text in load_queries(
+                _PACKAGE, "queries.sql", composed_later=("schema", "channel")
+            ).items()
         }
-        self._schema_sql = sql.SQL(read_sql(_PACKAGE, "schema.sql")).format(schema=identifier)
+        self._schema_sql = self._compose(read_sql(_PACKAGE, "schema.sql"))
         self._migrations = migration_files(_MIGRATIONS)
         self.latest_version = self._migrations[-1][0]
         self._pool = ConnectionPool(
@@ -174,8 +175,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         except psycopg.errors.UndefinedTable as exc:
             self._schema_checked = False
             raise SchemaNotMigrated(
-                f"the pypgflow schema {self.schema!r} is missing in "
-                f"{describe_url(self.url)}: run `pypgflow migrate` (or app.migrate())"
+                f"{self._schema_missing}: run `pypgflow migrate` (or app.migrate())"
             ) from exc
         except PoolTimeout as exc:  # before OperationalError, its base class
             raise DatabaseUnavailable(
@@ -189,7 +189,14 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL error: {str(exc).strip()}") from exc
 
+    def _compose(self, text: str) -> sql.Composed:
+        """A statement or script of this package's files, with its schema and channel names."""
+        return sql.SQL(text).format(
+            schema=sql.Identifier(self.schema), channel=sql.Identifier(self.channel)
+        )
+
     def _q(self, name: str) -> sql.Composed:
+        """The named statement, composed."""
         return self._queries[name]
 
     # -- what SqlEngine needs -------------------------------------------------------------
@@ -203,7 +210,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def _fetch(
         self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        return conn.execute(self._q(name), params).fetchall()
+        # Tuples whatever the row factory of the connection (it may be the caller's).
+        return conn.cursor(row_factory=tuple_row).execute(self._q(name), params).fetchall()
 
     def _execute(
         self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
@@ -233,45 +241,32 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     # -- schema ----------------------------------------------------------------------------
 
+    @property
+    def _schema_missing(self) -> str:
+        return f"the pypgflow schema {self.schema!r} is missing in {describe_url(self.url)}"
+
+    @property
+    def _schema_label(self) -> str:
+        return f"the pypgflow schema {self.schema!r}"
+
+    def _unchecked_read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._connection(check_schema=False)
+
     @contextmanager
     def _migrating(self) -> Iterator[psycopg.Connection[Any]]:
         with self._connection(check_schema=False) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            self._execute(conn, "migrate_lock", {"key": _MIGRATE_LOCK})
             yield conn
 
     def _run_script(self, conn: psycopg.Connection[Any], script: Any) -> None:
-        if isinstance(script, str):
-            script = sql.SQL(script).format(schema=sql.Identifier(self.schema))
-        conn.execute(script)
-
-    def _record(self, conn: psycopg.Connection[Any], version: int, name: str) -> None:
-        conn.execute(
-            sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
-                sql.Identifier(self.schema)
-            ),
-            (version, name),
-        )
+        conn.execute(self._compose(script) if isinstance(script, str) else script)
 
     def _installed_version(self, conn: psycopg.Connection[Any]) -> int | None:
-        exists = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".migrations',)
-        ).fetchone()
-        if not exists or not exists[0]:
+        table = f'"{self.schema}".migrations'
+        if not self._fetch(conn, "migrations_table_exists", {"table": table})[0][0]:
             return None
-        row = conn.execute(self._q("schema_version")).fetchone()
-        return int(row[0]) if row else 0
-
-    def check_schema(self) -> None:
-        self._open()
-        with self._translated_errors(), self._pooled() as conn:
-            version = self._installed_version(conn)
-        check_schema_version(
-            version,
-            self.latest_version,
-            missing=f"the pypgflow schema {self.schema!r} is missing in {describe_url(self.url)}",
-            schema=f"the pypgflow schema {self.schema!r}",
-        )
-        self._schema_checked = True
+        rows = self._fetch(conn, "schema_version")
+        return int(rows[0][0]) if rows else 0
 
     # -- starting runs ---------------------------------------------------------------------
 
@@ -296,28 +291,10 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         requests: Sequence[StartRequest],
         params: dict[str, Any],
     ) -> list[str]:
-        # Tuples whatever the row factory of the connection (it may be the caller's).
-        with conn.cursor(row_factory=tuple_row) as cursor:
-            inserted = {row[0] for row in cursor.execute(self._q("insert_runs"), params)}
-            ids = self._resolve_ids(cursor, requests, inserted)
+        inserted = {row[0] for row in self._fetch(conn, "insert_runs", params)}
+        ids = self._resolve_ids(conn, requests, inserted)
         self._notify(conn, {r.run.queue for r in requests if r.run.id in inserted})
         return ids
-
-    def _resolve_ids(
-        self,
-        cursor: psycopg.Cursor[tuple[Any, ...]],
-        requests: Sequence[StartRequest],
-        inserted: set[str],
-    ) -> list[str]:
-        missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
-        existing: dict[str, str] = {}
-        if missing:
-            rows = cursor.execute(self._q("runs_by_idempotency_key"), {"keys": missing}).fetchall()
-            existing = {key: run_id for run_id, key in rows}
-        return [
-            r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
-            for r in requests
-        ]
 
     async def _start_runs_on_async_connection(
         self, requests: Sequence[StartRequest], connection: Any
@@ -332,20 +309,17 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             async with connection.cursor(row_factory=tuple_row) as cursor:
                 await cursor.execute(self._q("insert_runs"), params)
                 inserted = {row[0] for row in await cursor.fetchall()}
-                missing = [r.idempotency_key for r in requests if r.run.id not in inserted]
-                existing: dict[str, str] = {}
-                if missing:
-                    await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": missing})
-                    existing = {key: run_id for run_id, key in await cursor.fetchall()}
+                taken = keys_taken(requests, inserted)
+                existing: list[tuple[Any, ...]] = []
+                if taken:
+                    await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": taken})
+                    existing = await cursor.fetchall()
                 queues = sorted({r.run.queue for r in requests if r.run.id in inserted})
                 if queues:
                     await cursor.execute(
                         self._q("notify"), {"channel": self.channel, "queues": queues}
                     )
-        return [
-            r.run.id if r.run.id in inserted else existing[r.idempotency_key or ""]
-            for r in requests
-        ]
+        return resolved_ids(requests, inserted, existing)
 
     def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
         if queues:
@@ -357,15 +331,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
     ) -> list[ClaimedTask]:
         with self._connection() as conn:
-            rows = conn.execute(
-                self._q("claim_tasks"),
+            rows = self._fetch(
+                conn,
+                "claim_tasks",
                 {
                     "queue": queue,
                     "limit": limit,
                     "instance_id": instance_id,
                     "workflows": list(workflows),
                 },
-            ).fetchall()
+            )
         return [
             ClaimedTask(
                 id=row[0],
@@ -382,45 +357,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             for row in rows
         ]
 
-    # -- operator verbs ---------------------------------------------------------------------
-
-    # -- queries ----------------------------------------------------------------------------
-
-    def get_run(self, run_id: str) -> RunInfo | None:
-        run_id = canonical_run_id(run_id) or ""
-        if not run_id:
-            return None
-        with self._connection() as conn:
-            conn.row_factory = dict_row
-            try:
-                row = conn.execute(self._q("get_run"), {"id": run_id}).fetchone()
-                if row is None:
-                    return None
-                steps = conn.execute(self._q("step_infos"), {"id": run_id}).fetchall()
-            finally:
-                conn.row_factory = psycopg.rows.tuple_row
-        return _run_info(row, [_step_info(s) for s in steps])
-
-    def list_runs(
-        self, *, status: RunStatus | None, workflow: str | None, limit: int
-    ) -> list[RunInfo]:
-        with self._connection() as conn:
-            conn.row_factory = dict_row
-            try:
-                rows = conn.execute(
-                    self._q("list_runs"),
-                    {
-                        "status": status.value if status else None,
-                        "workflow": workflow,
-                        "limit": limit,
-                    },
-                ).fetchall()
-            finally:
-                conn.row_factory = psycopg.rows.tuple_row
-        return [_run_info(row, []) for row in rows]
-
-    # -- instances --------------------------------------------------------------------------
-
     # -- notifications ----------------------------------------------------------------------
 
     def listen(self, on_work: Callable[[str], None]) -> Callable[[], None] | None:
@@ -434,7 +370,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     with psycopg.connect(
                         self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
                     ) as conn:
-                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                        conn.execute(self._q("listen"))
                         delay = 0.1
                         on_work("")  # (re)connected: anything may have arrived meanwhile
                         while not stop.is_set():
@@ -510,44 +446,6 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_storable(v) for v in value]
     return value
-
-
-def _run_info(row: dict[str, Any], steps: list[StepInfo]) -> RunInfo:
-    return RunInfo(
-        id=row["id"],
-        workflow=row["workflow"],
-        status=RunStatus(row["status"]),
-        input=row["input"],
-        output=row["output"],
-        error=None if row["error"] is None else AttemptError.from_dict(row["error"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        queue=row["queue"],
-        priority=row["priority"],
-        scheduled_at=row["scheduled_at"],
-        idempotency_key=row["idempotency_key"],
-        steps=tuple(steps),
-    )
-
-
-def _step_info(row: dict[str, Any]) -> StepInfo:
-    errors = tuple(AttemptError.from_dict(e) for e in row["errors"])
-    status = StepStatus(row["status"])
-    return StepInfo(
-        name=row["name"],
-        status=status,
-        attempts=row["attempts"],
-        output=row["output"],
-        error=errors[-1] if errors and status is StepStatus.FAILED else None,
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        instance_id=row["instance_id"],
-        depends_on=tuple(row["depends_on"]),
-        is_map=row["is_map"],
-        task_count=row["task_count"],
-        errors=errors,
-    )
 
 
 __all__ = ["NotSupported", "PostgresEngine"]

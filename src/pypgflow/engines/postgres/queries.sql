@@ -1,9 +1,23 @@
--- Every statement the PostgreSQL engine runs, by name. {schema} is the quoted schema name;
--- values are always bound parameters (%(name)s; arrays %(name)b, dumped in binary: several
--- times faster for batches), never formatted into the text.
+-- Every statement the PostgreSQL engine runs, by name. {schema} is the quoted schema name and
+-- {channel} the quoted notification channel, filled in when the engine loads this file; values
+-- are always bound parameters (%(name)s; arrays %(name)b, dumped in binary: several times
+-- faster for batches), never formatted into the text.
+
+-- name: migrate_lock
+-- Held until the migrating transaction ends: a second process migrating at the same time waits,
+-- then finds the schema current. %(key)s is the engine's lock key.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: migrations_table_exists
+-- Whether there is a schema at all. %(table)s is the table's qualified name as text (a value,
+-- not an identifier: to_regclass parses it, and says NULL where a plain query would fail).
+SELECT to_regclass(%(table)s) IS NOT NULL;
 
 -- name: schema_version
 SELECT coalesce(max(version), 0) AS version FROM {schema}.migrations;
+
+-- name: record_migration
+INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_runs
 -- Inserts a batch of runs with their steps and root tasks. Runs whose idempotency key is taken
@@ -196,6 +210,11 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 -- name: notify
 SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)b::text[]) AS queue;
 
+-- name: listen
+-- On the listener's own connection (autocommit). {channel} is the quoted channel name: LISTEN
+-- takes an identifier, not a parameter.
+LISTEN {channel};
+
 -- name: get_run
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
        created_at, scheduled_at, started_at, finished_at
@@ -214,12 +233,14 @@ LIMIT %(limit)s;
 SELECT status, output, error FROM {schema}.runs WHERE id = %(id)s::uuid;
 
 -- name: step_infos
+-- A run's steps with what their tasks say: first claim, most attempts, latest instance, and
+-- (last, as SqlEngine._step_errors expects) every attempt's error, by attempt then element.
 SELECT s.name, s.position, s.status, s.depends_on, s.is_map, s.task_count, s.output,
        min(t.started_at) AS started_at, s.finished_at,
        coalesce(max(t.attempt), 0) AS attempts,
+       (array_agg(t.instance_id ORDER BY t.started_at DESC NULLS LAST))[1] AS instance_id,
        coalesce(jsonb_agg(e.error ORDER BY (e.error ->> 'attempt')::int, t.task_index)
-                FILTER (WHERE e.error IS NOT NULL), '[]'::jsonb) AS errors,
-       (array_agg(t.instance_id ORDER BY t.started_at DESC NULLS LAST))[1] AS instance_id
+                FILTER (WHERE e.error IS NOT NULL), '[]'::jsonb) AS errors
 FROM {schema}.steps s
 LEFT JOIN {schema}.tasks t ON t.run_id = s.run_id AND t.step = s.name
 LEFT JOIN LATERAL jsonb_array_elements(t.errors) AS e(error) ON true
@@ -262,7 +283,8 @@ WHERE id = ANY(%(ids)b::bigint[]) AND instance_id = %(instance_id)s AND status =
 RETURNING queue;
 
 -- name: lost_tasks_exist
--- (rescue: the statements of SqlEngine.rescue_tasks, hand_back_lost_tasks, heartbeat_or_register)
+-- (rescue: the statements of fleet.py's rescue_tasks, hand_back_lost_tasks and
+-- heartbeat_or_register)
 -- Whether any task is running for an instance that is lost: silent for more than
 -- %(stale_after)s seconds, or not registered at all. Cheap: every instance asks at every
 -- heartbeat, and the running tasks are a small partial index.
@@ -337,7 +359,7 @@ UPDATE {schema}.instances SET heartbeat_at = now(), load = %(load)s WHERE id = %
 RETURNING id;
 
 -- name: acquire_lease
--- (leadership, schedules, retention: the statements of SqlEngine's last section; instants are
+-- (leadership, schedules, retention: the statements of fleet.py's last section; instants are
 -- passed as unix epoch seconds)
 -- Takes the lease for %(ttl)s seconds of database time: inserted if nobody ever held it, taken
 -- over if it expired, extended if this holder has it. No row returned: another holder has it.

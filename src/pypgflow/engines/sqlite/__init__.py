@@ -3,6 +3,7 @@
 ``SqliteEngine("sqlite:///flows.db")``; see :mod:`pypgflow.engines.sqlite.engine`.
 """
 
-from pypgflow.engines.sqlite.engine import SqliteEngine, sqlite_path_from_url
+from pypgflow.engines.sqlite.engine import SqliteEngine
+from pypgflow.engines.sqlite.url import sqlite_path_from_url
 
 __all__ = ["SqliteEngine", "sqlite_path_from_url"]

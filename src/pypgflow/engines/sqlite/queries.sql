@@ -1,12 +1,24 @@
 -- Every statement the SQLite engine runs, by name. Values are always bound parameters (:name),
 -- never formatted into the text. SQLite has no arrays: a batch travels as one JSON array
 -- parameter, read back with json_each(:param) and `value ->> '$.field'`, so a batch is still a
--- few statements whatever its size. Timestamps are REAL unix epoch seconds; "now" is
--- (julianday('now') - 2440587.5) * 86400.0, the same value everywhere within one statement.
+-- few statements whatever its size.
 --
 -- Every write runs inside BEGIN IMMEDIATE: the transaction holds the database's single write
 -- lock from its first statement, so what PostgreSQL needs row locks for (FOR UPDATE, SKIP
 -- LOCKED) is already serialized here.
+--
+-- Timestamps are REAL unix epoch seconds. "now" is written {now} below and defined once, on
+-- the next line; the loader (engines/sqlfile.py) puts the expression in place of each {now}
+-- when it reads this file, so every statement it hands to SQLite is plain SQL, the same text
+-- as if the expression were written out (and can be run as such in any SQLite shell).
+-- define: now = (julianday('now') - 2440587.5) * 86400.0
+-- It is the expression of the schema's DEFAULTs (schema.sql), so that a column filled by a
+-- default and one set by a statement are measured alike: SQLite's clock, millisecond
+-- resolution, one instant for every use within a step of a statement (SQLite fixes 'now' per
+-- sqlite3_step call: a write, RETURNING and all, runs in one). Not a SQL function registered
+-- on each connection: a Python function is called once per use and row, so one statement
+-- would see several instants, at another clock's resolution; and a connection that had not
+-- registered it (another tool's, a shell's) could not run these statements.
 
 -- name: journal_mode_wal
 PRAGMA journal_mode = WAL;
@@ -43,7 +55,7 @@ SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
-                (julianday('now') - 2440587.5) * 86400.0 + (r.value ->> '$.delay')),
+                {now} + (r.value ->> '$.delay')),
        r.value ->> '$.output'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
@@ -61,9 +73,9 @@ SELECT s.value ->> '$.run_id', s.value ->> '$.name', s.value ->> '$.position',
        s.value ->> '$.max_attempts', s.value ->> '$.is_map', s.value ->> '$.map_over',
        s.value ->> '$.remaining_tasks', s.value ->> '$.task_count', s.value ->> '$.output',
        CASE WHEN s.value ->> '$.status' <> 'waiting'
-            THEN (julianday('now') - 2440587.5) * 86400.0 END,
+            THEN {now} END,
        CASE WHEN s.value ->> '$.status' IN ('completed', 'failed', 'cancelled')
-            THEN (julianday('now') - 2440587.5) * 86400.0 END
+            THEN {now} END
 FROM json_each(:steps) AS s;
 
 -- name: insert_root_tasks
@@ -86,11 +98,11 @@ WHERE idempotency_key IN (SELECT value FROM json_each(:keys));
 -- connection can claim the same task. started_at keeps the first claim's time.
 UPDATE tasks
 SET status = 'running', attempt = attempt + 1, instance_id = :instance_id,
-    started_at = coalesce(started_at, (julianday('now') - 2440587.5) * 86400.0)
+    started_at = coalesce(started_at, {now})
 WHERE status = 'queued' AND id IN (
     SELECT id FROM tasks
     WHERE status = 'queued' AND queue = :queue
-      AND run_at <= (julianday('now') - 2440587.5) * 86400.0
+      AND run_at <= {now}
       AND workflow IN (SELECT value FROM json_each(:workflows))
     ORDER BY priority, run_at, id
     LIMIT :limit
@@ -113,11 +125,11 @@ WHERE t.id IN (SELECT value FROM json_each(:ids));
 -- Runs whose first task was just claimed (claim_tasks runs it in the claim's transaction).
 -- "+status": look the runs up by id, not by scanning every pending run through status's index.
 UPDATE runs
-SET status = 'running', started_at = coalesce(started_at, (julianday('now') - 2440587.5) * 86400.0)
+SET status = 'running', started_at = coalesce(started_at, {now})
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
 
 -- name: next_due
-SELECT min(run_at) - (julianday('now') - 2440587.5) * 86400.0 AS seconds FROM tasks
+SELECT min(run_at) - {now} AS seconds FROM tasks
 WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
   AND workflow IN (SELECT value FROM json_each(:workflows));
 
@@ -137,7 +149,7 @@ FROM steps WHERE run_id IN (SELECT value FROM json_each(:ids));
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
 -- change nothing.
 UPDATE tasks AS t
-SET status = 'completed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+SET status = 'completed', finished_at = {now},
     output = d.output
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.output' AS output
@@ -147,7 +159,7 @@ RETURNING id, run_id, step, task_index;
 
 -- name: retry_tasks
 UPDATE tasks AS t
-SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0 + d.delay,
+SET status = 'queued', run_at = {now} + d.delay,
     errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.delay' AS delay, value ->> '$.error' AS error
@@ -157,7 +169,7 @@ RETURNING run_id;
 
 -- name: fail_tasks
 UPDATE tasks AS t
-SET status = 'failed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+SET status = 'failed', finished_at = {now},
     errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.error' AS error
@@ -182,10 +194,10 @@ UPDATE steps AS s
 SET status = d.status, remaining_deps = d.remaining_deps, remaining_tasks = d.remaining_tasks,
     task_count = d.task_count, output = coalesce(d.output, s.output),
     started_at = CASE WHEN d.started
-                      THEN coalesce(s.started_at, (julianday('now') - 2440587.5) * 86400.0)
+                      THEN coalesce(s.started_at, {now})
                       ELSE s.started_at END,
     finished_at = CASE WHEN d.finished
-                       THEN coalesce(s.finished_at, (julianday('now') - 2440587.5) * 86400.0)
+                       THEN coalesce(s.finished_at, {now})
                   END
 FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.name' AS name,
              value ->> '$.status' AS status, value ->> '$.remaining_deps' AS remaining_deps,
@@ -199,10 +211,10 @@ WHERE s.run_id = d.run_id AND s.name = d.name;
 UPDATE runs AS r
 SET status = d.status, remaining_steps = d.remaining_steps, output = d.output, error = d.error,
     started_at = CASE WHEN d.status <> 'pending'
-                      THEN coalesce(r.started_at, (julianday('now') - 2440587.5) * 86400.0)
+                      THEN coalesce(r.started_at, {now})
                       ELSE r.started_at END,
     finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled')
-                       THEN (julianday('now') - 2440587.5) * 86400.0 END
+                       THEN {now} END
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
              value ->> '$.remaining_steps' AS remaining_steps, value ->> '$.output' AS output,
              value ->> '$.error' AS error
@@ -217,13 +229,13 @@ SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
 FROM json_each(:rows) AS t;
 
 -- name: cancel_tasks_of_runs
-UPDATE tasks SET status = 'cancelled', finished_at = (julianday('now') - 2440587.5) * 86400.0
+UPDATE tasks SET status = 'cancelled', finished_at = {now}
 WHERE run_id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'running');
 
 -- name: requeue_tasks
 -- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
 UPDATE tasks AS t
-SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0, finished_at = NULL,
+SET status = 'queued', run_at = {now}, finished_at = NULL,
     max_attempts = t.attempt + d.budget
 FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.step' AS step,
              value ->> '$.budget' AS budget
@@ -280,11 +292,11 @@ INSERT INTO instances (id, hostname, pid, queues, load)
 VALUES (:id, :hostname, :pid, :queues, 0)
 ON CONFLICT (id) DO UPDATE
 SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, load = 0,
-    started_at = (julianday('now') - 2440587.5) * 86400.0,
-    heartbeat_at = (julianday('now') - 2440587.5) * 86400.0;
+    started_at = {now},
+    heartbeat_at = {now};
 
 -- name: heartbeat_instance
-UPDATE instances SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0, load = :load
+UPDATE instances SET heartbeat_at = {now}, load = :load
 WHERE id = :id;
 
 -- name: delete_instance
@@ -292,26 +304,27 @@ DELETE FROM instances WHERE id = :id;
 
 -- name: list_instances
 SELECT id, hostname, pid, queues, load, started_at, heartbeat_at,
-       (julianday('now') - 2440587.5) * 86400.0 - heartbeat_at AS heartbeat_age
+       {now} - heartbeat_at AS heartbeat_age
 FROM instances ORDER BY started_at, id;
 
 -- name: unknown_workflows_waiting
 SELECT DISTINCT workflow FROM tasks
 WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-  AND run_at <= (julianday('now') - 2440587.5) * 86400.0
+  AND run_at <= {now}
   AND workflow NOT IN (SELECT value FROM json_each(:workflows))
 LIMIT 20;
 
 -- name: release_tasks
 -- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted.
 UPDATE tasks
-SET status = 'queued', attempt = attempt - 1, run_at = (julianday('now') - 2440587.5) * 86400.0
+SET status = 'queued', attempt = attempt - 1, run_at = {now}
 WHERE id IN (SELECT value FROM json_each(:ids)) AND instance_id = :instance_id
   AND status = 'running'
 RETURNING queue;
 
 -- name: lost_tasks_exist
--- (rescue: the statements of SqlEngine.rescue_tasks, hand_back_lost_tasks, heartbeat_or_register)
+-- (rescue: the statements of fleet.py's rescue_tasks, hand_back_lost_tasks and
+-- heartbeat_or_register)
 -- Whether any task is running for an instance that is lost: silent for more than :stale_after
 -- seconds, or not registered at all. A plain read: every instance asks at every heartbeat.
 SELECT EXISTS (
@@ -319,7 +332,7 @@ SELECT EXISTS (
     LEFT JOIN instances i ON i.id = t.instance_id
     WHERE t.status = 'running'
       AND (i.id IS NULL
-           OR i.heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :stale_after)
+           OR i.heartbeat_at < {now} - :stale_after)
       AND t.instance_id IS NOT :rescuer
 );
 
@@ -329,12 +342,12 @@ SELECT EXISTS (
 -- are left to it (a live worker knows what it holds).
 SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
        t.instance_id, t.queue, i.heartbeat_at,
-       (julianday('now') - 2440587.5) * 86400.0 - i.heartbeat_at
+       {now} - i.heartbeat_at
 FROM tasks t
 LEFT JOIN instances i ON i.id = t.instance_id
 WHERE t.status = 'running'
   AND (i.id IS NULL
-       OR i.heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :stale_after)
+       OR i.heartbeat_at < {now} - :stale_after)
   AND t.instance_id IS NOT :rescuer
 ORDER BY t.id
 LIMIT :limit;
@@ -344,7 +357,7 @@ LIMIT :limit;
 -- cut off from the database, or held by an earlier process with the same instance id.
 SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
        t.instance_id, t.queue, i.heartbeat_at,
-       (julianday('now') - 2440587.5) * 86400.0 - i.heartbeat_at
+       {now} - i.heartbeat_at
 FROM tasks t
 LEFT JOIN instances i ON i.id = t.instance_id
 WHERE t.status = 'running' AND t.instance_id = :instance_id
@@ -356,7 +369,7 @@ ORDER BY t.id;
 -- serializes rescuers already; the guard keeps a late one from rescuing twice). With
 -- :stale_after, the instance must still be silent. The attempt stays counted.
 UPDATE tasks AS t
-SET status = 'queued', run_at = (julianday('now') - 2440587.5) * 86400.0,
+SET status = 'queued', run_at = {now},
     rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
@@ -366,13 +379,13 @@ WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND (:stale_after IS NULL OR NOT EXISTS (
       SELECT 1 FROM instances i
       WHERE i.id = t.instance_id
-        AND i.heartbeat_at >= (julianday('now') - 2440587.5) * 86400.0 - :stale_after))
+        AND i.heartbeat_at >= {now} - :stale_after))
 RETURNING id, run_id, queue;
 
 -- name: fail_lost_tasks
 -- The same guard, for lost tasks that fail for good (no attempts left, or a poison pill).
 UPDATE tasks AS t
-SET status = 'failed', finished_at = (julianday('now') - 2440587.5) * 86400.0,
+SET status = 'failed', finished_at = {now},
     rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
@@ -382,26 +395,26 @@ WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND (:stale_after IS NULL OR NOT EXISTS (
       SELECT 1 FROM instances i
       WHERE i.id = t.instance_id
-        AND i.heartbeat_at >= (julianday('now') - 2440587.5) * 86400.0 - :stale_after))
+        AND i.heartbeat_at >= {now} - :stale_after))
 RETURNING id, run_id, step, task_index, attempt;
 
 -- name: touch_instance
 -- A heartbeat that says whether the instance is still registered (no row: register again).
-UPDATE instances SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0, load = :load
+UPDATE instances SET heartbeat_at = {now}, load = :load
 WHERE id = :id
 RETURNING id;
 
 -- name: acquire_lease
--- (leadership, schedules, retention: the statements of SqlEngine's last section; instants are
+-- (leadership, schedules, retention: the statements of fleet.py's last section; instants are
 -- unix epoch seconds)
 -- Takes the lease for :ttl seconds: inserted if nobody ever held it, taken over if it expired,
 -- extended if this holder has it. No row returned: another holder has it.
 INSERT INTO leases (name, holder, expires_at)
-VALUES (:name, :holder, (julianday('now') - 2440587.5) * 86400.0 + :ttl)
+VALUES (:name, :holder, {now} + :ttl)
 ON CONFLICT (name) DO UPDATE
 SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE leases.holder = excluded.holder
-   OR leases.expires_at <= (julianday('now') - 2440587.5) * 86400.0
+   OR leases.expires_at <= {now}
 RETURNING holder;
 
 -- name: release_lease
@@ -409,9 +422,9 @@ DELETE FROM leases WHERE name = :name AND holder = :holder
 RETURNING holder;
 
 -- name: lease_holder
-SELECT holder, expires_at - (julianday('now') - 2440587.5) * 86400.0 AS expires_in
+SELECT holder, expires_at - {now} AS expires_in
 FROM leases
-WHERE name = :name AND expires_at > (julianday('now') - 2440587.5) * 86400.0;
+WHERE name = :name AND expires_at > {now};
 
 -- name: upsert_schedules
 -- The schedules a worker's code defines. Their last tick is kept; the next tick is replaced
@@ -436,7 +449,7 @@ SET cron = excluded.cron, workflow = excluded.workflow, input = excluded.input,
                            OR schedules.queue IS NOT excluded.queue
                            OR schedules.priority IS NOT excluded.priority
                            OR schedules.timezone IS NOT excluded.timezone
-                      THEN (julianday('now') - 2440587.5) * 86400.0
+                      THEN {now}
                       ELSE schedules.updated_at END;
 
 -- name: schedule_states
@@ -467,13 +480,13 @@ DELETE FROM runs WHERE id IN (
     SELECT id FROM (
         SELECT id FROM runs
         WHERE status IN ('completed', 'cancelled') AND finished_at IS NOT NULL
-          AND finished_at < (julianday('now') - 2440587.5) * 86400.0 - :completed_before
+          AND finished_at < {now} - :completed_before
         LIMIT :batch)
     UNION ALL
     SELECT id FROM (
         SELECT id FROM runs
         WHERE status = 'failed' AND finished_at IS NOT NULL
-          AND finished_at < (julianday('now') - 2440587.5) * 86400.0 - :failed_before
+          AND finished_at < {now} - :failed_before
         LIMIT :batch)
     LIMIT :batch
 )
@@ -482,5 +495,5 @@ RETURNING id;
 -- name: prune_instances
 -- Instances silent for over :offline_for seconds: long gone (their tasks were rescued).
 DELETE FROM instances
-WHERE heartbeat_at < (julianday('now') - 2440587.5) * 86400.0 - :offline_for
+WHERE heartbeat_at < {now} - :offline_for
 RETURNING id;

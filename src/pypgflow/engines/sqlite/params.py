@@ -1,0 +1,76 @@
+"""Parameters of SQLite's statements, and the JSON they return.
+
+SQLite has no arrays: a list (ids, names, queues) is one JSON array parameter, read with
+``json_each(:param)``, and a batch of rows one JSON array of objects, read with ``value ->>
+'$.field'``, so that a batch is a few statements whatever its size. JSON columns come back as
+text, decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pypgflow.engines.base import StartRequest
+from pypgflow.engines.sqlbase import task_rows
+
+
+def json_array(values: Sequence[Any]) -> str:
+    """A JSON array parameter, for ``IN (SELECT value FROM json_each(:param))``."""
+    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def json_rows(rows: Any) -> str:
+    """A JSON array of objects, one per row, for ``json_each(:param)`` and ``value ->> '$.f'``.
+    JSON texts (inputs, outputs, errors) travel as JSON strings, so they are stored verbatim."""
+    return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))
+
+
+def runs_param(requests: Sequence[StartRequest]) -> str:
+    """The runs of a batch of starts, for insert_runs."""
+    return json_rows(
+        {
+            "id": r.run.id,
+            "workflow": r.run.workflow,
+            "status": r.run.status.value,
+            "queue": r.run.queue,
+            "priority": r.run.priority,
+            "idempotency_key": r.idempotency_key,
+            "input": r.run.input,
+            "remaining_steps": r.run.remaining_steps,
+            "run_at": None if r.run_at is None else r.run_at.timestamp(),
+            "delay": float(r.delay),
+            "output": r.run.output,
+        }
+        for r in requests
+    )
+
+
+def steps_and_tasks_params(requests: Sequence[StartRequest]) -> tuple[str, str | None]:
+    """The steps and root tasks of inserted runs (tasks None when there are none)."""
+    steps = json_rows(
+        {
+            "run_id": r.run.id,
+            "name": s.name,
+            "position": s.position,
+            "status": s.status.value,
+            "depends_on": json.dumps(list(s.depends_on)),
+            "remaining_deps": s.remaining_deps,
+            "max_attempts": s.max_attempts,
+            "is_map": s.is_map,
+            "map_over": s.map_over,
+            "remaining_tasks": s.remaining_tasks,
+            "task_count": s.task_count,
+            "output": s.output,
+        }
+        for r in requests
+        for s in r.run.steps.values()
+    )
+    tasks = [t for r in requests for t in r.changes.new_tasks]
+    return steps, (json_rows(task_rows(tasks)) if tasks else None)
+
+
+def load_json(text: str | None) -> Any:
+    """A JSON column's text, decoded (None stays None)."""
+    return None if text is None else json.loads(text)
