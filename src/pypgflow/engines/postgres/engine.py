@@ -370,6 +370,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     with psycopg.connect(
                         self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
                     ) as conn:
+                        # {channel} is composed as an identifier: LISTEN takes no parameter.
                         conn.execute(self._q("listen"))
                         delay = 0.1
                         on_work("")  # (re)connected: anything may have arrived meanwhile

@@ -211,8 +211,6 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)b::text[]) AS queue;
 
 -- name: listen
--- On the listener's own connection (autocommit). {channel} is the quoted channel name: LISTEN
--- takes an identifier, not a parameter.
 LISTEN {channel};
 
 -- name: get_run
