@@ -113,9 +113,12 @@ def test_cancelling_a_running_sync_step_sets_ctx_cancelled(make_app: Callable[..
     assert next_ran == []
     info = app.get_run(run.id)
     assert info.status is RunStatus.CANCELLED
+    assert info.finished_at is not None
     assert info.output is None
     assert [s.status for s in info.steps] == [StepStatus.CANCELLED, StepStatus.CANCELLED]
     assert info.steps[0].output is None
+    assert info.steps[0].attempts == 1  # the attempt that was running counts
+    assert info.steps[1].attempts == 0
 
 
 def test_cancel_async_twin(make_app: Callable[..., App]) -> None:

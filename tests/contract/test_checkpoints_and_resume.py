@@ -61,6 +61,7 @@ def test_retry_resumes_a_failed_linear_run_from_its_failed_step(
 
         healthy.set()
         assert app.retry(run.id) is True
+        assert app.retry(run.id) is False  # already resumed
         assert run.status() in (RunStatus.PENDING, RunStatus.RUNNING)
         assert run.result(timeout=5) == "stored 41"
     assert calls == {"fetch": 1, "store": 3, "report": 1}
@@ -147,10 +148,18 @@ def test_retry_of_a_map_step_reruns_only_failed_elements(make_app: Callable[...,
     with running_worker(app):
         with pytest.raises(WorkflowFailed):
             run.result(timeout=5)
+        failed = app.get_run(run.id)
+        assert failed.error is not None
+        assert failed.error.task_index == 2  # the run's error names the element that failed
         fixed.set()
         assert app.retry(run.id)
         assert run.result(timeout=5) == [101, 102, 103]
     assert calls == {1: 1, 2: 1, 3: 2}
+    (step,) = app.get_run(run.id).steps
+    assert step.status is StepStatus.COMPLETED
+    assert step.attempts == 2  # the failed element's first attempt, then the resumed one
+    assert [(e.attempt, e.task_index) for e in step.errors] == [(1, 2)]  # the history stays...
+    assert step.error is None  # ...the current error goes
 
 
 def test_retry_of_a_cancelled_run_resumes_it(make_app: Callable[..., App]) -> None:

@@ -1,6 +1,7 @@
 """At-least-once execution, exactly-once transitions: an outcome counts only for the attempt that
 is still running. A duplicate or late completion, or one for an attempt already retried or
-cancelled, changes nothing. Driven through the engine's verbs, as a worker would."""
+cancelled, changes nothing; claims racing on one queue take each task once. Driven through the
+engine's verbs, as a worker would."""
 
 from __future__ import annotations
 
@@ -170,6 +171,47 @@ def test_a_completion_after_cancel_is_ignored(make_app: Callable[..., App]) -> N
     assert app.engine.finish_tasks([Completed(task, "2")]).accepted == 0
     assert snapshot(app, run.id) == before
     assert claim(app) == []
+
+
+def test_concurrent_claims_take_each_task_once(make_app: Callable[..., App]) -> None:
+    """Eight threads of two apps (separate connections, as separate processes would have) claim
+    from one queue at once and complete what they claim: every task is claimed once."""
+    flow = two_steps()
+    apps = [make_app(flow), make_app(flow)]
+    apps[0].start_many(flow, range(400))
+    claimed: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def output(task: ClaimedTask) -> str:
+        if task.step == "first":
+            return str(task.run_input + 1)
+        return str(task.dependency_outputs["first"] * 2)
+
+    def work(app: App, worker: int) -> None:
+        try:
+            while True:
+                tasks = app.engine.claim_tasks(
+                    "default", 7, instance_id=f"t{worker}", workflows=["pair"]
+                )
+                if not tasks:
+                    return
+                with lock:
+                    claimed.extend(t.id for t in tasks)
+                app.engine.finish_tasks([Completed(t, output(t)) for t in tasks])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(apps[i % 2], i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(claimed) == len(set(claimed)) == 800  # two steps per run, each claimed once
+    runs = apps[1].list_runs(limit=1000)
+    assert {r.status for r in runs} == {RunStatus.COMPLETED}
+    assert sorted(r.output for r in runs) == [(n + 1) * 2 for n in range(400)]
 
 
 def test_an_outcome_the_engine_refuses_does_not_block_the_others(

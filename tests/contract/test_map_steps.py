@@ -36,20 +36,33 @@ def test_map_over_a_step_keeps_element_order(make_app: Callable[..., App]) -> No
             seen.append(word)
         return len(word)
 
-    @flow.step
-    def total(measure: list[int]) -> dict[str, object]:
-        return {"lengths": measure, "sum": sum(measure)}
+    @flow.step(depends_on=[split])
+    def upper(split: list[str]) -> list[str]:
+        return [w.upper() for w in split]
+
+    @flow.step(depends_on=[measure, upper])
+    def total(measure: list[int], upper: list[str]) -> dict[str, object]:
+        return {"lengths": measure, "sum": sum(measure), "upper": upper}
 
     app = make_app(flow)
     run = app.start(flow, "a bb ccc dddd eeeee")
     with running_worker(app):
-        assert run.result(timeout=5) == {"lengths": [1, 2, 3, 4, 5], "sum": 15}
+        assert run.result(timeout=5) == {
+            "lengths": [1, 2, 3, 4, 5],
+            "sum": 15,
+            "upper": ["A", "BB", "CCC", "DDDD", "EEEEE"],
+        }
     assert sorted(seen) == ["a", "bb", "ccc", "dddd", "eeeee"]
     steps = {s.name: s for s in app.get_run(run.id).steps}
     assert steps["measure"].is_map
     assert steps["measure"].task_count == 5
     assert steps["measure"].output == [1, 2, 3, 4, 5]
     assert steps["measure"].status is StepStatus.COMPLETED
+    assert not steps["upper"].is_map
+    # A map step joins the graph like any other: it depends on its list, others depend on it.
+    assert steps["measure"].depends_on == ("split",)
+    assert steps["total"].depends_on == ("measure", "upper")
+    assert all(s.status is StepStatus.COMPLETED and s.attempts == 1 for s in steps.values())
 
 
 def test_map_over_an_empty_list_completes_without_tasks(make_app: Callable[..., App]) -> None:
@@ -77,6 +90,7 @@ def test_map_over_an_empty_list_completes_without_tasks(make_app: Callable[..., 
     steps = {s.name: s for s in app.get_run(run.id).steps}
     assert steps["each"].output == []
     assert steps["each"].task_count == 0
+    assert steps["each"].attempts == 0  # nothing ran
     assert steps["each"].status is StepStatus.COMPLETED
 
 
@@ -93,6 +107,8 @@ def test_map_over_the_workflow_input(make_app: Callable[..., App]) -> None:
     with running_worker(app):
         assert run.result(timeout=5) == [1, 4, 9, 16]
         assert empty.result(timeout=5) == []
+    (step,) = app.get_run(run.id).steps
+    assert (step.is_map, step.task_count, step.output) == (True, 4, [1, 4, 9, 16])
     # An empty input list completes the run at once: nothing to claim.
     assert app.get_run(empty.id).steps[0].task_count == 0
 

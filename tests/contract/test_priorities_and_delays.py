@@ -1,5 +1,7 @@
 """Scheduling: priority 0 runs before 9 on a busy worker, whatever the start order; delay= and
-run_at= hold a run back until its time."""
+run_at= hold a run back until its time. At the engine, a claim takes the best tasks first
+(priority, then due time, then age) and none that is not due, and released tasks go back to the
+queue without their attempt counted."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from pypgflow import InvalidArgument, Workflow
 from pypgflow.app import App
+from pypgflow.engines.base import ClaimedTask
 from pypgflow.status import RunStatus
 from tests.conftest import running_worker
 
@@ -45,6 +48,58 @@ def test_priority_zero_runs_before_nine_even_if_started_later(
         for run in [*low, mid, *high]:
             run.result(timeout=5)
     assert order == ["high0", "high1", "high2", "mid", "low0", "low1", "low2"]
+
+
+def test_claims_take_the_best_due_tasks_and_released_ones_go_back(
+    make_app: Callable[..., App],
+) -> None:
+    flow = recording_flow([])
+    app = make_app(flow)
+    engine = app.engine
+
+    def claim(limit: int) -> list[ClaimedTask]:
+        return engine.claim_tasks("default", limit, instance_id="me", workflows=["record"])
+
+    order = [(5, "five"), (0, "zero-a"), (9, "nine"), (0, "zero-b"), (3, "three")]
+    runs = {name: app.start(flow, name, priority=p).id for p, name in order}
+    # Started last, but due an hour ago: first among its priority.
+    runs["overdue"] = app.start(
+        flow, "overdue", priority=0, run_at=datetime.now(UTC) - timedelta(hours=1)
+    ).id
+    later = app.start(flow, "later", delay=0.8)
+    at = app.start(flow, "at", run_at=datetime.now(UTC) + timedelta(seconds=0.8))
+    info = app.get_run(later.id)
+    assert info.scheduled_at is not None
+    assert 0.75 < (info.scheduled_at - info.created_at).total_seconds() < 0.85
+
+    # One at a time (a claim of several hands its tasks back in id order): priority first, then
+    # due time (the overdue run before those started earlier), then age.
+    best: list[ClaimedTask] = []
+    for _ in range(4):
+        (task,) = claim(1)
+        best.append(task)
+    assert [t.run_input for t in best] == ["overdue", "zero-a", "zero-b", "three"]
+    rest = claim(10)  # the two delayed runs are not due yet
+    assert sorted(t.run_input for t in rest) == ["five", "nine"]
+    claimed = [*best, *rest]
+    assert all(t.run_id == runs[t.run_input] and t.attempt == 1 for t in claimed)
+    assert claim(10) == []
+    due = engine.next_due_in(["default"], ["record"])
+    assert due is not None
+    assert 0.1 < due <= 0.8
+
+    # Handed back (as by a worker stopping): queued again, the attempt not counted.
+    ids = [t.id for t in claimed]
+    assert engine.still_running(ids) == set(ids)
+    assert engine.release_tasks(ids, instance_id="someone else") == 0  # not theirs to release
+    assert engine.still_running(ids) == set(ids)
+    assert engine.release_tasks(ids, instance_id="me") == 6
+    assert engine.still_running(ids) == set()
+    assert app.get_run(runs["three"]).steps[0].attempts == 0
+    again = claim(10)
+    assert sorted(t.id for t in again) == sorted(ids)
+    assert {t.attempt for t in again} == {1}
+    assert {later.id, at.id}.isdisjoint(t.run_id for t in again)
 
 
 def test_priority_is_validated(make_app: Callable[..., App]) -> None:

@@ -2,7 +2,7 @@
 registered at all) become claimable again exactly once, and a step that keeps losing its workers
 fails as a poison pill. A worker cut off from the database abandons its steps, and hands back
 those nobody rescued once it is back. Against every engine, in one process (the multi-process
-tests are in tests/integration/test_rescue.py and tests/sqlite/test_rescue_processes.py)."""
+tests are in tests/integration/test_rescue.py)."""
 
 from __future__ import annotations
 

@@ -163,8 +163,9 @@ def test_the_retry_is_scheduled_in_the_database(make_app: Callable[..., App]) ->
     run = app.start(flow, 1)
     engine = app.engine
     (task,) = engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"])
-    assert task.attempt == 1
-    engine.finish_tasks([Failed(task, AttemptError("only", 1, "X", "", ""), Retry(0.8))])
+    assert (task.attempt, task.max_attempts, task.run_input) == (1, 3, 1)
+    result = engine.finish_tasks([Failed(task, AttemptError("only", 1, "X", "", ""), Retry(0.8))])
+    assert result.accepted == 1
     assert engine.claim_tasks("default", 5, instance_id="me", workflows=["scheduled"]) == []
     due = engine.next_due_in(["default"], ["scheduled"])
     assert due is not None

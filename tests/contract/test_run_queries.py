@@ -1,10 +1,12 @@
 """Reading runs back: get_run with its steps, list_runs with its filters, and clear errors for
-unknown runs and bad filters."""
+unknown runs and bad filters; and the instances registry that ``app.instances()`` reads."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -54,6 +56,28 @@ def test_get_run_describes_a_pending_run(make_app: Callable[..., App]) -> None:
     assert step.finished_at is None
     assert app.run(run.id) == run
     assert run.info() == info
+
+
+def test_get_run_takes_any_spelling_of_the_id_and_shows_waiting_steps(
+    make_app: Callable[..., App],
+) -> None:
+    flow = Workflow("pair")
+    flow.step(name="first")(lambda input: input)
+    flow.step(name="second")(lambda first: first)
+    app = make_app(flow)
+    run = app.start(flow, 1)
+    info = app.get_run(run.id.upper())
+    assert info.id == run.id
+    assert [(s.name, s.status) for s in info.steps] == [
+        ("first", StepStatus.READY),
+        ("second", StepStatus.WAITING),  # until its dependency completes
+    ]
+    assert app.run(run.id.upper()).status() is RunStatus.PENDING
+    result = app.engine.run_result(run.id)
+    assert result is not None
+    assert (result.status, result.output, result.error) == (RunStatus.PENDING, None, None)
+    assert app.engine.run_result("nope") is None
+    assert app.engine.run_result("00000000-0000-0000-0000-000000000000") is None
 
 
 def test_get_run_of_unknown_ids_raises_run_not_found(make_app: Callable[..., App]) -> None:
@@ -139,3 +163,26 @@ def test_start_checks_the_workflow_is_registered(make_app: Callable[..., App]) -
     # Passing the Workflow object itself needs no registration (a worker will still need it).
     run = app.start(bad, None)
     assert app.get_run(run.id).workflow == "bad"
+
+
+def test_instances_show_what_workers_registered_and_when_they_were_last_seen(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    engine = app.engine
+    engine.register_instance("w1", hostname="box", pid=42, queues={"default": 3})
+    engine.heartbeat_instance("w1", load=2)
+    (instance,) = app.instances()
+    assert (instance.instance_id, instance.hostname, instance.pid) == ("w1", "box", 42)
+    assert instance.queues == {"default": 3}
+    assert instance.load == 2
+    assert instance.status == "online"
+    for moment in (instance.heartbeat_at, instance.started_at):
+        assert moment is not None
+        assert moment.tzinfo is not None
+        assert abs((datetime.now(UTC) - moment).total_seconds()) < 30
+    time.sleep(0.05)
+    assert app.instances(stale_after=0.01)[0].status == "offline"
+    assert app.instances()[0].status == "online"
+    engine.deregister_instance("w1")
+    assert app.instances() == []

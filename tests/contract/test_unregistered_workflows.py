@@ -63,6 +63,20 @@ def test_a_worker_leaves_runs_of_other_workflows_queued(
         assert [r.result(timeout=5) for r in b_runs] == ["B:0", "B:1", "B:2"]
 
 
+def test_the_engine_names_other_workflows_waiting_in_the_given_queues(
+    make_app: Callable[..., App],
+) -> None:
+    flow_a, flow_b = flow_named("A"), flow_named("B")
+    app = make_app(flow_a, flow_b)
+    app.start(flow_b, 1, queue="emails")
+    app.start(flow_a, 1)
+    waiting = app.engine.unknown_workflows_waiting
+    assert waiting(["emails", "default"], ["A"]) == ["B"]
+    assert waiting(["emails", "default"], ["other"]) == ["A", "B"]
+    assert waiting(["default"], ["A"]) == []  # B waits in another queue
+    assert waiting(["emails"], ["B"]) == []
+
+
 def test_a_worker_needs_registered_workflows(make_app: Callable[..., App]) -> None:
     with pytest.raises(InvalidArgument, match="no registered workflows"):
         Worker(make_app())

@@ -1,4 +1,7 @@
-"""Fixtures of the multi-process integration tests: worker processes that are always cleaned up."""
+"""Fixtures of the multi-process integration tests: each test runs on every engine in turn (the
+``database_url`` fixture of tests/conftest.py: a fresh PostgreSQL database, then a fresh SQLite
+file), unless it is marked ``postgres_only`` with its reason (see ``helpers.postgres_only``); its
+worker processes are always cleaned up."""
 
 from __future__ import annotations
 
@@ -19,12 +22,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "restart_db: restarts the PostgreSQL server (opt-in: PYPGFLOW_TEST_RESTART_DB=1)",
     )
+    config.addinivalue_line(
+        "markers",
+        "postgres_only(reason): a scenario run on PostgreSQL only, not on SQLite; the reason "
+        "says why (set by helpers.postgres_only)",
+    )
 
 
 @pytest.fixture
-def app(pg_url: str) -> Iterator[App]:
+def app(database_url: str) -> Iterator[App]:
     """The test's own App (starting runs, reading them) on this test's database."""
-    with App(pg_url, workflows=flows.ALL, instance_id="it-test") as test_app:
+    with App(database_url, workflows=flows.ALL, instance_id="it-test") as test_app:
         yield test_app
 
 
@@ -35,7 +43,7 @@ def log_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def spawn_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``spawn_worker(instance_id, **options)``: a started worker process on this test's database
     (or on ``url=``, e.g. through a proxy).
 
@@ -45,7 +53,7 @@ def spawn_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerPr
     started: list[WorkerProcess] = []
 
     def spawn(instance_id: str, **options: Any) -> WorkerProcess:
-        url = options.pop("url", pg_url)
+        url = options.pop("url", database_url)
         worker = WorkerProcess(url, instance_id, tmp_path, **options)
         started.append(worker)
         return worker.start()

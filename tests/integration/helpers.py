@@ -1,4 +1,5 @@
-"""Worker processes and waiting, for the integration tests."""
+"""Worker processes, waiting, and reading the database behind the engine's back, for the
+integration tests, on either engine (PostgreSQL URL or ``sqlite:///`` URL)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import collections
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,13 +16,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+import pytest
 
 from pypgflow.app import App, Run
+from pypgflow.engines.sqlite import sqlite_path_from_url
 from pypgflow.status import RunStatus, StepStatus
 from tests.integration.flows import read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+
+
+def postgres_only(reason: str) -> pytest.MarkDecorator:
+    """Run a test on PostgreSQL only, and say why: it gets the ``database_url`` of PostgreSQL
+    alone (no SQLite variant), marked ``postgres_only(reason=...)``, so that
+    ``pytest -m postgres_only`` lists these scenarios and the reason stays with each."""
+    return pytest.mark.parametrize(
+        "database_url",
+        [pytest.param("postgres", marks=pytest.mark.postgres_only(reason=reason))],
+        indirect=True,
+    )
+
+
+def is_sqlite(url: str) -> bool:
+    return url.lower().startswith("sqlite:")
 
 
 class WorkerProcess:
@@ -143,13 +162,17 @@ def wait_for(
 
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Rows of one statement on a short-lived connection of its own."""
+    """Rows of one statement (in the engine's SQL) on a short-lived connection of its own."""
+    if is_sqlite(url):
+        with contextlib.closing(sqlite3.connect(sqlite_path_from_url(url), timeout=5)) as db:
+            return db.execute(statement, params or ()).fetchall()
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         return conn.execute(statement, params).fetchall()
 
 
 def listening_connections(url: str) -> int:
-    """How many connections to this database sit in LISTEN (a worker's notification thread)."""
+    """How many connections to this PostgreSQL database sit in LISTEN (a worker's notification
+    thread)."""
     rows = query(
         url,
         "SELECT count(*) FROM pg_stat_activity "
@@ -159,16 +182,21 @@ def listening_connections(url: str) -> int:
 
 
 def wait_ready(app: App, workers: Iterable[WorkerProcess], *, timeout: float = 15.0) -> None:
-    """Until every worker is registered and listening for notifications."""
+    """Until every worker is registered and listening for notifications (on SQLite, where a
+    listener is a thread of the worker that nothing outside can see, registered: it starts
+    listening right after it registers)."""
     workers = list(workers)
     wanted = {w.instance_id for w in workers}
+    url = app.url or ""
 
     def ready() -> bool:
         for worker in workers:
             if not worker.alive():
                 raise AssertionError(f"{worker} exited early:\n{worker.stderr()}")
         registered = {i.instance_id for i in app.instances()}
-        return wanted <= registered and listening_connections(app.url or "") >= len(workers)
+        if is_sqlite(url):
+            return wanted <= registered
+        return wanted <= registered and listening_connections(url) >= len(workers)
 
     wait_for(ready, timeout=timeout, what=f"workers {sorted(wanted)} to be ready")
 
@@ -200,18 +228,19 @@ def executions(log: Path, event: str = "begin") -> collections.Counter[tuple[str
 
 
 def task_rows(url: str) -> list[tuple[str, str, str, int, str | None]]:
-    """(run id, step, status, attempt, instance id) of every task."""
+    """(run id, step, status, attempt, instance id) of every task, read from the table itself."""
+    table = "tasks" if is_sqlite(url) else "pypgflow.tasks"
     return [
         (str(run_id), step, status, attempt, instance)
         for run_id, step, status, attempt, instance in query(
-            url,
-            "SELECT run_id, step, status, attempt, instance_id FROM pypgflow.tasks ORDER BY id",
+            url, f"SELECT run_id, step, status, attempt, instance_id FROM {table} ORDER BY id"
         )
     ]
 
 
 def terminate_backends(url: str) -> int:
-    """Kill every other connection to this database (the workers' and the test app's)."""
+    """Kill every other connection to this PostgreSQL database (the workers' and the test
+    app's)."""
     rows = query(
         url,
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -221,7 +250,7 @@ def terminate_backends(url: str) -> int:
 
 
 def assert_each_step_ran_once(
-    app: App, pg_url: str, log_path: Path, ones: list[Run], threes: list[Run]
+    app: App, url: str, log_path: Path, ones: list[Run], threes: list[Run]
 ) -> None:
     """Every run completed; each of its steps ran once, at attempt 1, and is recorded so."""
     runs = {r.id: r for r in app.list_runs(limit=10_000)}
@@ -242,7 +271,7 @@ def assert_each_step_ran_once(
     assert set(begun) == expected
     assert {key: n for key, n in begun.items() if n != 1} == {}
     assert {e["attempt"] for e in read_log(log_path)} == {1}
-    tasks = task_rows(pg_url)
+    tasks = task_rows(url)
     assert len(tasks) == len(expected)
     assert {(status, attempt) for _, _, status, attempt, _ in tasks} == {("completed", 1)}
     for run in threes[:3]:

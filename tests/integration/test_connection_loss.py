@@ -1,5 +1,6 @@
 """A worker process survives losing its database connections (pg_terminate_backend), and every
-run still completes with each step executed and recorded exactly once."""
+run still completes with each step executed and recorded exactly once. PostgreSQL only: a SQLite
+file has no server connections to lose."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.integration import flows
 from tests.integration.helpers import (
     WorkerProcess,
     assert_each_step_ran_once,
+    postgres_only,
     query,
     terminate_backends,
     wait_all_finished,
@@ -23,7 +25,11 @@ from tests.integration.helpers import (
     wait_ready,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(90),
+    postgres_only("pg_terminate_backend cuts server connections: SQLite has none"),
+]
 
 OTHER_BACKENDS = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
@@ -32,7 +38,7 @@ OTHER_BACKENDS = (
 
 
 def test_worker_survives_its_connections_being_terminated_again_and_again(
-    app: App, pg_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
+    app: App, database_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
     worker = spawn_worker("it-survivor", poll_interval=0.5)
     wait_ready(app, [worker])
@@ -49,12 +55,12 @@ def test_worker_survives_its_connections_being_terminated_again_and_again(
             "it_three", [{"log": log, "i": 100 * round_ + i, "sleep": 0.02} for i in range(5)]
         )
         time.sleep(0.05 + 0.04 * round_)  # land at different points: claiming, running, flushing
-        terminated.append(terminate_backends(pg_url))
+        terminated.append(terminate_backends(database_url))
     # The test app's own connections were terminated too: it must cope as well.
     ones += app.start_many("it_one", [{"log": log, "i": 1000 + i} for i in range(10)])
 
     wait_all_finished(app, len(ones) + len(threes), timeout=40, workers=[worker])
-    assert_each_step_ran_once(app, pg_url, log_path, ones, threes)
+    assert_each_step_ran_once(app, database_url, log_path, ones, threes)
     assert all(n >= 1 for n in terminated), terminated  # the LISTEN connection, at least
 
     # It noticed, said so, and is still a healthy worker that stops cleanly.
@@ -66,19 +72,19 @@ def test_worker_survives_its_connections_being_terminated_again_and_again(
 
 
 def test_app_calls_work_at_once_after_its_pooled_connections_were_terminated(
-    pg_url: str, log_path: Path
+    database_url: str, log_path: Path
 ) -> None:
     # A busy web process holds several idle pooled connections: here, 4 from the start.
-    engine = PostgresEngine(pg_url, min_connections=4)
+    engine = PostgresEngine(database_url, min_connections=4)
     with App(workflows=flows.ALL, engine=engine) as app:
         app.list_runs()
         wait_for(
-            lambda: len(query(pg_url, OTHER_BACKENDS)) >= 4,
+            lambda: len(query(database_url, OTHER_BACKENDS)) >= 4,
             timeout=10,
             what="the pool to open its 4 connections",
         )
-        assert terminate_backends(pg_url) >= 4
-        wait_for(lambda: not query(pg_url, OTHER_BACKENDS), timeout=5, what="them to be gone")
+        assert terminate_backends(database_url) >= 4
+        wait_for(lambda: not query(database_url, OTHER_BACKENDS), timeout=5, what="them to be gone")
 
         started = time.monotonic()
         try:

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     WorkerProcess,
     assert_each_step_ran_once,
     executions,
+    postgres_only,
     wait_all_finished,
     wait_for,
     wait_ready,
@@ -32,6 +33,7 @@ from tests.integration.helpers import (
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.restart_db,
+    postgres_only("restarts the PostgreSQL server: a SQLite file has no server to restart"),
     pytest.mark.timeout(180),
     pytest.mark.skipif(
         os.environ.get("PYPGFLOW_TEST_RESTART_DB") != "1",
@@ -73,7 +75,7 @@ def _accepting(url: str) -> bool:
 
 
 def test_worker_keeps_going_across_a_server_restart(
-    app: App, pg_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
+    app: App, database_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
     version, name = _cluster()
     worker = spawn_worker("it-restart", poll_interval=0.5)
@@ -92,13 +94,15 @@ def test_worker_keeps_going_across_a_server_restart(
     try:
         _restart(version, name)
     finally:
-        wait_for(lambda: _accepting(pg_url), timeout=60, what="PostgreSQL to accept connections")
+        wait_for(
+            lambda: _accepting(database_url), timeout=60, what="PostgreSQL to accept connections"
+        )
     back = time.time()
 
     ones += app.start_many("it_one", [{"log": log, "i": 100 + i} for i in range(20)])
     threes += app.start_many("it_three", [{"log": log, "i": 100 + i} for i in range(5)])
     wait_all_finished(app, len(ones) + len(threes), timeout=60, workers=[worker])
-    assert_each_step_ran_once(app, pg_url, log_path, ones, threes)
+    assert_each_step_ran_once(app, database_url, log_path, ones, threes)
     # The restart really fell in the middle of the first batch.
     first_batch = {r.id for r in ones[:60]} | {r.id for r in threes[:10]}
     begins = [e["t"] for e in read_log(log_path) if e["run"] in first_batch]

@@ -1,8 +1,10 @@
-"""Many instances, as real worker processes on a real PostgreSQL: a worker killed with SIGKILL in
-the middle of a step has that step rescued and finished by another within the stale threshold; a
-step that kills every worker running it fails as a poison pill; a step still heartbeating is never
-rescued; two workers share a queue fairly; a worker cut off from the database (through a TCP
-proxy) abandons its steps, which another worker completes, and recovers when the database is back.
+"""Many instances, as real worker processes on a real database (PostgreSQL, or a SQLite file the
+processes share): a worker killed with SIGKILL in the middle of a step has that step rescued, once,
+and finished by another within the stale threshold; two workers share a queue fairly. On
+PostgreSQL only: a step that kills every worker running it fails as a poison pill; a step still
+heartbeating is never rescued (both engines' side of these is proven by tests/contract/
+test_rescue.py); a worker cut off from the database (through a TCP proxy) abandons its steps,
+which another worker completes, and recovers when the database is back.
 
 Every test bounds its time and kills every process it started (the ``spawn_worker`` fixture).
 Settings: stale_after=2 s, heartbeat_interval=0.5 s, so a rescue takes 1.5 to 2.5 s plus a claim.
@@ -22,7 +24,13 @@ from pypgflow.app import App
 from pypgflow.errors import WorkflowFailed
 from pypgflow.status import RunStatus, StepStatus
 from tests.integration.flows import read_log
-from tests.integration.helpers import WorkerProcess, wait_all_finished, wait_for, wait_ready
+from tests.integration.helpers import (
+    WorkerProcess,
+    postgres_only,
+    wait_all_finished,
+    wait_for,
+    wait_ready,
+)
 from tests.integration.proxy import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -49,7 +57,13 @@ def wait_begun(log: Path, instance: str, count: int = 1, timeout: float = 15.0) 
     )
 
 
-@pytest.mark.parametrize("workflow", ["it_slow", "it_slow_async"])
+# A sync and an async step on PostgreSQL; on SQLite the sync one: how a step runs is the worker's
+# business, the rescue the engine's.
+@pytest.mark.parametrize(
+    ("database_url", "workflow"),
+    [("postgres", "it_slow"), ("postgres", "it_slow_async"), ("sqlite", "it_slow")],
+    indirect=["database_url"],
+)
 def test_a_step_of_a_killed_worker_is_rescued_and_finished_by_another(
     app: App, log_path: Path, spawn_worker: Callable[..., WorkerProcess], workflow: str
 ) -> None:
@@ -57,36 +71,40 @@ def test_a_step_of_a_killed_worker_is_rescued_and_finished_by_another(
     wait_ready(app, [doomed])
     run = app.start(workflow, {"log": str(log_path), "seconds": 60, "slow_on": "doomed"})
     wait_begun(log_path, "doomed")
-    survivor = spawn_worker("survivor", **FAST)
-    wait_ready(app, [doomed, survivor])
+    survivors = {name: spawn_worker(name, **FAST) for name in ("survivor-1", "survivor-2")}
+    wait_ready(app, [doomed, *survivors.values()])
 
     killed_at = time.monotonic()
     doomed.kill()  # SIGKILL, in the middle of a 60 s step
-    assert run.result(timeout=STALE + BEAT + 8) == {"slept": "survivor"}
+    output = run.result(timeout=STALE + BEAT + 8)
     elapsed = time.monotonic() - killed_at
     # Not before its last heartbeat was stale_after old, and soon after.
     assert STALE - BEAT - 0.2 < elapsed < STALE + BEAT + 3.0, elapsed
+    rescuer = output["slept"]
+    assert rescuer in survivors
 
     (step,) = app.get_run(run.id).steps
-    assert (step.status, step.attempts, step.instance_id) == (
-        StepStatus.COMPLETED,
-        2,
-        "survivor",
-    )
-    (lost,) = step.errors
+    assert (step.status, step.attempts, step.instance_id) == (StepStatus.COMPLETED, 2, rescuer)
+    (lost,) = step.errors  # rescued once, though both survivors were looking
     assert (lost.type, lost.attempt, lost.instance_id) == ("WorkerLost", 1, "doomed")
     assert "instance 'doomed' was lost while running step" in lost.message
     assert "last seen at" in lost.message
-    assert "rescued by 'survivor'" in lost.message
+    assert "rescued by 'survivor-" in lost.message
     assert [(e["instance"], e["attempt"]) for e in begins(log_path)] == [
         ("doomed", 1),
-        ("survivor", 2),
+        (rescuer, 2),
     ]
-    assert "rescued 1 steps of lost instances" in survivor.stderr()
+    logs = "".join(w.stderr() for w in survivors.values())
+    assert logs.count("rescued 1 steps of lost instances") == 1, logs
     statuses = {i.instance_id: i.status for i in app.instances(stale_after=STALE)}
-    assert statuses == {"doomed": "offline", "survivor": "online"}
+    assert statuses == {"doomed": "offline", "survivor-1": "online", "survivor-2": "online"}
 
 
+@postgres_only(
+    "the rescue cap is the engine's and is proven on both engines by tests/contract/"
+    "test_rescue.py::test_the_poison_pill_cap_fails_the_run_and_cancels_its_other_work; "
+    "three killed workers here (~10 s) would add nothing on SQLite"
+)
 def test_a_step_that_kills_its_worker_every_time_fails_as_a_poison_pill(
     app: App, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -119,6 +137,11 @@ def test_a_step_that_kills_its_worker_every_time_fails_as_a_poison_pill(
     assert len(begins(log_path)) == 3  # and nothing ran it again
 
 
+@postgres_only(
+    "that a heartbeating instance is never rescued is proven on both engines by tests/contract/"
+    "test_rescue.py::test_a_heartbeating_instance_is_never_rescued; this 7 s step across "
+    "processes would add nothing on SQLite"
+)
 def test_a_step_still_heartbeating_is_never_rescued(
     app: App, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -161,11 +184,16 @@ def test_two_workers_of_five_slots_share_twenty_steps_fairly(
     assert elapsed < 3.0, elapsed  # two rounds of 10 in parallel, not four of 5
 
 
+@postgres_only(
+    "a TCP proxy cuts a worker off from a PostgreSQL server; a SQLite file cannot be cut off "
+    "(the worker's side of it runs on both engines in tests/contract/test_rescue.py::"
+    "test_a_worker_cut_off_abandons_its_steps_then_hands_them_back)"
+)
 def test_a_worker_cut_off_from_the_database_abandons_its_steps_and_recovers(
-    app: App, pg_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
+    app: App, database_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
     with TcpProxy("127.0.0.1", 5432) as proxy:
-        cut_off = spawn_worker("cut-off", url=proxy.url_for(pg_url), **FAST)
+        cut_off = spawn_worker("cut-off", url=proxy.url_for(database_url), **FAST)
         wait_ready(app, [cut_off])
         log = str(log_path)
         runs = [

@@ -1,5 +1,7 @@
-"""Real worker processes on a real PostgreSQL database: sharing a queue, waking up on NOTIFY,
-shutting down gracefully."""
+"""Real worker processes on a real database, PostgreSQL or a SQLite file shared by the processes:
+sharing a queue with each step run once, waking up at once for a new run (LISTEN/NOTIFY; SQLite:
+PRAGMA data_version), and shutting down gracefully, handing back the steps that outlive the
+shutdown timeout. What only the worker's signal handling decides runs on PostgreSQL alone."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tests.integration.flows import read_log
 from tests.integration.helpers import (
     WorkerProcess,
     executions,
+    postgres_only,
     task_rows,
     wait_all_finished,
     wait_for,
@@ -29,7 +32,7 @@ SpawnWorker = Callable[..., WorkerProcess]
 
 
 def test_two_worker_processes_share_a_queue_and_run_each_step_once(
-    app: App, pg_url: str, log_path: Path, spawn_worker: SpawnWorker
+    app: App, database_url: str, log_path: Path, spawn_worker: SpawnWorker
 ) -> None:
     workers = [spawn_worker("it-a"), spawn_worker("it-b")]
     wait_ready(app, workers)
@@ -58,7 +61,7 @@ def test_two_worker_processes_share_a_queue_and_run_each_step_once(
     events = [e for e in read_log(log_path) if e["event"] == "begin"]
     assert {e["attempt"] for e in events} == {1}
     ran_on = {(e["run"], e["step"]): e["instance"] for e in events}
-    tasks = task_rows(pg_url)
+    tasks = task_rows(database_url)
     assert len(tasks) == len(expected)
     for run_id, step, status, attempt, instance in tasks:
         assert (status, attempt) == ("completed", 1), (run_id, step)
@@ -84,7 +87,8 @@ def test_two_worker_processes_share_a_queue_and_run_each_step_once(
 def test_an_idle_worker_starts_a_new_run_on_notification_not_on_poll(
     app: App, log_path: Path, spawn_worker: SpawnWorker
 ) -> None:
-    # With a 5 s poll interval, only LISTEN/NOTIFY can explain a start within a second.
+    # With a 5 s poll interval, only a notification can explain a start within a second:
+    # LISTEN/NOTIFY on PostgreSQL, the worker's PRAGMA data_version poll on SQLite.
     worker = spawn_worker("it-idle", poll_interval=5.0)
     wait_ready(app, [worker])
     time.sleep(0.3)  # let the worker's first claim find nothing and go to sleep
@@ -115,8 +119,13 @@ def test_an_idle_worker_starts_a_new_run_on_notification_not_on_poll(
     assert worker.stop(timeout=10) == 0
 
 
+@postgres_only(
+    "SIGTERM handling is the worker's, whatever the engine; that a stopping worker finishes its "
+    "steps and records their outcomes is proven on both engines by "
+    "tests/contract/test_worker_shutdown.py"
+)
 def test_sigterm_lets_a_running_step_finish_and_record_its_outcome(
-    app: App, pg_url: str, log_path: Path, spawn_worker: SpawnWorker
+    app: App, database_url: str, log_path: Path, spawn_worker: SpawnWorker
 ) -> None:
     worker = spawn_worker("it-graceful", shutdown_timeout=10.0)
     wait_ready(app, [worker])
@@ -139,14 +148,20 @@ def test_sigterm_lets_a_running_step_finish_and_record_its_outcome(
         1,
         "it-graceful",
     )
-    assert task_rows(pg_url) == [(run.id, "nap", "completed", 1, "it-graceful")]
+    assert task_rows(database_url) == [(run.id, "nap", "completed", 1, "it-graceful")]
     assert "received SIGTERM" in worker.stderr()
     assert app.instances() == []
 
 
-@pytest.mark.parametrize("workflow", ["it_slow", "it_slow_async"])
+# A sync and an async step on PostgreSQL; on SQLite the sync one: how a step is interrupted is the
+# worker's business, the hand-back the engine's.
+@pytest.mark.parametrize(
+    ("database_url", "workflow"),
+    [("postgres", "it_slow"), ("postgres", "it_slow_async"), ("sqlite", "it_slow")],
+    indirect=["database_url"],
+)
 def test_a_step_outliving_the_shutdown_timeout_is_handed_back_and_completed_elsewhere(
-    app: App, pg_url: str, log_path: Path, spawn_worker: SpawnWorker, workflow: str
+    app: App, database_url: str, log_path: Path, spawn_worker: SpawnWorker, workflow: str
 ) -> None:
     first = spawn_worker("it-first", shutdown_timeout=1.0)
     wait_ready(app, [first])
@@ -162,7 +177,7 @@ def test_a_step_outliving_the_shutdown_timeout_is_handed_back_and_completed_else
     # The step saw its cancellation; the task is queued again with the attempt not counted.
     assert [e["event"] for e in read_log(log_path)] == ["begin", "cancelled"]
     (step_name,) = app.workflow(workflow).steps
-    assert task_rows(pg_url) == [(run.id, step_name, "queued", 0, "it-first")]
+    assert task_rows(database_url) == [(run.id, step_name, "queued", 0, "it-first")]
     assert run.status() in (RunStatus.PENDING, RunStatus.RUNNING)
     assert "handed 1 unfinished steps back" in first.stderr()
     assert app.instances() == []
@@ -183,8 +198,12 @@ def test_a_step_outliving_the_shutdown_timeout_is_handed_back_and_completed_else
 
 
 @pytest.mark.parametrize("workflow", ["it_slow", "it_slow_async"])
+@postgres_only(
+    "a second SIGTERM is the worker's signal handling; the hand-back it ends in is proven on "
+    "SQLite by test_a_step_outliving_the_shutdown_timeout_is_handed_back_and_completed_elsewhere"
+)
 def test_a_second_sigterm_cancels_running_steps_and_hands_them_back(
-    app: App, pg_url: str, log_path: Path, spawn_worker: SpawnWorker, workflow: str
+    app: App, database_url: str, log_path: Path, spawn_worker: SpawnWorker, workflow: str
 ) -> None:
     first = spawn_worker("it-impatient", shutdown_timeout=30.0)
     wait_ready(app, [first])
@@ -202,7 +221,7 @@ def test_a_second_sigterm_cancels_running_steps_and_hands_them_back(
 
     # Not completed, not lost: queued again for the next worker, the attempt not counted.
     (step_name,) = app.workflow(workflow).steps
-    assert task_rows(pg_url) == [(run.id, step_name, "queued", 0, "it-impatient")]
+    assert task_rows(database_url) == [(run.id, step_name, "queued", 0, "it-impatient")]
     second = spawn_worker("it-patient")
     assert run.result(timeout=15) == {"slept": "it-patient"}
     assert second.stop(timeout=10) == 0

@@ -1,6 +1,7 @@
 """A worker process for the integration tests: ``python -m tests.integration.worker_proc``.
 
-Builds an App with the test workflows (:mod:`tests.integration.flows`) and runs
+Builds an App with the test workflows (:mod:`tests.integration.flows`) on the database of
+``--url`` (a PostgreSQL URL, or ``sqlite:///`` and the path of a file the processes share) and runs
 ``app.run_worker()`` until SIGTERM/SIGINT; logs go to stderr at INFO. Its instance id comes from
 PYPGFLOW_INSTANCE_ID, as in production.
 

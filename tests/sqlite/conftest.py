@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,58 +38,3 @@ def make_app(db_path: str) -> Iterator[Callable[..., App]]:
     yield make
     for app in apps:
         app.close()
-
-
-class Processes:
-    """Worker subprocesses of one test: every one is killed at the end of the test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def worker(self, db: str, *args: str) -> subprocess.Popen[bytes]:
-        index = len(self.started)
-        with open(self.tmp_path / f"worker-{index}.stderr", "wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.sqlite.worker_proc", "--db", db, *args],
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO), "PYPGFLOW_INSTANCE_ID": f"w{index}"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self, timeout: float = 15.0) -> list[int | None]:
-        """SIGTERM (graceful stop), then SIGKILL whatever is left; the exit codes."""
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes: list[int | None] = []
-        for proc in self.started:
-            try:
-                codes.append(proc.wait(timeout=timeout))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-                codes.append(None)
-        return codes
-
-    def stderr(self) -> str:
-        return "\n".join(
-            (self.tmp_path / f"worker-{i}.stderr").read_text(errors="replace")
-            for i in range(len(self.started))
-        )
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        for proc in procs.started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
