@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-peers clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -30,6 +30,24 @@ test: lint typecheck
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/executor_overhead.py
+
+# pypgflow side by side with PgQueuer (bench/peers.py). PgQueuer is no dependency of pypgflow:
+# it lives in a virtualenv of its own. Arguments go through ARGS, e.g.
+# `make bench-peers ARGS=--quick` or `make bench-peers ARGS='--only 1,2 --repeat 5'`. For PgQueuer's
+# asyncpg driver: rm -rf .venv-bench, then make bench-peers
+# PGQUEUER='pgqueuer[psycopg,asyncpg]==1.6.0' ARGS='--pgqueuer-driver asyncpg'.
+BENCH_VENV ?= .venv-bench
+PGQUEUER ?= pgqueuer[psycopg]==1.6.0
+
+$(BENCH_VENV)/bin/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . '$(PGQUEUER)'
+	@touch $@
+
+bench-peers: $(BENCH_VENV)/bin/.installed
+	$(BENCH_VENV)/bin/python bench/peers.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

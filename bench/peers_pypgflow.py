@@ -1,0 +1,106 @@
+"""The pypgflow side of bench/peers.py: the workflows it measures, and its worker process.
+
+    python bench/peers_pypgflow.py --url URL --job noop [--slots N] [--first-call F] [--calls F]
+
+The worker is what a user runs: ``App(url, workflows=[...]).run_worker()`` with no options (the
+``Worker`` defaults: queue "default" with 10 slots, LISTEN/NOTIFY plus a 1 s poll), or with
+``queues={"default": N}`` when ``--slots`` is given. It stops gracefully on SIGTERM. Only
+pypgflow is imported here, so the worker's start-up time and memory are pypgflow's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from peers_probe import PROBE, add_arguments
+from pypgflow import Workflow
+from pypgflow.app import App
+
+noop_async = Workflow("peers_noop")
+
+
+@noop_async.step
+async def noop(input: Any) -> Any:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
+    return input
+
+
+noop_sync = Workflow("peers_noop_sync")
+
+
+@noop_sync.step(name="noop")
+def noop_blocking(input: Any) -> Any:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
+    return input
+
+
+diamond = Workflow("peers_diamond")
+
+
+@diamond.step
+async def top(input: Any) -> int:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
+    return 1
+
+
+@diamond.step(depends_on=["top"])
+async def left(top: int) -> int:
+    return top + 1
+
+
+@diamond.step(depends_on=["top"])
+async def right(top: int) -> int:
+    return top + 2
+
+
+@diamond.step(depends_on=["left", "right"])
+async def bottom(left: int, right: int) -> int:
+    return left + right
+
+
+nap = Workflow("peers_nap")
+
+
+@nap.step(name="nap")
+async def nap_step(input: Any) -> None:
+    await asyncio.sleep(input["sleep"])
+
+
+#: the benchmark's job names, and the workflow each one is on pypgflow
+WORKFLOWS: dict[str, Workflow] = {
+    "noop": noop_async,
+    "noop-sync": noop_sync,
+    "diamond": diamond,
+    "nap": nap,
+}
+
+
+def run_input(job: str, value: float) -> dict[str, float]:
+    """A run's input: the sample number, or for ``nap`` the seconds to sleep."""
+    return {"sleep": value} if job == "nap" else {"i": value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    parser.add_argument("--slots", type=int, help="queues={'default': SLOTS} (default: none)")
+    args = parser.parse_args()
+    PROBE.configure(args.first_call, args.calls)
+    app = App(args.url, workflows=[WORKFLOWS[args.job]])
+    if args.slots is None:
+        app.run_worker()
+    else:
+        app.run_worker({"default": args.slots})
+
+
+if __name__ == "__main__":
+    main()
