@@ -72,6 +72,12 @@ class OutcomeWriter:
             batch, self._pending = self._pending, []
             try:
                 result = await self._call(self.engine.finish_tasks, batch)
+            except asyncio.CancelledError:
+                # The worker is stopping: the write may or may not commit on its thread. Keep
+                # the batch for flush_remaining, which writes it again (a recorded outcome
+                # written twice changes nothing), so that a stop never loses an outcome.
+                self._pending[:0] = batch
+                raise
             except DatabaseUnavailable as exc:
                 self._pending[:0] = batch
                 failures += 1
