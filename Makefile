@@ -33,11 +33,10 @@ bench: $(BIN)/.installed
 
 # pypgflow side by side with PgQueuer (bench/peers.py). PgQueuer is no dependency of pypgflow:
 # it lives in a virtualenv of its own. Arguments go through ARGS, e.g.
-# `make bench-peers ARGS=--quick` or `make bench-peers ARGS='--only 1,2 --repeat 5'`. For PgQueuer's
-# asyncpg driver: rm -rf .venv-bench, then make bench-peers
-# PGQUEUER='pgqueuer[psycopg,asyncpg]==1.6.0' ARGS='--pgqueuer-driver asyncpg'.
+# `make bench-peers ARGS=--quick` or `make bench-peers ARGS='--only 1,2 --repeat 5'`. PgQueuer runs
+# on asyncpg, its default driver; ARGS='--pgqueuer-driver psycopg' measures its psycopg driver.
 BENCH_VENV ?= .venv-bench
-PGQUEUER ?= pgqueuer[psycopg]==1.6.0
+PGQUEUER ?= pgqueuer[asyncpg,psycopg]==1.6.0
 
 $(BENCH_VENV)/bin/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'

@@ -15,7 +15,7 @@ bench/peers_pgqueuer.py, so that each process imports only its own system) and t
 jobs share (bench/peers_probe.py).
 
 ``make bench-peers`` runs this file in its own virtualenv, .venv-bench, which has pypgflow
-(editable) and pgqueuer[psycopg]==1.6.0: PgQueuer is no dependency of pypgflow.
+(editable) and pgqueuer[asyncpg,psycopg]==1.6.0: PgQueuer is no dependency of pypgflow.
 
 How it measures
 ---------------
@@ -38,21 +38,16 @@ rates, worse for latencies and memory.
 
 Both systems run at their documented defaults unless a figure says otherwise. pypgflow's worker
 is ``App(url).run_worker()``: queue "default" with 10 slots, async steps on the loop, sync steps
-in a thread pool. PgQueuer's is a ``QueueManager`` over ``PsycopgDriver`` (one psycopg async
-connection) run by ``pgqueuer.run``, i.e. ``QueueManager.run()`` defaults: batch_size=10 jobs
-per dequeue and no cap on concurrent jobs; its completions are buffered and written in batches
-of batch_size or every ~0.1 s. Its event loop is uvloop, as ``pgq run`` picks it
-(``--pgqueuer-loop asyncio`` for the standard loop). Producers: pypgflow's synchronous App;
-PgQueuer's async ``Queries`` over ``PsycopgDriver``, on the standard asyncio loop.
-
-Read PgQueuer's processing figures as PgQueuer *through PsycopgDriver*. That driver listens with
-psycopg's ``AsyncConnection.notifies(timeout=1.0)``, which holds the connection's lock while it
-waits; every other statement of the worker (dequeue, completion batch, heartbeat) queues behind
-it until a notification arrives (its own completions' DELETEs send some) or the second is up.
-``--pgqueuer-driver asyncpg`` runs the worker on ``AsyncpgDriver`` instead, which PgQueuer's
-performance guide recommends for the QueueManager (it needs ``pgqueuer[asyncpg]`` in
-.venv-bench: ``rm -rf .venv-bench; make bench-peers PGQUEUER='pgqueuer[psycopg,asyncpg]==1.6.0'
-ARGS='--pgqueuer-driver asyncpg'``); producers stay on psycopg.
+in a thread pool. PgQueuer's is a ``QueueManager`` run by ``pgqueuer.run``, i.e.
+``QueueManager.run()`` defaults: batch_size=10 jobs per dequeue and no cap on concurrent jobs;
+its completions are buffered and written in batches of batch_size or every ~0.1 s. Its driver is
+``AsyncpgDriver`` on one asyncpg connection, for the worker and the producer alike: ``pgq`` tries
+asyncpg first and falls back to psycopg, and PgQueuer's performance guide recommends asyncpg
+(``--pgqueuer-driver psycopg`` measures ``PsycopgDriver`` instead: it listens with psycopg's
+``AsyncConnection.notifies(timeout=1.0)``, which holds the connection's lock while it waits, so
+every other statement of the worker queues behind it until a notification arrives or the second
+is up: several times slower). Its event loop is uvloop, as ``pgq run`` picks it
+(``--pgqueuer-loop asyncio`` for the standard loop). pypgflow's producer is its synchronous App.
 
 The figures
 -----------
@@ -109,7 +104,6 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import psycopg
-from pgqueuer.db import PsycopgDriver
 from pgqueuer.queries import Queries
 from psycopg import sql
 
@@ -306,8 +300,8 @@ class PgQueuer:
 
     def install(self, url: str) -> None:
         async def install() -> None:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                queries = Queries(PsycopgDriver(conn))
+            async with peers_pgqueuer.connected(self.driver, url) as driver:
+                queries = Queries(driver)
                 await queries.install()
                 await queries.upgrade()
 
@@ -317,8 +311,8 @@ class PgQueuer:
         payloads: list[bytes | None] = [peers_pgqueuer.payload(value) for value in values]
 
         async def fill() -> None:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                queries = Queries(PsycopgDriver(conn))
+            async with peers_pgqueuer.connected(self.driver, url) as driver:
+                queries = Queries(driver)
                 for offset in range(0, len(payloads), FILL_BATCH):
                     chunk = payloads[offset : offset + FILL_BATCH]
                     await queries.enqueue([job] * len(chunk), chunk, [0] * len(chunk))
@@ -329,8 +323,8 @@ class PgQueuer:
         payloads: list[bytes | None] = [peers_pgqueuer.payload(i) for i in range(count)]
 
         async def timed() -> float:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                queries = Queries(PsycopgDriver(conn))
+            async with peers_pgqueuer.connected(self.driver, url) as driver:
+                queries = Queries(driver)
                 await queries.enqueue("noop", peers_pgqueuer.payload(-1))  # warm-up
                 started = time.perf_counter()
                 for offset in range(0, count, batch):
@@ -344,8 +338,8 @@ class PgQueuer:
         payloads = [peers_pgqueuer.payload(i) for i in range(count)]
 
         async def timed() -> float:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                queries = Queries(PsycopgDriver(conn))
+            async with peers_pgqueuer.connected(self.driver, url) as driver:
+                queries = Queries(driver)
                 await queries.enqueue("noop", peers_pgqueuer.payload(-1))
                 started = time.perf_counter()
                 for item in payloads:
@@ -359,8 +353,8 @@ class PgQueuer:
     ) -> dict[int, float]:
         async def timed() -> dict[int, float]:
             sent: dict[int, float] = {}
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                queries = Queries(PsycopgDriver(conn))
+            async with peers_pgqueuer.connected(self.driver, url) as driver:
+                queries = Queries(driver)
                 await queries.enqueue("noop", peers_pgqueuer.payload(-1))
                 settle()  # blocks this loop, which has nothing else to do meanwhile
                 due = time.perf_counter()
@@ -894,8 +888,8 @@ def main() -> None:
     parser.add_argument(
         "--pgqueuer-driver",
         choices=["psycopg", "asyncpg"],
-        default="psycopg",
-        help="the PgQueuer worker's driver (asyncpg needs pgqueuer[asyncpg] installed)",
+        default="asyncpg",
+        help="the driver of PgQueuer's worker and producer (default asyncpg, as `pgq` picks it)",
     )
     args = parser.parse_args()
     if args.repeat < 1:

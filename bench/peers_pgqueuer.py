@@ -4,18 +4,17 @@
         [--max-concurrent-tasks N] [--loop uvloop|asyncio] [--driver psycopg|asyncpg]
         [--first-call F] [--calls F]
 
-The worker is what PgQueuer's docs show: a ``QueueManager`` over ``PsycopgDriver`` on one psycopg
-``AsyncConnection`` (autocommit), with the job's entrypoint registered at its defaults, run by
+The worker is what PgQueuer's docs show: a ``QueueManager`` over ``AsyncpgDriver`` on one asyncpg
+connection (what ``pgq`` picks when asyncpg is installed), with the job's entrypoint registered at its defaults, run by
 ``pgqueuer.run(factory)`` (the programmatic twin of ``pgq run``: SIGTERM/SIGINT stop it
 gracefully). ``QueueManager.run`` keeps its defaults (batch_size=10, no concurrency cap,
 dequeue_timeout 30 s, heartbeat_timeout 30 s) unless ``--batch-size`` or
 ``--max-concurrent-tasks`` is given. The event loop is uvloop by default, as ``pgq run`` picks it
 whenever it is installed (it is a dependency of pgqueuer on Linux); ``--loop asyncio`` gives the
-standard loop, as ``asyncio.run(pgqueuer.run(...))`` would. ``--driver asyncpg`` puts the
-QueueManager on one asyncpg connection under ``AsyncpgDriver`` instead (PgQueuer's performance
-guide recommends it; it needs ``pgqueuer[asyncpg]``): ``PsycopgDriver`` listens with psycopg's
-``notifies()``, which holds the connection while it waits, so its other statements wait for a
-notification or a 1 s timeout. Only PgQueuer is imported here.
+standard loop, as ``asyncio.run(pgqueuer.run(...))`` would. ``--driver psycopg`` puts the
+QueueManager on one psycopg ``AsyncConnection`` under ``PsycopgDriver`` instead, which listens
+with psycopg's ``notifies()`` and holds the connection while it waits, so its other statements
+wait for a notification or a 1 s timeout. Only PgQueuer is imported here.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="QueueManager.run(batch_size=)")
     parser.add_argument("--max-concurrent-tasks", type=int, help="(max_concurrent_tasks=)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--driver", choices=["psycopg", "asyncpg"], default="psycopg")
+    parser.add_argument("--driver", choices=["psycopg", "asyncpg"], default="asyncpg")
     args = parser.parse_args()
     PROBE.configure(args.first_call, args.calls)
 
