@@ -240,10 +240,11 @@ def task_rows(url: str) -> list[tuple[str, str, str, int, str | None]]:
 
 def terminate_backends(url: str) -> int:
     """Kill every other connection to this PostgreSQL database (the workers' and the test
-    app's)."""
+    app's), and wait until their processes are gone (up to 5 s each): what a client meets next
+    is a connection the server closed, not one in the middle of closing."""
     rows = query(
         url,
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
     return int(rows[0][0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -134,25 +135,34 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             self._opened = True
 
     @contextmanager
-    def _connection(self, *, check_schema: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection in a transaction, committed on success; errors become pypgflow's."""
+    def _connection(
+        self, *, check_schema: bool = True, autocommit: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, in a transaction committed on success (``autocommit``: each
+        statement its own transaction, for a block of one statement); errors become pypgflow's."""
         self._open()
         if check_schema and not self._schema_checked:
             self.check_schema()
-        with self._translated_errors(), self._pooled() as conn:
+        with self._translated_errors(), self._pooled(autocommit=autocommit) as conn:
             yield conn
 
     @contextmanager
-    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
-        """A live connection from the pool, in a transaction committed on success.
+    def _pooled(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A live connection from the pool, in a transaction committed on success, or in
+        autocommit mode for the block.
 
-        Each checkout is checked, and a dead one is discarded at once and the next one tried:
-        after a server restart every idle connection is dead, and the pool's own check would
-        back off for seconds between them.
+        A connection is checked with a round trip only when the server has sent it something
+        while it sat in the pool (a backend terminated, a server shutting down: a readable
+        socket, found without a round trip); a dead one is discarded at once and the next one
+        tried, since after a server restart every idle connection is dead and the pool's own
+        check would back off for seconds between them. A connection cut without a word (a lost
+        network) fails on its first statement instead, as it would after any check.
         """
         deadline = time.monotonic() + self.connect_timeout
         while True:
             conn = self._pool.getconn(timeout=max(0.1, deadline - time.monotonic()))
+            if not _has_unread_input(conn):
+                break
             try:
                 ConnectionPool.check_connection(conn)
             except psycopg.Error:
@@ -162,8 +172,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 continue
             break
         try:
-            with conn:
-                yield conn
+            if autocommit:
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False
+            else:
+                with conn:
+                    yield conn
         finally:
             self._pool.putconn(conn)
 
@@ -205,7 +223,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         return self._connection()
 
     def _read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
-        return self._connection()
+        # Under READ COMMITTED a transaction gives a read nothing a statement alone does not:
+        # autocommit spares the BEGIN and COMMIT round trips.
+        return self._connection(autocommit=True)
 
     def _fetch(
         self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
@@ -273,7 +293,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def start_runs(self, requests: Sequence[StartRequest], connection: Any = None) -> list[str]:
         if not requests:
             return []
-        params = _start_params(requests)
+        params = {**_start_params(requests), "channel": self.channel}
         if connection is not None:
             if not isinstance(connection, psycopg.Connection):
                 raise InvalidArgument(
@@ -282,7 +302,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 )
             with self._translated_errors():
                 return self._insert_runs(connection, requests, params)
-        with self._connection() as conn:
+        # One statement inserts the runs, their steps and tasks and wakes the workers: in
+        # autocommit mode it is its own transaction, and a start is one round trip.
+        with self._connection(autocommit=True) as conn:
             return self._insert_runs(conn, requests, params)
 
     def _insert_runs(
@@ -292,9 +314,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         params: dict[str, Any],
     ) -> list[str]:
         inserted = {row[0] for row in self._fetch(conn, "insert_runs", params)}
-        ids = self._resolve_ids(conn, requests, inserted)
-        self._notify(conn, {r.run.queue for r in requests if r.run.id in inserted})
-        return ids
+        return self._resolve_ids(conn, requests, inserted)
 
     async def _start_runs_on_async_connection(
         self, requests: Sequence[StartRequest], connection: Any
@@ -303,7 +323,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
         if not requests:
             return []
-        params = _start_params(requests)
+        params = {**_start_params(requests), "channel": self.channel}
         with self._translated_errors():
             # Tuples whatever the row factory of the caller's connection.
             async with connection.cursor(row_factory=tuple_row) as cursor:
@@ -314,11 +334,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 if taken:
                     await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": taken})
                     existing = await cursor.fetchall()
-                queues = sorted({r.run.queue for r in requests if r.run.id in inserted})
-                if queues:
-                    await cursor.execute(
-                        self._q("notify"), {"channel": self.channel, "queues": queues}
-                    )
         return resolved_ids(requests, inserted, existing)
 
     def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
@@ -330,7 +345,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def claim_tasks(
         self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
     ) -> list[ClaimedTask]:
-        with self._connection() as conn:
+        # One statement: in autocommit mode it is its own transaction (one round trip).
+        with self._connection(autocommit=True) as conn:
             rows = self._fetch(
                 conn,
                 "claim_tasks",
@@ -395,43 +411,64 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
 
 def _start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
-    """The column arrays of insert_runs for a batch of start requests."""
-    runs = [r.run for r in requests]
-    steps = [(run.id, s) for run in runs for s in run.steps.values()]
-    tasks = [t for r in requests for t in r.changes.new_tasks]
-    return {
-        "ids": [run.id for run in runs],
-        "workflows": [run.workflow for run in runs],
-        "statuses": [run.status.value for run in runs],
-        "queues": [run.queue for run in runs],
-        "priorities": [run.priority for run in runs],
-        "keys": [r.idempotency_key for r in requests],
-        "inputs": [run.input for run in runs],
-        "remaining": [run.remaining_steps for run in runs],
-        "run_ats": [r.run_at for r in requests],
-        "delays": [r.delay for r in requests],
-        "outputs": [run.output for run in runs],
-        "s_run_ids": [run_id for run_id, _ in steps],
-        "s_names": [s.name for _, s in steps],
-        "s_positions": [s.position for _, s in steps],
-        "s_statuses": [s.status.value for _, s in steps],
-        "s_depends_on": [json.dumps(list(s.depends_on)) for _, s in steps],
-        "s_remaining_deps": [s.remaining_deps for _, s in steps],
-        "s_max_attempts": [s.max_attempts for _, s in steps],
-        "s_is_map": [s.is_map for _, s in steps],
-        "s_map_over": [s.map_over for _, s in steps],
-        "s_remaining_tasks": [s.remaining_tasks for _, s in steps],
-        "s_task_counts": [s.task_count for _, s in steps],
-        "s_outputs": [s.output for _, s in steps],
-        "t_run_ids": [t.run_id for t in tasks],
-        "t_steps": [t.step for t in tasks],
-        "t_indexes": [t.task_index for t in tasks],
-        "t_workflows": [t.workflow for t in tasks],
-        "t_queues": [t.queue for t in tasks],
-        "t_priorities": [t.priority for t in tasks],
-        "t_max_attempts": [t.max_attempts for t in tasks],
-        "t_inputs": [t.input for t in tasks],
-    }
+    """The JSON documents of insert_runs (runs, steps, tasks) for a batch of start requests:
+    each one ``json.dumps`` call, whatever the batch size (inputs and outputs, already JSON text,
+    travel as strings and are parsed by the statement)."""
+    runs: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    tasks: list[dict[str, Any]] = []
+    for request in requests:
+        run = request.run
+        runs.append(
+            {
+                "id": run.id,
+                "workflow": run.workflow,
+                "status": run.status.value,
+                "queue": run.queue,
+                "priority": run.priority,
+                "idempotency_key": request.idempotency_key,
+                "input": run.input,
+                "remaining_steps": run.remaining_steps,
+                "run_at": None if request.run_at is None else request.run_at.isoformat(),
+                "delay": request.delay,
+                "output": run.output,
+            }
+        )
+        steps.extend(
+            {
+                "run_id": run.id,
+                "name": step.name,
+                "position": step.position,
+                "status": step.status.value,
+                "depends_on": step.depends_on,
+                "remaining_deps": step.remaining_deps,
+                "max_attempts": step.max_attempts,
+                "is_map": step.is_map,
+                "map_over": step.map_over,
+                "remaining_tasks": step.remaining_tasks,
+                "task_count": step.task_count,
+                "output": step.output,
+            }
+            for step in run.steps.values()
+        )
+        tasks.extend(
+            {
+                "run_id": task.run_id,
+                "step": task.step,
+                "task_index": task.task_index,
+                "workflow": task.workflow,
+                "queue": task.queue,
+                "priority": task.priority,
+                "max_attempts": task.max_attempts,
+                "input": task.input,
+            }
+            for task in request.changes.new_tasks
+        )
+    return {"runs": _json(runs), "steps": _json(steps), "tasks": _json(tasks)}
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def _storable(value: Any) -> Any:
@@ -450,3 +487,16 @@ def _storable(value: Any) -> Any:
 
 
 __all__ = ["NotSupported", "PostgresEngine"]
+
+
+def _has_unread_input(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read: the server spoke while it sat
+    in the pool (an error before closing it, or the close itself). A zero-timeout poll, not a
+    round trip."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)

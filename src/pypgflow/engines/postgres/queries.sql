@@ -21,7 +21,12 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_runs
 -- Inserts a batch of runs with their steps and root tasks. Runs whose idempotency key is taken
--- are skipped, and so are their steps and tasks; the ids actually inserted are returned.
+-- are skipped, and so are their steps and tasks; the ids actually inserted are returned. The
+-- workers of the queues that got tasks are notified in the same statement (delivered when its
+-- transaction commits), so that a start is one statement: one round trip in autocommit mode.
+-- The batch travels as three JSON documents (runs, steps, tasks), read with json_to_recordset:
+-- one text parameter each, whatever the batch size, and cheaper to make than a binary array per
+-- column. Inputs and outputs (JSON text already) travel in them as strings, parsed here.
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
@@ -29,41 +34,44 @@ WITH new_runs AS (
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
            r.output::jsonb
-    FROM unnest(%(ids)b::uuid[], %(workflows)b::text[], %(statuses)b::text[], %(queues)b::text[],
-                %(priorities)b::smallint[], %(keys)b::text[], %(inputs)b::text[],
-                %(remaining)b::int[], %(run_ats)b::timestamptz[], %(delays)b::float8[],
-                %(outputs)b::text[])
-        AS r(id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-             run_at, delay, output)
+    FROM json_to_recordset(%(runs)s::json)
+        AS r(id uuid, workflow text, status text, queue text, priority smallint,
+             idempotency_key text, input text, remaining_steps int, run_at timestamptz,
+             delay float8, output text)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at
 ), new_steps AS (
     INSERT INTO {schema}.steps
         (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
          map_over, remaining_tasks, task_count, output, started_at, finished_at)
-    SELECT s.run_id, s.name, s.position, s.status, s.depends_on::jsonb, s.remaining_deps,
+    SELECT s.run_id, s.name, s.position, s.status, s.depends_on, s.remaining_deps,
            s.max_attempts, s.is_map, s.map_over, s.remaining_tasks, s.task_count, s.output::jsonb,
            CASE WHEN s.status <> 'waiting' THEN now() END,
            CASE WHEN s.status IN ('completed', 'failed', 'cancelled') THEN now() END
-    FROM unnest(%(s_run_ids)b::uuid[], %(s_names)b::text[], %(s_positions)b::smallint[],
-                %(s_statuses)b::text[], %(s_depends_on)b::text[], %(s_remaining_deps)b::int[],
-                %(s_max_attempts)b::int[], %(s_is_map)b::bool[], %(s_map_over)b::text[],
-                %(s_remaining_tasks)b::int[], %(s_task_counts)b::int[], %(s_outputs)b::text[])
-        AS s(run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-             map_over, remaining_tasks, task_count, output)
+    FROM json_to_recordset(%(steps)s::json)
+        AS s(run_id uuid, name text, position smallint, status text, depends_on jsonb,
+             remaining_deps int, max_attempts int, is_map bool, map_over text,
+             remaining_tasks int, task_count int, output text)
     WHERE s.run_id IN (SELECT id FROM new_runs)
 ), new_tasks AS (
     INSERT INTO {schema}.tasks
         (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at)
     SELECT t.run_id, t.step, t.task_index, t.workflow, t.queue, t.priority, t.max_attempts,
            t.input::jsonb, n.scheduled_at
-    FROM unnest(%(t_run_ids)b::uuid[], %(t_steps)b::text[], %(t_indexes)b::int[],
-                %(t_workflows)b::text[], %(t_queues)b::text[], %(t_priorities)b::smallint[],
-                %(t_max_attempts)b::int[], %(t_inputs)b::text[])
-        AS t(run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+    FROM ROWS FROM (json_to_recordset(%(tasks)s::json)
+                    AS (run_id uuid, step text, task_index int, workflow text, queue text,
+                        priority smallint, max_attempts int, input text)) WITH ORDINALITY
+        AS t(run_id, step, task_index, workflow, queue, priority, max_attempts, input, ord)
     JOIN new_runs n ON n.id = t.run_id
+    -- ids in the batch's order: claims take equal tasks oldest (lowest id) first
+    ORDER BY t.ord
+    RETURNING queue
+), notified AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM new_tasks) AS q
 )
-SELECT id::text FROM new_runs;
+-- The scalar subquery runs once (an init plan), when the first inserted run is returned; with
+-- no run inserted there is no task to announce.
+SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 
 -- name: runs_by_idempotency_key
 SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)b::text[]);
