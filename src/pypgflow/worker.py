@@ -20,6 +20,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pypgflow.execution import StepRunner
 from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
 from pypgflow.outcomes import OutcomeWriter
 from pypgflow.registry import Registration
+from pypgflow.slots import Slots
 
 T = TypeVar("T")
 
@@ -116,12 +118,15 @@ class Worker:
         self.workflow_names = sorted(app.workflows)
         self._held: dict[int, _Held] = {}
         self._abandoned: set[int] = set()
-        self._running = dict.fromkeys(self.queues, 0)
+        #: slots, and tasks claimed ahead of them (see pypgflow.slots)
+        self.slots = Slots(self.queues)
         self._stopping = False
         self._stopped_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
+        #: the last claim filled every free slot (a freed slot claims again at once)
+        self._backlog = False
         self._interrupted: set[int] = set()
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
@@ -141,7 +146,9 @@ class Worker:
             stale_after=self.stale_after,
             max_rescues=max_rescues,
             load=lambda: len(self._held),
-            owned=lambda: set(self._held) | self.outcomes.pending_task_ids,
+            owned=lambda: (
+                set(self._held) | self.slots.waiting_ids() | self.outcomes.pending_task_ids
+            ),
             on_cut_off=self._abandon,
             on_contact_restored=self._abandoned.clear,
             on_work=self._on_work,
@@ -159,6 +166,11 @@ class Worker:
         self.leader = Leader(
             app, instance_id=self.instance_id, lease_ttl=lease_ttl, retention=retention
         )
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for: no more claims."""
+        return self._stopping
 
     @property
     def is_leader(self) -> bool:
@@ -295,7 +307,7 @@ class Worker:
                 await self._sleep_or_wake(self.poll_interval)
                 continue
             try:
-                claimed_full = await self._claim_once()
+                claimed_full = self._backlog = await self._claim_once()
                 failures = 0
             except DatabaseError as exc:
                 failures += 1
@@ -304,7 +316,7 @@ class Worker:
                     self.log.warning("cannot claim work (%s); retrying in %.1f s", exc, pause)
                 await self._sleep_or_wake(pause)
                 continue
-            if claimed_full and self._has_free_slots():
+            if claimed_full and self.slots.has_room():
                 continue  # a backlog: claim again at once
             wait = self.poll_interval
             if not claimed_full:
@@ -320,27 +332,27 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _has_free_slots(self) -> bool:
-        return any(self._running[q] < n for q, n in self.queues.items())
-
     async def _claim_once(self) -> bool:
-        """Claim for every queue with free slots; True if some queue filled all its free slots."""
+        """Claim for every queue with room; True if some queue filled all its room."""
         full = False
-        for queue, slots in self.queues.items():
-            free = slots - self._running[queue]
-            if free <= 0 or self._stopping:
+        for queue in self.queues:
+            want = self.slots.room(queue)
+            if want <= 0 or self._stopping:
                 continue
             tasks: list[ClaimedTask] = await self._db_call(
                 self.engine.claim_tasks,
                 queue,
-                free,
+                want,
                 instance_id=self.instance_id,
                 workflows=self.workflow_names,
             )
-            if len(tasks) == free:
+            if len(tasks) == want:
                 full = True
             for task in tasks:
-                self._start(task, queue)
+                if self.slots.free(queue) and not self.stopping:
+                    self._start(task, queue)
+                else:  # a task claimed ahead (or stopped meanwhile: handed back with the rest)
+                    self.slots.wait(queue, task)
         return full
 
     async def _idle_wait(self, *, check_unknown: bool) -> float:
@@ -384,11 +396,12 @@ class Worker:
         )
         held = _Held(task, queue, ctx)
         self._held[task.id] = held
-        self._running[queue] += 1
+        self.slots.started(queue)
         held.future = asyncio.ensure_future(self._execute(held))
 
     async def _execute(self, held: _Held) -> None:
         task = held.task
+        started = time.monotonic()
         try:
             outcome = await self.runner.run(task, held.ctx)
         except asyncio.CancelledError:
@@ -396,14 +409,24 @@ class Worker:
             if self._stopping and task.id not in self._abandoned:
                 self._interrupted.add(task.id)  # to hand back, its attempt not counted
         finally:
+            queue = held.queue
             self._held.pop(task.id, None)
-            self._running[held.queue] -= 1
+            following = self.slots.finished(queue, time.monotonic() - started)
+            if following is not None:
+                if self._stopping or self.registration.cut_off:
+                    self.slots.wait(queue, following)  # stays with the ones handed back
+                else:
+                    self._start(following, queue)
+            if self._backlog:
+                # The last claim filled every free slot: more work is likely waiting. Claim it
+                # now, while this outcome is being recorded, rather than after.
+                self._wake_up()
         if outcome is not None:
             self.outcomes.add(outcome)
 
     def _on_recorded(self, result: FinishResult) -> None:
         """A batch of outcomes was recorded: claim again if it made work here or freed slots."""
-        if result.queues_with_new_work & self.queues.keys() or self._has_free_slots():
+        if result.queues_with_new_work & self.queues.keys() or self.slots.has_room():
             self._wake_up()
 
     def _on_work(self, queues: Collection[str]) -> None:
@@ -421,6 +444,8 @@ class Worker:
             "claiming nothing until the database is back",
             silent, self.stale_after, len(held),
         )  # fmt: skip
+        # claimed ahead, not started: given up with the rest
+        self._abandoned.update(self.slots.clear_waiting())
         for held_task in held:
             task = held_task.task
             self.log.warning(
@@ -450,7 +475,8 @@ class Worker:
                 held.future.cancel()
         if leftover:
             await asyncio.wait([h.future for h in leftover if h.future is not None], timeout=1.0)
-        ids = sorted(self._interrupted | {h.task.id for h in leftover})
+        not_started = self.slots.clear_waiting()
+        ids = sorted(self._interrupted | {h.task.id for h in leftover} | not_started)
         if not ids:
             return
         try:
@@ -467,12 +493,14 @@ class Worker:
         while True:
             await asyncio.sleep(self.cancel_check_interval)
             ids = list(self._held)
-            if not ids:
+            waiting = self.slots.waiting_ids()
+            if not ids and not waiting:
                 continue
             try:
-                alive = await self._db_call(self.engine.still_running, ids)
+                alive = await self._db_call(self.engine.still_running, ids + sorted(waiting))
             except DatabaseError:
                 continue
+            self.slots.keep_waiting(alive)  # the others were cancelled before they started
             for task_id in ids:
                 held = self._held.get(task_id)
                 if task_id not in alive and held is not None:

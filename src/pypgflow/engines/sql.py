@@ -63,69 +63,76 @@ class SqlEngine(FleetVerbs[C]):
         retries = [(o, o.verdict) for o in failed if isinstance(o.verdict, orchestration.Retry)]
         finals = [o for o in failed if isinstance(o.verdict, orchestration.GiveUp)]
         with self._write() as conn:
-            # Every change to a run's tasks happens under its lock (see lock_runs).
-            runs = self._lock_runs(conn, {o.task.run_id for o in outcomes})
+            # Every change to a run's tasks happens under its lock (see lock_runs): the lock
+            # and the guarded task updates go together, in order, in one round trip.
+            with self._batched(conn):
+                read_runs = self._submit_lock_runs(conn, {o.task.run_id for o in outcomes})
+                read_done = read_retried = read_failed = None
+                if completed:
+                    read_done = self._submit(
+                        conn,
+                        "complete_tasks",
+                        self._batch(
+                            [
+                                {
+                                    "id": o.task.id,
+                                    "attempt": o.task.attempt,
+                                    # a plain step's output is kept on its step, not its task
+                                    "output": None if o.task.task_index is None else o.output,
+                                }
+                                for o in completed
+                            ]
+                        ),
+                    )
+                if retries:
+                    read_retried = self._submit(
+                        conn,
+                        "retry_tasks",
+                        self._batch(
+                            [
+                                {
+                                    "id": o.task.id,
+                                    "attempt": o.task.attempt,
+                                    "delay": retry.delay,
+                                    "error": self._error_text(o.error),
+                                }
+                                for o, retry in retries
+                            ]
+                        ),
+                    )
+                if finals:
+                    read_failed = self._submit(
+                        conn,
+                        "fail_tasks",
+                        self._batch(
+                            [
+                                {
+                                    "id": o.task.id,
+                                    "attempt": o.task.attempt,
+                                    "error": self._error_text(o.error),
+                                }
+                                for o in finals
+                            ]
+                        ),
+                    )
+            runs = read_runs()
             changes = Changes()
             ran: list[str] = []
-            if completed:
+            if read_done is not None:
                 outputs = {o.task.id: o.output for o in completed}
-                rows = self._fetch(
-                    conn,
-                    "complete_tasks",
-                    self._batch(
-                        [
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                # a plain step's output is kept on its step, not its task
-                                "output": None if o.task.task_index is None else o.output,
-                            }
-                            for o in completed
-                        ]
-                    ),
-                )
                 done = [
                     orchestration.TaskDone(run_id, step, index, outputs[task_id])
-                    for task_id, run_id, step, index in rows
+                    for task_id, run_id, step, index in read_done()
                 ]
                 ran += [d.run_id for d in done]
                 orchestration.tasks_completed(runs, done, self._reader(conn), changes)
-            if retries:
-                rows = self._fetch(
-                    conn,
-                    "retry_tasks",
-                    self._batch(
-                        [
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                "delay": retry.delay,
-                                "error": self._error_text(o.error),
-                            }
-                            for o, retry in retries
-                        ]
-                    ),
-                )
-                ran += [row[0] for row in rows]
-            if finals:
+            if read_retried is not None:
+                ran += [row[0] for row in read_retried()]
+            if read_failed is not None:
                 errors = {o.task.id: o.error for o in finals}
-                rows = self._fetch(
-                    conn,
-                    "fail_tasks",
-                    self._batch(
-                        [
-                            {
-                                "id": o.task.id,
-                                "attempt": o.task.attempt,
-                                "error": self._error_text(o.error),
-                            }
-                            for o in finals
-                        ]
-                    ),
-                )
                 given_up = [
                     orchestration.TaskFailedForGood(run_id, step, index, errors[task_id])
-                    for task_id, run_id, step, index, _attempt in rows
+                    for task_id, run_id, step, index, _attempt in read_failed()
                 ]
                 ran += [f.run_id for f in given_up]
                 orchestration.tasks_failed(runs, given_up, changes)

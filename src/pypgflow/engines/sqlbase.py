@@ -17,8 +17,8 @@ import abc
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -188,15 +188,35 @@ class SqlBase(Engine, Generic[C]):
 
     # -- the run lock, and writing what orchestration decided ---------------------------------
 
+    def _batched(self, conn: C) -> AbstractContextManager[Any]:
+        """A block whose statements the engine may send together, in one round trip (results
+        read through :meth:`_submit` are there once the block ends). By default, none."""
+        return nullcontext()
+
+    def _submit(
+        self, conn: C, name: str, params: Mapping[str, Any] | None = None
+    ) -> Callable[[], list[Row]]:
+        """Run the named statement (in a ``_batched`` block, send it with the others); returns
+        how to read its rows."""
+        rows = self._fetch(conn, name, params)
+        return lambda: rows
+
     def _lock_runs(self, conn: C, run_ids: set[str]) -> dict[str, RunState]:
         """The state of these runs and their steps, locked for the rest of the transaction."""
+        return self._submit_lock_runs(conn, run_ids)()
+
+    def _submit_lock_runs(self, conn: C, run_ids: set[str]) -> Callable[[], dict[str, RunState]]:
+        """:meth:`_lock_runs` as two submitted statements: returns how to read the states."""
         if not run_ids:
-            return {}
+            return dict
         ids = self._ids(sorted(run_ids))
+        run_rows = self._submit(conn, "lock_runs", {"ids": ids})
+        step_rows = self._submit(conn, "run_steps", {"ids": ids})
+        return lambda: self._run_states(run_rows(), step_rows())
+
+    def _run_states(self, run_rows: list[Row], step_rows: list[Row]) -> dict[str, RunState]:
         runs: dict[str, RunState] = {}
-        for run_id, workflow, status, queue, priority, remaining in self._fetch(
-            conn, "lock_runs", {"ids": ids}
-        ):
+        for run_id, workflow, status, queue, priority, remaining in run_rows:
             runs[run_id] = RunState(
                 id=run_id,
                 workflow=workflow,
@@ -206,7 +226,7 @@ class SqlBase(Engine, Generic[C]):
                 remaining_steps=remaining,
                 steps={},
             )
-        for row in self._fetch(conn, "run_steps", {"ids": ids}):
+        for row in step_rows:
             (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
              map_over, remaining_tasks, task_count) = row  # fmt: skip
             runs[run_id].steps[name] = StepState(
@@ -224,7 +244,12 @@ class SqlBase(Engine, Generic[C]):
         return runs
 
     def _apply(self, conn: C, changes: Changes) -> None:
-        """Write what orchestration decided: a statement per kind of change, whatever the count."""
+        """Write what orchestration decided: a statement per kind of change, whatever the count,
+        sent together where the engine can."""
+        with self._batched(conn):
+            self._apply_changes(conn, changes)
+
+    def _apply_changes(self, conn: C, changes: Changes) -> None:
         if changes.steps:
             self._execute(
                 conn,

@@ -238,6 +238,18 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     ) -> None:
         conn.execute(self._q(name), params)
 
+    def _batched(self, conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+        # psycopg's pipeline mode: statements are sent without waiting for each other's
+        # results, and run in order; one round trip for the block.
+        return conn.pipeline()
+
+    def _submit(
+        self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        cursor.execute(self._q(name), params)
+        return cursor.fetchall
+
     def _ids(self, values: Iterable[Any]) -> list[Any]:
         return list(values)
 

@@ -1,0 +1,84 @@
+"""A worker's execution slots: how many steps of each queue run at once, how many tasks to claim
+now, and the tasks claimed ahead of a free slot.
+
+A queue with ``n`` slots runs at most ``n`` steps at once. While its steps are short (their
+moving average under :data:`CLAIM_AHEAD_BELOW` seconds), the worker also claims up to ``n``
+tasks *ahead*: they wait here, and one starts the moment a slot frees, so a slot never waits for
+a claim's round trip. A queue of long steps claims only for its free slots, so that it never
+holds work another worker could start at once. Tasks claimed ahead are the worker's own like the
+running ones: cancelled, handed back at shutdown, abandoned when cut off.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+from pypgflow.engines.base import ClaimedTask
+
+#: a queue whose steps take less than this on average (seconds) claims ahead of its free slots
+CLAIM_AHEAD_BELOW = 0.05
+#: the weight of the newest duration in the moving average
+_SMOOTHING = 1 / 8
+
+
+class Slots:
+    """The slots of every queue of one worker (``queues``: name → slots)."""
+
+    def __init__(self, queues: dict[str, int]) -> None:
+        self.queues = queues
+        self.running = dict.fromkeys(queues, 0)
+        self._ahead: dict[str, collections.deque[ClaimedTask]] = {
+            queue: collections.deque() for queue in queues
+        }
+        self._step_seconds = dict.fromkeys(queues, 0.0)
+
+    def room(self, queue: str) -> int:
+        """How many tasks of ``queue`` to claim now: its free slots, plus as many ahead of them
+        as it has slots while its steps are short, less those already claimed ahead."""
+        slots = self.queues[queue]
+        ahead = slots if self._step_seconds[queue] < CLAIM_AHEAD_BELOW else 0
+        return slots + ahead - self.running[queue] - len(self._ahead[queue])
+
+    def has_room(self) -> bool:
+        return any(self.room(queue) > 0 for queue in self.queues)
+
+    def free(self, queue: str) -> bool:
+        """Whether a step of ``queue`` may start now."""
+        return self.running[queue] < self.queues[queue]
+
+    def started(self, queue: str) -> None:
+        self.running[queue] += 1
+
+    def finished(self, queue: str, seconds: float) -> ClaimedTask | None:
+        """A step of ``queue`` ended after ``seconds``: its slot is free. Returns the task
+        claimed ahead that takes it, if any."""
+        self.running[queue] -= 1
+        average = self._step_seconds[queue]
+        self._step_seconds[queue] = average + (seconds - average) * _SMOOTHING
+        ahead = self._ahead[queue]
+        return ahead.popleft() if ahead else None
+
+    def wait(self, queue: str, task: ClaimedTask) -> None:
+        """Keep a task claimed ahead until a slot of its queue frees."""
+        self._ahead[queue].append(task)
+
+    def waiting(self) -> Iterator[ClaimedTask]:
+        """The tasks claimed ahead, not started."""
+        for ahead in self._ahead.values():
+            yield from ahead
+
+    def waiting_ids(self) -> set[int]:
+        return {task.id for task in self.waiting()}
+
+    def keep_waiting(self, task_ids: set[int]) -> None:
+        """Drop the tasks claimed ahead but those in ``task_ids`` (the others were cancelled)."""
+        for queue, ahead in self._ahead.items():
+            self._ahead[queue] = collections.deque(t for t in ahead if t.id in task_ids)
+
+    def clear_waiting(self) -> set[int]:
+        """Give up every task claimed ahead; returns their ids."""
+        ids = self.waiting_ids()
+        for ahead in self._ahead.values():
+            ahead.clear()
+        return ids
