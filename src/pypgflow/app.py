@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -28,14 +27,13 @@ from pypgflow.errors import (
     ConfigurationError,
     InvalidArgument,
     NotSupported,
-    ResultTimeout,
     RunNotFound,
     UnknownWorkflow,
 )
 from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
-from pypgflow.results import outcome_of
+from pypgflow.results import ResultWaiters
 from pypgflow.starting import check_queue, prepare_start
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow
@@ -77,35 +75,13 @@ class Run:
 
         Raises WorkflowFailed (with every attempt's error) if it failed, RunCancelled if it was
         cancelled, ResultTimeout (a TimeoutError) if it is still going after ``timeout`` seconds.
+        The wait is woken by the engine's announcement that the run finished (see
+        :mod:`pypgflow.results`), not by polling.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            outcome = self._outcome()
-            if outcome is not None:
-                return outcome()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"run {self.id} did not finish within {timeout:g} s")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            pause = min(pause * 1.5, 0.1)
+        return self.app._waiters.wait(self.id, timeout, self.app.workflows)
 
     async def result_async(self, timeout: float | None = 10.0) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            outcome = await asyncio.to_thread(self._outcome)
-            if outcome is not None:
-                return outcome()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"run {self.id} did not finish within {timeout:g} s")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(wait)
-            pause = min(pause * 1.5, 0.1)
-
-    def _outcome(self) -> Callable[[], Any] | None:
-        """None while the run is going; else a function that returns its result or raises."""
-        return outcome_of(self.app.engine, self.id, self.app.workflows)
+        return await self.app._waiters.wait_async(self.id, timeout, self.app.workflows)
 
     async def info_async(self) -> RunInfo:
         return await self.app.get_run_async(self.id)
@@ -174,6 +150,8 @@ class App:
             engine = engine_for_url(url, schema=schema)
         self.engine = engine
         self.url = url
+        #: the callers of result() waiting, and the listener that wakes them (started lazily)
+        self._waiters = ResultWaiters(engine)
         self.instance_id = instance_id or default_instance_id()
         if (
             isinstance(stale_after, bool)
@@ -202,6 +180,7 @@ class App:
         self.close()
 
     def close(self) -> None:
+        self._waiters.close()
         self.engine.close()
 
     # -- definitions ---------------------------------------------------------------------------

@@ -36,6 +36,9 @@ DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 #: runs listed at most by ``App.list_runs`` and ``pypgflow runs``
 DEFAULT_LIST_LIMIT = 50
+#: seconds between a ``result()`` waiter's own looks at its run: a safety net, since the
+#: announcement of its finish wakes it at once (a notification may be lost with a connection)
+RESULT_RECHECK_INTERVAL = 1.0
 
 # -- the worker --------------------------------------------------------------------------------
 

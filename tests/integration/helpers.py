@@ -171,12 +171,12 @@ def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]
 
 
 def listening_connections(url: str) -> int:
-    """How many connections to this PostgreSQL database sit in LISTEN (a worker's notification
-    thread)."""
+    """How many connections to this PostgreSQL database sit in LISTEN for work (a worker's
+    notification thread; not an App's listener for finished runs, on the ``_done`` channel)."""
     rows = query(
         url,
         "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'",
+        "WHERE datname = current_database() AND query ILIKE 'LISTEN %%_work\"'",
     )
     return int(rows[0][0])
 

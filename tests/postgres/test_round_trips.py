@@ -1,5 +1,6 @@
 """Batches cost a fixed number of statements, whatever their size: start_many inserts its runs,
-steps and tasks in one statement."""
+steps and tasks in one statement; a batch of outcomes runs one statement per kind of change, and
+announcing the runs it finishes costs none."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from pypgflow import Workflow
 from pypgflow.app import App
+from pypgflow.engines.base import Completed
 from tests.conftest import running_worker
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,5 +59,38 @@ def test_start_many_costs_the_same_for_1_or_500_runs(pg_url: str, statements: li
         assert len(app.list_runs(limit=1000)) == 502
         with running_worker(app, {"default": 50}):
             assert runs[-1].result(timeout=10) == {"b": 499, "c": 499}
+    finally:
+        app.close()
+
+
+def test_outcomes_that_finish_runs_cost_no_statement_more(
+    pg_url: str, statements: list[str]
+) -> None:
+    """A batch of outcomes runs the same statements whether it finishes 1 run or 200, and
+    whether it finishes runs or not: the announcement of finished runs rides on update_runs."""
+    flow = Workflow("two")
+    flow.step(name="a")(lambda input: input)
+    flow.step(name="b")(lambda a: a)
+    app = App(pg_url, workflows=[flow])
+    engine = app.engine
+    names = {text.as_string(): name for name, text in engine._queries.items()}
+    try:
+        batches: dict[tuple[int, str], list[str]] = {}
+        for size in (1, 200):
+            app.start_many(flow, range(size))
+            for step in ("a", "b"):
+                tasks = engine.claim_tasks("default", 1000, instance_id="x", workflows=["two"])
+                assert {t.step for t in tasks} == {step}
+                assert len(tasks) == size
+                statements.clear()
+                engine.finish_tasks([Completed(t, "1") for t in tasks])
+                # (the pool's liveness check sends an empty statement first)
+                batches[size, step] = [names.get(s, s) for s in statements if s]
+        releasing = ["lock_runs", "run_steps", "complete_tasks", "update_steps"]
+        releasing += ["insert_tasks", "update_runs", "notify"]
+        finishing = ["lock_runs", "run_steps", "complete_tasks", "update_steps", "update_runs"]
+        assert batches[1, "a"] == batches[200, "a"] == releasing
+        assert batches[1, "b"] == batches[200, "b"] == finishing
+        assert app.get_run(app.list_runs(limit=1)[0].id).status.finished
     finally:
         app.close()

@@ -136,6 +136,49 @@ def test_listeners_hear_of_new_work(db_path: str) -> None:
     other.close()
 
 
+def test_finished_runs_are_heard_by_id_here_and_by_data_version_elsewhere(db_path: str) -> None:
+    engine = SqliteEngine(db_path)
+    other = SqliteEngine(db_path)  # another connection, as another process would have
+    app = App(engine=other, workflows=[hello])
+    heard: list[str] = []
+    event = threading.Event()
+
+    def on_finished(run_id: str) -> None:
+        heard.append(run_id)
+        event.set()
+
+    stop = engine.listen_finished(on_finished)
+    assert stop is not None
+    try:
+        assert event.wait(2)  # (re)opened: runs may have finished meanwhile
+        # Another connection's commit: data_version changes, the poller says "something".
+        run = app.start(hello, {"name": "x"}, delay=60)
+        event.clear()
+        heard.clear()
+        started = time.monotonic()
+        assert run.cancel() is True
+        assert event.wait(2)
+        assert time.monotonic() - started < 1.0
+        assert "" in heard
+        # This engine's own commit that finishes a run: its id, at once, in this thread.
+        mine = App(engine=engine, workflows=[hello]).start(hello, {"name": "y"}, delay=60)
+        heard.clear()
+        assert engine.cancel_run(mine.id) is True
+        assert mine.id in heard
+        # A commit that finishes nothing announces nothing here.
+        heard.clear()
+        engine.start_runs([request_for(hello, {"name": "z"})])
+        assert [run_id for run_id in heard if run_id] == []
+    finally:
+        stop()
+    heard.clear()
+    later = App(engine=engine, workflows=[hello]).start(hello, {"name": "w"}, delay=60)
+    assert engine.cancel_run(later.id) is True
+    assert heard == []
+    engine.close()
+    other.close()
+
+
 def test_close_releases_every_connection_and_the_engine_reopens(db_path: str) -> None:
     engine = SqliteEngine(db_path)
     app = App(engine=engine, workflows=[hello])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -180,6 +180,16 @@ class Engine(abc.ABC):
     def run_result(self, run_id: str) -> RunResult | None:
         """A run's status, output and error, or None if there is no such run."""
 
+    def runs_still_going(self, run_ids: Collection[str]) -> set[str]:
+        """Of these runs, those not finished yet (pending or running); a run that does not
+        exist is not going. (A read per run here; SQL engines read them all in one statement.)"""
+        going = set()
+        for run_id in run_ids:
+            result = self.run_result(run_id)
+            if result is not None and not result.status.finished:
+                going.add(run_id)
+        return going
+
     @abc.abstractmethod
     def register_instance(
         self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
@@ -197,6 +207,14 @@ class Engine(abc.ABC):
     def listen(self, on_work: Callable[[str], None]) -> Callable[[], None] | None:
         """Call ``on_work(queue)`` when another process adds work; returns a stop function, or
         None when this engine cannot (workers then poll)."""
+        return None
+
+    def listen_finished(self, on_finished: Callable[[str], None]) -> Callable[[], None] | None:
+        """Call ``on_finished(run_id)`` when a run finishes (completed, failed or cancelled, by
+        any process), and ``on_finished("")`` when runs may have finished unannounced (the
+        listener just (re)connected, another process committed something): then whoever waits
+        checks. Returns a stop function, or None when this engine cannot (waiters then poll).
+        Announcements are hints, never the only way to learn of a finish: waiters re-check."""
         return None
 
     @abc.abstractmethod

@@ -11,7 +11,7 @@ names), how it passes parameters and decodes columns, claims, starts and notific
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pypgflow import orchestration
@@ -222,6 +222,14 @@ class SqlEngine(FleetVerbs[C]):
         status, output, error = rows[0]
         return RunResult(RunStatus(status), self._json(output), self._stored_error(error))
 
+    def runs_still_going(self, run_ids: Collection[str]) -> set[str]:
+        canonical = {c for c in map(canonical_run_id, run_ids) if c is not None}
+        if not canonical:
+            return set()
+        with self._read() as conn:
+            rows = self._fetch(conn, "runs_still_going", {"ids": self._ids(sorted(canonical))})
+        return {row[0] for row in rows}
+
     def get_run(self, run_id: str) -> RunInfo | None:
         canonical = canonical_run_id(run_id)
         if canonical is None:
@@ -298,6 +306,12 @@ class SqlEngine(FleetVerbs[C]):
             task_count=task_count,
             errors=errors,
         )
+
+
+def finished_at_start(requests: Sequence[StartRequest], inserted: set[str]) -> set[str]:
+    """The runs inserted already finished: a map over something other than a list fails at
+    start, an empty map completes there."""
+    return {r.run.id for r in requests if r.run.id in inserted and r.run.status.finished}
 
 
 def keys_taken(requests: Sequence[StartRequest], inserted: set[str]) -> list[str]:

@@ -80,6 +80,15 @@ class SqlBase(Engine, Generic[C]):
     def _notify(self, conn: C, queues: set[str]) -> None:
         """Announce new work in ``queues`` when the transaction commits."""
 
+    @abc.abstractmethod
+    def _notify_finished(self, conn: C, run_ids: set[str]) -> None:
+        """Announce that these runs finished (completed, failed or cancelled) when the
+        transaction commits, to whoever waits for their results (``listen_finished``)."""
+
+    #: True when the engine's update_runs statement announces the runs it finishes itself
+    #: (PostgreSQL: pg_notify in the same statement), so that _apply has nothing more to send
+    _update_runs_announces: bool = False
+
     def _error_text(self, error: AttemptError) -> str:
         """An attempt's error as JSON text. Errors are written by pypgflow, not by step code, so
         they are made storable rather than refused (ASCII escapes keep any character of an
@@ -245,7 +254,9 @@ class SqlBase(Engine, Generic[C]):
 
     def _apply(self, conn: C, changes: Changes) -> None:
         """Write what orchestration decided: a statement per kind of change, whatever the count,
-        sent together where the engine can."""
+        sent together where the engine can; announce the queues that got work, and the runs that
+        finished (those announced by update_runs itself where the engine's does, so that it costs
+        no statement)."""
         with self._batched(conn):
             self._apply_changes(conn, changes)
 
@@ -287,6 +298,7 @@ class SqlBase(Engine, Generic[C]):
                 ),
             )
         if changes.runs:
+            finished = {r.id for r in changes.runs.values() if r.status.finished}
             self._execute(
                 conn,
                 "update_runs",
@@ -303,6 +315,8 @@ class SqlBase(Engine, Generic[C]):
                     ]
                 ),
             )
+            if finished and not self._update_runs_announces:
+                self._notify_finished(conn, finished)
         self._notify(conn, changes.queues_with_new_work)
 
     def _reader(self, conn: C) -> orchestration.StateReader:

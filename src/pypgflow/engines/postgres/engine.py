@@ -3,8 +3,10 @@
 Every statement lives in ``queries.sql``; this module owns what PostgreSQL does its own way:
 the connection pool, driver errors wrapped into pypgflow's, parameters as binary arrays, the
 claim, starts in one statement (also inside a caller's transaction, sync or async), and
-LISTEN/NOTIFY. Everything else is :class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is two
-round trips per batch of claims and a handful per batch of outcomes, whatever the batch size.
+LISTEN/NOTIFY: new work on one channel (``{schema}_work``, for workers), finished runs on another
+(``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends it). Everything else is
+:class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is two round trips per batch of claims
+and a handful per batch of outcomes, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
-from pypgflow.engines.sql import SqlEngine, keys_taken, resolved_ids
+from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
     AttemptError,
@@ -64,6 +66,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     supports_transactional_start = True
     notifies_other_processes = True
+    #: update_runs announces the runs it finishes itself, pg_notify in the same statement
+    _update_runs_announces = True
 
     def __init__(
         self,
@@ -89,11 +93,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         self.url = url
         self.schema = schema
         self.channel = f"{schema}_work"
+        #: where finished runs are announced (their ids): not the work channel, so that workers
+        #: are not woken by them
+        self.done_channel = f"{schema}_done"
         self.connect_timeout = connect_timeout
         self._queries = {
             name: self._compose(text)
             for name, text in load_queries(
-                _PACKAGE, "queries.sql", composed_later=("schema", "channel")
+                _PACKAGE,
+                "queries.sql",
+                composed_later=("schema", "channel", "done_channel", "done_channel_name"),
             ).items()
         }
         self._schema_sql = self._compose(read_sql(_PACKAGE, "schema.sql"))
@@ -210,7 +219,10 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def _compose(self, text: str) -> sql.Composed:
         """A statement or script of this package's files, with its schema and channel names."""
         return sql.SQL(text).format(
-            schema=sql.Identifier(self.schema), channel=sql.Identifier(self.channel)
+            schema=sql.Identifier(self.schema),
+            channel=sql.Identifier(self.channel),
+            done_channel=sql.Identifier(self.done_channel),
+            done_channel_name=sql.Literal(self.done_channel),
         )
 
     def _q(self, name: str) -> sql.Composed:
@@ -326,7 +338,10 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         params: dict[str, Any],
     ) -> list[str]:
         inserted = {row[0] for row in self._fetch(conn, "insert_runs", params)}
-        return self._resolve_ids(conn, requests, inserted)
+        ids = self._resolve_ids(conn, requests, inserted)
+        # Runs finished at start (an empty map) are rare: their announcement is one more statement.
+        self._notify_finished(conn, finished_at_start(requests, inserted))
+        return ids
 
     async def _start_runs_on_async_connection(
         self, requests: Sequence[StartRequest], connection: Any
@@ -346,11 +361,18 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 if taken:
                     await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": taken})
                     existing = await cursor.fetchall()
+                finished = finished_at_start(requests, inserted)
+                if finished:
+                    await cursor.execute(self._q("notify_finished"), {"ids": sorted(finished)})
         return resolved_ids(requests, inserted, existing)
 
     def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
         if queues:
             conn.execute(self._q("notify"), {"channel": self.channel, "queues": sorted(queues)})
+
+    def _notify_finished(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> None:
+        if run_ids:
+            conn.execute(self._q("notify_finished"), {"ids": sorted(run_ids)})
 
     # -- claiming and finishing --------------------------------------------------------------
 
@@ -388,7 +410,28 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     # -- notifications ----------------------------------------------------------------------
 
     def listen(self, on_work: Callable[[str], None]) -> Callable[[], None] | None:
-        """LISTEN on a dedicated connection in a thread; reconnects until stopped."""
+        """LISTEN for new work on a dedicated connection in a thread; reconnects until stopped.
+        ``on_work(queue)`` for each notification, ``on_work("")`` at every (re)connection."""
+        return self._listen_thread("listen", on_work, name="pypgflow-listen")
+
+    def listen_finished(self, on_finished: Callable[[str], None]) -> Callable[[], None] | None:
+        """LISTEN for finished runs on a dedicated connection in a thread, as ``listen`` does:
+        ``on_finished(run_id)`` for each id of a notification, ``on_finished("")`` at every
+        (re)connection (runs may have finished meanwhile) and for an empty payload."""
+
+        def on_payload(payload: str) -> None:
+            for run_id in payload.split(",") if payload else [""]:
+                on_finished(run_id)
+
+        return self._listen_thread("listen_finished", on_payload, name="pypgflow-listen-done")
+
+    def _listen_thread(
+        self, statement: str, on_payload: Callable[[str], None], *, name: str
+    ) -> Callable[[], None]:
+        """Run the LISTEN ``statement`` on a connection of its own in a thread, calling
+        ``on_payload`` with each notification's payload, and ``on_payload("")`` once connected:
+        anything may have been sent while it was not. Reconnects until stopped; returns the
+        function that stops it."""
         stop = threading.Event()
 
         def loop() -> None:
@@ -398,13 +441,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     with psycopg.connect(
                         self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
                     ) as conn:
-                        # {channel} is composed as an identifier: LISTEN takes no parameter.
-                        conn.execute(self._q("listen"))
+                        # The channel is composed as an identifier: LISTEN takes no parameter.
+                        conn.execute(self._q(statement))
                         delay = 0.1
-                        on_work("")  # (re)connected: anything may have arrived meanwhile
+                        on_payload("")  # (re)connected: anything may have arrived meanwhile
                         while not stop.is_set():
                             for note in conn.notifies(timeout=0.1):  # short: stop is seen quickly
-                                on_work(note.payload)
+                                on_payload(note.payload)
                 except psycopg.Error as exc:
                     if stop.is_set():
                         return
@@ -412,12 +455,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     stop.wait(delay)
                     delay = min(delay * 2, 5.0)
 
-        thread = threading.Thread(target=loop, name="pypgflow-listen", daemon=True)
+        thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
 
         def stop_listening() -> None:
             stop.set()
-            thread.join(timeout=2.0)
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
 
         return stop_listening
 

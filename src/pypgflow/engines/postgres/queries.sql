@@ -1,7 +1,13 @@
--- Every statement the PostgreSQL engine runs, by name. {schema} is the quoted schema name and
--- {channel} the quoted notification channel, filled in when the engine loads this file; values
--- are always bound parameters (%(name)s; arrays %(name)b, dumped in binary: several times
--- faster for batches), never formatted into the text.
+-- Every statement the PostgreSQL engine runs, by name. {schema} is the quoted schema name,
+-- {channel} the quoted channel that announces new work (workers listen on it), {done_channel}
+-- the quoted channel that announces finished runs (result() waiters listen on it) and
+-- {done_channel_name} the same name as a string literal (pg_notify takes text), filled in when
+-- the engine loads this file; values are always bound parameters (%(name)s; arrays %(name)b,
+-- dumped in binary: several times faster for batches), never formatted into the text.
+--
+-- Finished runs are announced on {done_channel} by their ids, comma-separated, at most 200 ids
+-- per notification: a payload must stay under 8000 bytes, and 200 UUIDs with their commas take
+-- 7399. A transaction that finishes more sends several; one that finishes none sends none.
 
 -- name: migrate_lock
 -- Held until the migrating transaction ends: a second process migrating at the same time waits,
@@ -187,16 +193,27 @@ FROM unnest(%(run_id)b::uuid[], %(name)b::text[], %(status)b::text[],
 WHERE s.run_id = d.run_id AND s.name = d.name;
 
 -- name: update_runs
-UPDATE {schema}.runs r
-SET status = d.status, remaining_steps = d.remaining_steps,
-    output = d.output::jsonb, error = d.error::jsonb,
-    started_at = CASE WHEN d.status <> 'pending' THEN coalesce(r.started_at, now())
-                      ELSE r.started_at END,
-    finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled') THEN now() END
-FROM unnest(%(id)b::uuid[], %(status)b::text[], %(remaining_steps)b::int[], %(output)b::text[],
-            %(error)b::text[])
-    AS d(id, status, remaining_steps, output, error)
-WHERE r.id = d.id;
+-- Writes the runs as orchestration decided, and announces those that finished on {done_channel}
+-- (delivered when the transaction commits): in this statement, so that a batch that finishes
+-- runs costs no statement more than one that does not.
+WITH updated AS (
+    UPDATE {schema}.runs r
+    SET status = d.status, remaining_steps = d.remaining_steps,
+        output = d.output::jsonb, error = d.error::jsonb,
+        started_at = CASE WHEN d.status <> 'pending' THEN coalesce(r.started_at, now())
+                          ELSE r.started_at END,
+        finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled') THEN now() END
+    FROM unnest(%(id)b::uuid[], %(status)b::text[], %(remaining_steps)b::int[],
+                %(output)b::text[], %(error)b::text[])
+        AS d(id, status, remaining_steps, output, error)
+    WHERE r.id = d.id
+    RETURNING r.id, r.status
+), finished AS (
+    SELECT id::text AS id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
+    FROM updated WHERE status IN ('completed', 'failed', 'cancelled')
+)
+SELECT pg_notify({done_channel_name}, string_agg(id, ',' ORDER BY id))
+FROM finished GROUP BY chunk;
 
 -- name: insert_tasks
 INSERT INTO {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
@@ -218,8 +235,19 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 -- name: notify
 SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)b::text[]) AS queue;
 
+-- name: notify_finished
+-- Announces runs that finished in this transaction without update_runs (a run that fails or
+-- completes as it starts), the same way: their ids, at most 200 per notification.
+SELECT pg_notify({done_channel_name}, string_agg(id, ',' ORDER BY id))
+FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
+      FROM unnest(%(ids)b::text[]) AS id) AS finished
+GROUP BY chunk;
+
 -- name: listen
 LISTEN {channel};
+
+-- name: listen_finished
+LISTEN {done_channel};
 
 -- name: get_run
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
@@ -237,6 +265,12 @@ LIMIT %(limit)s;
 
 -- name: run_result
 SELECT status, output, error FROM {schema}.runs WHERE id = %(id)s::uuid;
+
+-- name: runs_still_going
+-- Of the runs a process waits for, those not finished yet (pending or running; a run that is
+-- gone is not): what waiters re-check when they may have missed an announcement.
+SELECT id::text FROM {schema}.runs
+WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('pending', 'running');
 
 -- name: step_infos
 -- A run's steps with what their tasks say: first claim, most attempts, latest instance, and

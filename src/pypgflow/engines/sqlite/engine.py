@@ -15,8 +15,9 @@ What SQLite does differently:
   read lock), and a claim is one ``UPDATE ... RETURNING`` under that lock instead of ``SKIP
   LOCKED``. Threads of one process queue on a Python lock rather than SQLite's sleeping busy
   handler; other processes wait up to ``busy_timeout``.
-- No LISTEN/NOTIFY: this process's listeners are called after a commit that creates work, and
-  other processes notice the commit in ``PRAGMA data_version`` (``listen.py``).
+- No LISTEN/NOTIFY: this process's listeners are called after a commit that creates work (or
+  finishes runs, for result() waiters), and other processes notice the commit in ``PRAGMA
+  data_version`` (``listen.py``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
-from pypgflow.engines.sql import SqlEngine
+from pypgflow.engines.sql import SqlEngine, finished_at_start
 from pypgflow.engines.sqlbase import Row
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
-from pypgflow.engines.sqlite.listen import WorkListeners
+from pypgflow.engines.sqlite.listen import CommitListeners
 from pypgflow.engines.sqlite.params import (
     json_array,
     json_rows,
@@ -146,11 +147,19 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         self._write_lock: AbstractContextManager[Any] = (
             self._lock if self.memory else _process_write_lock(self.path)
         )
-        self._listeners = WorkListeners(
+        self._listeners = CommitListeners(
             None if self.memory else self.path,
             busy_timeout=busy_timeout,
             poll_interval=poll_interval,
             data_version=self._q("data_version"),
+        )
+        self._finish_listeners = CommitListeners(
+            None if self.memory else self.path,
+            busy_timeout=busy_timeout,
+            poll_interval=poll_interval,
+            data_version=self._q("data_version"),
+            kind="finished runs",
+            thread_name="pypgflow-sqlite-listen-done",
         )
 
     def __repr__(self) -> str:
@@ -236,19 +245,23 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
     @contextmanager
     def _transaction(self, *, check_schema: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE), committed on success; after the commit, the
-        queues given to _notify are announced to this process's listeners."""
+        queues given to _notify and the runs given to _notify_finished are announced to this
+        process's listeners."""
         if check_schema and not self._schema_checked:
             self.check_schema()
         queues: set[str] = set()
+        finished: set[str] = set()
         with self._write_lock, self._wrap_errors():
             conn = self._conn()
             self._local.pending = queues
+            self._local.finished = finished
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 queues.clear()
+                finished.clear()
                 if conn.in_transaction:
                     try:
                         conn.execute("ROLLBACK")
@@ -257,7 +270,9 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                 raise
             finally:
                 self._local.pending = None
+                self._local.finished = None
         self._listeners.announce(queues)
+        self._finish_listeners.announce(finished)
 
     @contextmanager
     def _wrap_errors(self) -> Iterator[None]:
@@ -340,6 +355,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
 
     def close(self) -> None:
         self._listeners.stop_all()
+        self._finish_listeners.stop_all()
         with self._connections_lock:
             connections, self._connections = self._connections, []
             self._generation += 1
@@ -410,6 +426,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                 conn.execute(self._q("insert_root_tasks"), {"tasks": tasks})
         ids = self._resolve_ids(conn, requests, inserted)
         self._notify(conn, {r.run.queue for r in fresh})
+        self._notify_finished(conn, finished_at_start(requests, inserted))
         return ids
 
     def _notify(self, conn: sqlite3.Connection, queues: set[str]) -> None:
@@ -417,6 +434,12 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         pending: set[str] | None = getattr(self._local, "pending", None)
         if pending is not None:
             pending.update(queues)
+
+    def _notify_finished(self, conn: sqlite3.Connection, run_ids: set[str]) -> None:
+        """Announce finished runs once the current transaction commits (see _transaction)."""
+        finished: set[str] | None = getattr(self._local, "finished", None)
+        if finished is not None:
+            finished.update(run_ids)
 
     # -- claiming and finishing --------------------------------------------------------------
 
@@ -473,6 +496,12 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         """Call ``on_work(queue)`` after every commit of this process that creates work, and
         (for a file) ``on_work("")`` within ``poll_interval`` of any other process's commit."""
         return self._listeners.add(on_work)
+
+    def listen_finished(self, on_finished: Callable[[str], None]) -> Callable[[], None] | None:
+        """Call ``on_finished(run_id)`` after every commit of this process that finishes a run,
+        and (for a file) ``on_finished("")`` within ``poll_interval`` of any other connection's
+        commit."""
+        return self._finish_listeners.add(on_finished)
 
 
 __all__ = ["NotSupported", "SqliteEngine"]

@@ -1,9 +1,11 @@
-"""How workers hear of new work on SQLite, which has no LISTEN/NOTIFY.
+"""How workers hear of new work, and waiters of finished runs, on SQLite, which has no
+LISTEN/NOTIFY.
 
-A commit of this process that creates work calls this process's listeners directly (the engine
-announces it once the transaction has committed), and a thread per listener polls ``PRAGMA
-data_version`` on a connection of its own, a read of shared memory that changes when any other
-connection commits, to wake workers of other processes within a few tens of milliseconds.
+A commit of this process that creates work (or finishes runs) calls this process's listeners
+directly (the engine announces it once the transaction has committed), and a thread per listener
+polls ``PRAGMA data_version`` on a connection of its own, a read of shared memory that changes
+when any other connection commits, to wake listeners of other processes within a few tens of
+milliseconds. An engine has one :class:`CommitListeners` for work, one for finished runs.
 """
 
 from __future__ import annotations
@@ -16,14 +18,24 @@ from collections.abc import Callable
 logger = logging.getLogger("pypgflow.engine.sqlite")
 
 
-class WorkListeners:
-    """The listeners of one engine: announced to after its commits, and (for a file, ``path``
-    not None) each polling for other processes' commits every ``poll_interval`` seconds."""
+class CommitListeners:
+    """The listeners of one engine to one kind of news (``kind``: "work", "finished runs"):
+    announced to after its commits, and (for a file, ``path`` not None) each polling for other
+    processes' commits every ``poll_interval`` seconds."""
 
     def __init__(
-        self, path: str | None, *, busy_timeout: float, poll_interval: float, data_version: str
+        self,
+        path: str | None,
+        *,
+        busy_timeout: float,
+        poll_interval: float,
+        data_version: str,
+        kind: str = "work",
+        thread_name: str = "pypgflow-sqlite-listen",
     ) -> None:
         self.path = path
+        self.kind = kind
+        self.thread_name = thread_name
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self._data_version = data_version  # the statement that reads PRAGMA data_version
@@ -31,27 +43,27 @@ class WorkListeners:
         self._lock = threading.Lock()
         self._stoppers: list[Callable[[], None]] = []
 
-    def add(self, on_work: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``on_work(queue)`` after every commit of this process that creates work, and
-        (for a file) ``on_work("")`` within ``poll_interval`` of any other process's commit;
-        return the function that stops it."""
+    def add(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(name)`` after every commit of this process that announces ``name`` (a
+        queue with new work, a finished run), and (for a file) ``listener("")`` within
+        ``poll_interval`` of any other process's commit; return the function that stops it."""
         with self._lock:
-            self._listeners.append(on_work)
+            self._listeners.append(listener)
         stop = threading.Event()
         thread: threading.Thread | None = None
         if self.path is not None:
             thread = threading.Thread(
                 target=self._poll_data_version,
-                args=(self.path, on_work, stop),
-                name="pypgflow-sqlite-listen",
+                args=(self.path, listener, stop),
+                name=self.thread_name,
                 daemon=True,
             )
             thread.start()
 
         def stop_listening() -> None:
             with self._lock:
-                if on_work in self._listeners:
-                    self._listeners.remove(on_work)
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
             stop.set()
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=2.0)
@@ -61,19 +73,19 @@ class WorkListeners:
         self._stoppers.append(stop_listening)
         return stop_listening
 
-    def announce(self, queues: set[str]) -> None:
-        """Wake this process's listeners (other processes see the commit in PRAGMA
-        data_version)."""
-        if not queues:
+    def announce(self, names: set[str]) -> None:
+        """Wake this process's listeners with each of ``names`` (other processes see the commit
+        in PRAGMA data_version)."""
+        if not names:
             return
         with self._lock:
             listeners = list(self._listeners)
-        for on_work in listeners:
-            for queue in sorted(queues):
+        for listener in listeners:
+            for name in sorted(names):
                 try:
-                    on_work(queue)
+                    listener(name)
                 except Exception:  # a listener's failure is not the committer's
-                    logger.exception("a work listener failed")
+                    logger.exception("a %s listener failed", self.kind)
 
     def stop_all(self) -> None:
         """Stop every listener (the engine is closing)."""
@@ -81,7 +93,7 @@ class WorkListeners:
             stop()
 
     def _poll_data_version(
-        self, path: str, on_work: Callable[[str], None], stop: threading.Event
+        self, path: str, listener: Callable[[str], None], stop: threading.Event
     ) -> None:
         """Poll PRAGMA data_version on a connection of its own: it changes when any other
         connection commits. Reopens the database until stopped."""
@@ -92,12 +104,12 @@ class WorkListeners:
                 try:
                     (last,) = conn.execute(self._data_version).fetchone()
                     delay = 0.1
-                    on_work("")  # (re)opened: anything may have arrived meanwhile
+                    listener("")  # (re)opened: anything may have arrived meanwhile
                     while not stop.wait(self.poll_interval):
                         (version,) = conn.execute(self._data_version).fetchone()
                         if version != last:
                             last = version
-                            on_work("")
+                            listener("")
                 finally:
                     conn.close()
             except sqlite3.Error as exc:
@@ -107,5 +119,5 @@ class WorkListeners:
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
-                logger.exception("a work listener failed")
+                logger.exception("a %s listener failed", self.kind)
                 stop.wait(delay)

@@ -260,6 +260,12 @@ LIMIT :limit;
 -- name: run_result
 SELECT status, output, error FROM runs WHERE id = :id;
 
+-- name: runs_still_going
+-- Of the runs a process waits for, those not finished yet (pending or running; a run that is
+-- gone is not): what waiters re-check when another connection committed something.
+SELECT id FROM runs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pending', 'running');
+
 -- name: step_infos
 -- A run's steps with what their tasks say: first claim, most attempts, latest instance. Their
 -- errors come from step_errors (SQLite 3.40 cannot order inside an aggregate).
