@@ -32,6 +32,7 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
+from pypgflow.engines.postgres.params import start_params, storable
 from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
@@ -40,7 +41,6 @@ from pypgflow.errors import (
     DatabaseError,
     DatabaseUnavailable,
     InvalidArgument,
-    NotSupported,
     SchemaNotMigrated,
 )
 
@@ -276,7 +276,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         return cast(datetime, value)
 
     def _error_text(self, error: AttemptError) -> str:
-        return json.dumps(_storable(error.to_dict()), ensure_ascii=False, default=str)
+        return json.dumps(storable(error.to_dict()), ensure_ascii=False, default=str)
 
     def close(self) -> None:
         if self._opened:
@@ -317,7 +317,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def start_runs(self, requests: Sequence[StartRequest], connection: Any = None) -> list[str]:
         if not requests:
             return []
-        params = {**_start_params(requests), "channel": self.channel}
+        params = {**start_params(requests), "channel": self.channel}
         if connection is not None:
             if not isinstance(connection, psycopg.Connection):
                 raise InvalidArgument(
@@ -350,7 +350,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
         if not requests:
             return []
-        params = {**_start_params(requests), "channel": self.channel}
+        params = {**start_params(requests), "channel": self.channel}
         with self._translated_errors():
             # Tuples whatever the row factory of the caller's connection.
             async with connection.cursor(row_factory=tuple_row) as cursor:
@@ -466,85 +466,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         return stop_listening
 
 
-def _start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
-    """The JSON documents of insert_runs (runs, steps, tasks) for a batch of start requests:
-    each one ``json.dumps`` call, whatever the batch size (inputs and outputs, already JSON text,
-    travel as strings and are parsed by the statement)."""
-    runs: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    tasks: list[dict[str, Any]] = []
-    for request in requests:
-        run = request.run
-        runs.append(
-            {
-                "id": run.id,
-                "workflow": run.workflow,
-                "status": run.status.value,
-                "queue": run.queue,
-                "priority": run.priority,
-                "idempotency_key": request.idempotency_key,
-                "input": run.input,
-                "remaining_steps": run.remaining_steps,
-                "run_at": None if request.run_at is None else request.run_at.isoformat(),
-                "delay": request.delay,
-                "output": run.output,
-            }
-        )
-        steps.extend(
-            {
-                "run_id": run.id,
-                "name": step.name,
-                "position": step.position,
-                "status": step.status.value,
-                "depends_on": step.depends_on,
-                "remaining_deps": step.remaining_deps,
-                "max_attempts": step.max_attempts,
-                "is_map": step.is_map,
-                "map_over": step.map_over,
-                "remaining_tasks": step.remaining_tasks,
-                "task_count": step.task_count,
-                "output": step.output,
-            }
-            for step in run.steps.values()
-        )
-        tasks.extend(
-            {
-                "run_id": task.run_id,
-                "step": task.step,
-                "task_index": task.task_index,
-                "workflow": task.workflow,
-                "queue": task.queue,
-                "priority": task.priority,
-                "max_attempts": task.max_attempts,
-                "input": task.input,
-            }
-            for task in request.changes.new_tasks
-        )
-    return {"runs": _json(runs), "steps": _json(steps), "tasks": _json(tasks)}
-
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, separators=(",", ":"))
-
-
-def _storable(value: Any) -> Any:
-    """``value`` with every string made storable in jsonb: NUL characters and lone surrogates
-    (which PostgreSQL refuses) are replaced by their escaped spelling."""
-    if isinstance(value, str):
-        if value.isascii() and "\x00" not in value:
-            return value
-        value = value.replace("\x00", "\\x00")
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable(v) for v in value]
-    return value
-
-
-__all__ = ["NotSupported", "PostgresEngine"]
-
-
 def _has_unread_input(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle connection's socket has something to read: the server spoke while it sat
     in the pool (an error before closing it, or the close itself). A zero-timeout poll, not a
@@ -556,3 +477,6 @@ def _has_unread_input(conn: psycopg.Connection[Any]) -> bool:
     except (OSError, ValueError, psycopg.Error):
         return True
     return bool(readable)
+
+
+__all__ = ["NotSupported", "PostgresEngine"]

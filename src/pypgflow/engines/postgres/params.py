@@ -1,0 +1,87 @@
+"""Parameters of the PostgreSQL engine's statements that take more than plain values: the JSON
+documents of a batch of starts, and error records made storable in jsonb.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pypgflow.engines.base import StartRequest
+
+
+def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
+    """The JSON documents of insert_runs (runs, steps, tasks) for a batch of start requests:
+    each one ``json.dumps`` call, whatever the batch size (inputs and outputs, already JSON text,
+    travel as strings and are parsed by the statement)."""
+    runs: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    tasks: list[dict[str, Any]] = []
+    for request in requests:
+        run = request.run
+        runs.append(
+            {
+                "id": run.id,
+                "workflow": run.workflow,
+                "status": run.status.value,
+                "queue": run.queue,
+                "priority": run.priority,
+                "idempotency_key": request.idempotency_key,
+                "input": run.input,
+                "remaining_steps": run.remaining_steps,
+                "run_at": None if request.run_at is None else request.run_at.isoformat(),
+                "delay": request.delay,
+                "output": run.output,
+            }
+        )
+        steps.extend(
+            {
+                "run_id": run.id,
+                "name": step.name,
+                "position": step.position,
+                "status": step.status.value,
+                "depends_on": step.depends_on,
+                "remaining_deps": step.remaining_deps,
+                "max_attempts": step.max_attempts,
+                "is_map": step.is_map,
+                "map_over": step.map_over,
+                "remaining_tasks": step.remaining_tasks,
+                "task_count": step.task_count,
+                "output": step.output,
+            }
+            for step in run.steps.values()
+        )
+        tasks.extend(
+            {
+                "run_id": task.run_id,
+                "step": task.step,
+                "task_index": task.task_index,
+                "workflow": task.workflow,
+                "queue": task.queue,
+                "priority": task.priority,
+                "max_attempts": task.max_attempts,
+                "input": task.input,
+            }
+            for task in request.changes.new_tasks
+        )
+    return {"runs": _json(runs), "steps": _json(steps), "tasks": _json(tasks)}
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string made storable in jsonb: NUL characters and lone surrogates
+    (which PostgreSQL refuses) are replaced by their escaped spelling."""
+    if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value
+        value = value.replace("\x00", "\\x00")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
