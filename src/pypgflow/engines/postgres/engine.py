@@ -41,6 +41,7 @@ from pypgflow.errors import (
     DatabaseError,
     DatabaseUnavailable,
     InvalidArgument,
+    NotSupported,
     SchemaNotMigrated,
 )
 
