@@ -99,7 +99,8 @@ WITH picked AS (
         started_at = coalesce(t.started_at, now())
     FROM picked
     WHERE t.id = picked.id
-    RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input
+    RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
+              t.priority, t.run_at
 ), started AS (
     -- Runs whose first task this is are running. A run locked by another transaction is
     -- skipped rather than waited for (a claim must never wait): recording this task's outcome
@@ -120,7 +121,8 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
 FROM claimed c
 JOIN {schema}.runs r ON r.id = c.run_id
 JOIN {schema}.steps s ON s.run_id = c.run_id AND s.name = c.step
-ORDER BY c.id;
+-- in claim order: the worker starts them in this order
+ORDER BY c.priority, c.run_at, c.id;
 
 
 

@@ -471,7 +471,9 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                 )
             }
         tasks = []
-        for task_id, run_id, step, index, workflow, attempt, max_attempts, item in sorted(claimed):
+        # In claim order (RETURNING's order is not): the worker starts them in this order.
+        claimed.sort(key=lambda row: (row[8], row[9], row[0]))
+        for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *_ in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
             run_input, dependency_outputs = inputs[task_id]
             tasks.append(

@@ -107,7 +107,7 @@ WHERE status = 'queued' AND id IN (
     ORDER BY priority, run_at, id
     LIMIT :limit
 )
-RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input;
+RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, priority, run_at;
 
 -- name: claimed_task_inputs
 -- What the claimed tasks need besides themselves: their run's input and the outputs of their
