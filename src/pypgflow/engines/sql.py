@@ -34,6 +34,15 @@ from pypgflow.status import RunStatus, StepStatus
 #: them there) every attempt's error
 _STEP_COLUMNS = 11
 
+#: list_runs' statement by the filters given (status, workflow): one per filter, each served by
+#: an index that stops after the limit (see list_runs in queries.sql)
+_LIST_RUNS = {
+    (False, False): "list_runs",
+    (True, False): "list_runs_by_status",
+    (False, True): "list_runs_by_workflow",
+    (True, True): "list_runs_by_status_and_workflow",
+}
+
 
 class SqlEngine(FleetVerbs[C]):
     """An engine whose storage is SQL: everything here runs the same named statements."""
@@ -250,7 +259,7 @@ class SqlEngine(FleetVerbs[C]):
         with self._read() as conn:
             rows = self._fetch(
                 conn,
-                "list_runs",
+                _LIST_RUNS[status is not None, workflow is not None],
                 {"status": status.value if status else None, "workflow": workflow, "limit": limit},
             )
         return [self._run_info(row, []) for row in rows]

@@ -86,6 +86,14 @@ SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(
 -- Claims up to %(limit)s due tasks of one queue, best first: priority, then due time, then age.
 -- Tasks locked by another transaction are skipped, never waited for. started_at keeps the
 -- first claim's time.
+--
+-- Every row after the pick is found through its primary key, whatever the statistics say: the
+-- ids travel as arrays (id = ANY(ARRAY(SELECT ...))), which only a primary-key lookup serves
+-- well, and the run and step of each claimed task are read by correlated subqueries (one
+-- primary-key lookup per task) rather than joins the planner could turn into scans. A join or
+-- IN (subquery) here lets the planner start from the other side: after an ANALYZE that saw few
+-- pending runs, it scanned every pending run through runs_status_created and compared each
+-- with every claimed task (backlog x batch rows: draining a backlog became quadratic).
 WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
@@ -97,38 +105,50 @@ WITH picked AS (
     UPDATE {schema}.tasks t
     SET status = 'running', attempt = t.attempt + 1, instance_id = %(instance_id)s,
         started_at = coalesce(t.started_at, now())
-    FROM picked
-    WHERE t.id = picked.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
               t.priority, t.run_at
 ), started AS (
     -- Runs whose first task this is are running. A run locked by another transaction is
     -- skipped rather than waited for (a claim must never wait): recording this task's outcome
-    -- marks it running then.
+    -- marks it running then. The runs are found by id only: "status || ''" checks the status
+    -- of the rows found but matches no index, so no plan can find them by scanning the
+    -- pending runs.
     UPDATE {schema}.runs SET status = 'running', started_at = coalesce(started_at, now())
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM {schema}.runs
-        WHERE id IN (SELECT run_id FROM claimed) AND status = 'pending'
+        WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM claimed)) AND status || '' = 'pending'
         ORDER BY id
         FOR UPDATE SKIP LOCKED
-    )
+    ))
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
-       c.max_attempts, c.input, r.input AS run_input,
+       c.max_attempts, c.input,
+       (SELECT r.input FROM {schema}.runs r WHERE r.id = c.run_id) AS run_input,
        (SELECT jsonb_object_agg(d.name, d.output) FROM {schema}.steps d
         WHERE d.run_id = c.run_id
-          AND d.name IN (SELECT jsonb_array_elements_text(s.depends_on))) AS dependency_outputs
+          AND d.name IN (SELECT jsonb_array_elements_text(s.depends_on) FROM {schema}.steps s
+                         WHERE s.run_id = c.run_id AND s.name = c.step)) AS dependency_outputs
 FROM claimed c
-JOIN {schema}.runs r ON r.id = c.run_id
-JOIN {schema}.steps s ON s.run_id = c.run_id AND s.name = c.step
 -- in claim order: the worker starts them in this order
 ORDER BY c.priority, c.run_at, c.id;
 
-
-
 -- name: next_due
-SELECT extract(epoch FROM min(run_at) - now()) AS seconds FROM {schema}.tasks
-WHERE status = 'queued' AND queue = ANY(%(queues)b::text[]) AND workflow = ANY(%(workflows)b::text[]);
+-- Seconds until the first queued task of these queues and workflows is due (negative: due
+-- already; NULL: none queued). Read as the first task of each queue and priority, in the order
+-- of tasks_claim (queue, priority, run_at, id): a few index probes, where min(run_at) over
+-- every queued task would read the whole backlog (or every task waiting for its retry) at each
+-- idle check. Priorities are 0 to 9: a task has its run's (runs_priority_is_0_to_9).
+SELECT extract(epoch FROM min(first.run_at) - now()) AS seconds
+FROM unnest(%(queues)b::text[]) AS q(queue)
+CROSS JOIN generate_series(0, 9) AS p(priority)
+CROSS JOIN LATERAL (
+    SELECT t.run_at FROM {schema}.tasks t
+    WHERE t.status = 'queued' AND t.queue = q.queue AND t.priority = p.priority
+      AND t.workflow = ANY(%(workflows)b::text[])
+    ORDER BY t.run_at
+    LIMIT 1
+) AS first;
 
 -- name: lock_runs
 -- Every change to a run's steps and tasks (but claims) happens under its row lock, taken in id
@@ -145,28 +165,32 @@ FROM {schema}.steps WHERE run_id = ANY(%(ids)b::uuid[]);
 
 -- name: complete_tasks
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
--- change nothing.
+-- change nothing. The tasks are found by id only (as in retry_tasks and fail_tasks): "status ||
+-- ''" checks the status of the rows found but matches no index, so no plan can read every
+-- running task through tasks_running_instance instead (dead entries and all, until a vacuum).
 UPDATE {schema}.tasks t
 SET status = 'completed', finished_at = now(), output = d.output::jsonb
 FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(output)b::text[]) AS d(id, attempt, output)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index;
 
 -- name: retry_tasks
+-- Guarded, and its tasks found by id only, as in complete_tasks.
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now() + d.delay * interval '1 second',
     errors = t.errors || jsonb_build_array(d.error::jsonb)
 FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(delay)b::float8[], %(error)b::text[])
     AS d(id, attempt, delay, error)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.run_id::text;
 
 -- name: fail_tasks
+-- Guarded, and its tasks found by id only, as in complete_tasks.
 UPDATE {schema}.tasks t
 SET status = 'failed', finished_at = now(),
     errors = t.errors || jsonb_build_array(d.error::jsonb)
 FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(error)b::text[]) AS d(id, attempt, error)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index, t.attempt;
 
 -- name: step_outputs
@@ -257,12 +281,65 @@ SELECT id::text, workflow, status, queue, priority, idempotency_key, input, outp
 FROM {schema}.runs WHERE id = %(id)s::uuid;
 
 -- name: list_runs
+-- Runs newest first, the id breaking ties (the runs of one start_many share their created_at):
+-- runs.id, the uuid the indexes hold (a bare "id" would name the text selected). A statement per
+-- filter (this one for none, then by status, by workflow, by both), each reading an index in
+-- its order and stopping after %(limit)s rows (runs_created here). One statement with optional
+-- filters ("status IS NULL OR ...") could use no index for its filters once planned for any
+-- parameter values, as a prepared statement's generic plan is.
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
        created_at, scheduled_at, started_at, finished_at
 FROM {schema}.runs
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
-ORDER BY created_at DESC, id DESC
+ORDER BY created_at DESC, runs.id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_status
+-- Through runs_status_created (status, created_at, id), whatever the statistics say. The status
+-- is a range of that index written as row comparisons (exactly the runs of that status: every
+-- created_at lies within [-infinity, infinity]), not an equality, and the order starts with it:
+-- - with an equality, the planner takes the order as created_at's alone, and may walk
+--   runs_created newest first skipping the runs of other statuses (after an ANALYZE that saw
+--   no backlog, through the whole backlog before the first failed run); ordered by status
+--   first, only runs_status_created gives the order;
+-- - a row comparison is estimated from its first column's inequality, never as the handful of
+--   rows an equality is estimated at without statistics, which makes the planner read every
+--   run of the status (bitmap scan) and sort them rather than read the index in order.
+SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM {schema}.runs
+WHERE (status, created_at) >= (%(status)s, '-infinity')
+  AND (status, created_at) <= (%(status)s, 'infinity')
+ORDER BY status DESC, created_at DESC, runs.id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_workflow
+-- Through runs_workflow_created (workflow, created_at, id), for the reasons of
+-- list_runs_by_status: the workflow as a range of that index, and the order starting with it.
+SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM {schema}.runs
+WHERE (workflow, created_at) >= (%(workflow)s, '-infinity')
+  AND (workflow, created_at) <= (%(workflow)s, 'infinity')
+ORDER BY workflow DESC, created_at DESC, runs.id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_status_and_workflow
+-- Through runs_workflow_status_created, an index on (ARRAY[workflow, status], created_at, id):
+-- the pair is one key, a range of that index (as in list_runs_by_status), and the order starts
+-- with it, which no other index gives. Two columns could not be filtered so on an index
+-- (workflow, status, created_at, id): btree bounds a scan by a row comparison's first column
+-- only, so a scan for (workflow, status, ...) would not stop where the status's runs end but
+-- where the workflow's do; and with an equality on either column, the planner may read the
+-- index on the other one (runs_status_created, runs_workflow_created) skipping the runs that do
+-- not match, or read every match and sort them, when the statistics make the matches look few.
+SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM {schema}.runs
+WHERE (ARRAY[workflow, status], created_at)
+        >= (ARRAY[%(workflow)s, %(status)s]::text[], '-infinity')
+  AND (ARRAY[workflow, status], created_at)
+        <= (ARRAY[%(workflow)s, %(status)s]::text[], 'infinity')
+ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
 LIMIT %(limit)s;
 
 -- name: run_result
@@ -292,7 +369,8 @@ ORDER BY s.position;
 
 -- name: running_tasks_still_running
 -- Of the tasks a worker is executing, those still running (the others were cancelled or rescued).
-SELECT id FROM {schema}.tasks WHERE id = ANY(%(ids)b::bigint[]) AND status = 'running';
+-- Found by id only: "status || ''" matches no index (see complete_tasks).
+SELECT id FROM {schema}.tasks WHERE id = ANY(%(ids)b::bigint[]) AND status || '' = 'running';
 
 -- name: upsert_instance
 INSERT INTO {schema}.instances (id, hostname, pid, queues, load)

@@ -35,8 +35,13 @@ CREATE TABLE {schema}.runs (
 );
 CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX runs_status_created ON {schema}.runs (status, created_at);
-CREATE INDEX runs_workflow_created ON {schema}.runs (workflow, created_at);
+-- list_runs, newest first, by filter (none, status, workflow, both: the pair as one key), each
+-- listing stopping after its limit; id breaks the ties of runs started together.
+CREATE INDEX runs_created ON {schema}.runs (created_at, id);
+CREATE INDEX runs_status_created ON {schema}.runs (status, created_at, id);
+CREATE INDEX runs_workflow_created ON {schema}.runs (workflow, created_at, id);
+CREATE INDEX runs_workflow_status_created
+    ON {schema}.runs ((ARRAY[workflow, status]), created_at, id);
 
 -- One row per step of a run: the graph is copied at start, so a run never depends on how its
 -- workflow is defined later.

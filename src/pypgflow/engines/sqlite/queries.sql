@@ -129,9 +129,17 @@ SET status = 'running', started_at = coalesce(started_at, {now})
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
 
 -- name: next_due
-SELECT min(run_at) - {now} AS seconds FROM tasks
-WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-  AND workflow IN (SELECT value FROM json_each(:workflows));
+-- Seconds until the first queued task of these queues and workflows is due (negative: due
+-- already; NULL: none queued). Read as the first task of each queue and priority, in the order
+-- of tasks_claim (queue, priority, run_at, id): a few index probes, where min(run_at) over every
+-- queued task would read the whole backlog (or every task waiting for its retry) at each idle
+-- check. Priorities are 0 to 9: a task has its run's (runs_priority_is_0_to_9).
+SELECT min((SELECT t.run_at FROM tasks t
+            WHERE t.status = 'queued' AND t.queue = q.value AND t.priority = p.value
+              AND t.workflow IN (SELECT value FROM json_each(:workflows))
+            ORDER BY t.run_at
+            LIMIT 1)) - {now} AS seconds
+FROM json_each(:queues) AS q, json_each('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]') AS p;
 
 -- name: lock_runs
 -- The runs a transaction changes. No FOR UPDATE: BEGIN IMMEDIATE already holds the write lock
@@ -248,12 +256,40 @@ SELECT id, workflow, status, queue, priority, idempotency_key, input, output, er
 FROM runs WHERE id = :id;
 
 -- name: list_runs
--- Newest first; rowid breaks ties between runs created in the same millisecond.
+-- Newest first; rowid breaks ties between runs created in the same millisecond. A statement per
+-- filter (this one for none, then by status, by workflow, by both), each read through the index
+-- in its order (runs_created, runs_status_created, runs_workflow_created,
+-- runs_workflow_status_created; every index ends with the rowid) and stopping after :limit
+-- rows. One statement with optional filters (":status IS NULL OR ...") could use none of them
+-- for its filters: SQLite plans a statement once, for any parameter values, and it would read
+-- the runs newest first until enough of them matched.
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
        created_at, scheduled_at, started_at, finished_at
 FROM runs
-WHERE (:status IS NULL OR status = :status)
-  AND (:workflow IS NULL OR workflow = :workflow)
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
+-- name: list_runs_by_status
+SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM runs
+WHERE status = :status
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
+-- name: list_runs_by_workflow
+SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM runs
+WHERE workflow = :workflow
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
+-- name: list_runs_by_status_and_workflow
+SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
+       created_at, scheduled_at, started_at, finished_at
+FROM runs
+WHERE status = :status AND workflow = :workflow
 ORDER BY created_at DESC, rowid DESC
 LIMIT :limit;
 

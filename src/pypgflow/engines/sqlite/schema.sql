@@ -135,3 +135,9 @@ CREATE TABLE schedules (
 ) STRICT;
 
 CREATE INDEX runs_finished ON runs (status, finished_at) WHERE finished_at IS NOT NULL;
+-- list_runs, newest first, by filter (none: runs_created; status: runs_status_created;
+-- workflow: runs_workflow_created; both: runs_workflow_status_created): each listing stops after
+-- its limit; the rowid, which ends every index, breaks ties. (Created here, after the rest, as
+-- the migrations create them: SQLite lists a table's indexes in the order they were made.)
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX runs_workflow_status_created ON runs (workflow, status, created_at);
