@@ -1,14 +1,54 @@
-"""Durable-execution benchmark: start throughput, processing throughput, latency, and a bare
-SQL queue loop as the reference.
+"""Durable-execution benchmark: start throughput, processing throughput, start-to-first-step
+latency, and a bare SQL queue loop as the reference, on both engines.
 
     python bench/durable.py                       # both engines, PostgreSQL and SQLite
     python bench/durable.py --engine sqlite       # one of them
-    python bench/durable.py --quick               # a shorter pass
+    python bench/durable.py --quick               # smaller workloads, one pass: a smoke run
+    python bench/durable.py --slots 100           # the worker with queues={"default": 100}
 
+How it measures
+---------------
 PostgreSQL: the server at PYPGFLOW_BENCH_DATABASE_URL (default postgres@127.0.0.1:5432), in a
-database the benchmark creates and drops. SQLite: a file in a temporary directory, at its
-default durability (synchronous=FULL). Every figure is printed with its ratio to the bare loop
-(5) on the same engine. Workers run as separate processes, as in production.
+database the benchmark creates, migrates (``App.migrate``) and drops. SQLite: a file in a
+temporary directory, at the engine's default durability (WAL, synchronous=FULL). The tables are
+emptied between passes.
+
+This process is the producer (a synchronous ``App``); the worker is a separate process it spawns
+for each pass (this file with ``worker``), as in production. It imports pypgflow and the probe
+only, so its start-up is pypgflow's own (psycopg is imported by the producer's PostgreSQL code,
+or by pypgflow's PostgreSQL engine). The worker is what a user runs:
+``App(url, workflows=[...]).run_worker()`` with no options, i.e. the ``Worker`` defaults (queue
+"default" with 10 slots, async steps on the loop, sync steps in a thread pool; woken by
+LISTEN/NOTIFY on PostgreSQL, by a look at ``PRAGMA data_version`` every 5 ms on SQLite, else
+every second); with ``--slots N``, ``queues={"default": N}``. The figures' names say which.
+
+Every figure is wall-clock time as a user sees it, measured as bench/peers.py measures:
+``time.perf_counter()`` around the producer's calls, ``time.time()`` at the spawn, in a step's
+first line (through bench/peers_probe.py, which writes it to a file) and in the poller; never a
+database timestamp (``now()`` is when a transaction began, not when its writes became visible).
+The poller is one connection of this process that asks every 15 ms whether any run is still
+pending or running: an ``EXISTS`` on the ``runs_status_created`` index, the same statement on
+both engines (on SQLite on the same file, a read that does not block the worker's writes).
+Every pass ends by checking that every run completed. Each figure is the median of ``--repeat``
+passes (default 3); every rate is printed with its ratio to the bare loop (5) on the same
+engine.
+
+The figures
+-----------
+(1a) starts one by one: 2,000 ``app.start`` calls, per second, timed around the calls (one
+     warm-up start first). (1b) batched: 20,000 runs in ``app.start_many`` calls of 1,000.
+(2)  processing: 10,000 one-step runs with an async no-op step started first, then one worker
+     spawned. Per second from the spawn until the poller sees every run finished (the worker's
+     start-up included), and from the step's first call until then. (2') the same with a plain
+     ``def`` step.
+(3)  the same for 1,000 four-step diamond runs (top -> left, right -> bottom), in runs and in
+     steps per second.
+(4)  start-to-first-step latency with an idle worker (spawned, one warm-up run, then 0.5 s
+     idle): 200 ``app.start`` calls on a 10 ms grid; the producer notes ``time.time()`` just
+     before each call, the step at its first line (the run's input carries the sample number);
+     p50 / p95 / p99 in ms.
+(5)  the reference: a bare SQL queue loop on the same engine (jobs inserted first, then batches
+     of 100 claimed, each job completed in its own commit), timed around the loop.
 """
 
 from __future__ import annotations
@@ -24,27 +64,38 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
+from peers_probe import PROBE, add_arguments
 from pypgflow import Workflow
 from pypgflow.app import App
+from pypgflow.defaults import DEFAULT_SLOTS
 
 ADMIN_URL = os.environ.get(
     "PYPGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+#: seconds between two looks of the poller
+POLL_INTERVAL = 0.015
+#: runs per ``start_many`` call when a pass starts its runs before its worker
+FILL_BATCH = 1000
+#: figure (4): starts, and seconds between two of them
+LATENCY_STARTS = 200
+LATENCY_GAP = 0.010
 
-# -- the workflows measured --------------------------------------------------------------------
+# -- the workflows measured (their first step notes the time of its first line) ---------------
 
 one_step = Workflow("bench_one_step")
 
 
 @one_step.step
 async def noop(input: Any) -> Any:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
     return input
 
 
@@ -53,6 +104,9 @@ one_step_sync = Workflow("bench_one_step_sync")
 
 @one_step_sync.step(name="noop")
 def noop_sync(input: Any) -> Any:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
     return input
 
 
@@ -61,6 +115,9 @@ diamond = Workflow("bench_diamond")
 
 @diamond.step
 async def top(input: Any) -> int:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
     return 1
 
 
@@ -79,63 +136,55 @@ async def bottom(left: int, right: int) -> int:
     return left + right
 
 
-WORKFLOWS = [one_step, one_step_sync, diamond]
+WORKFLOWS = {flow.name: flow for flow in (one_step, one_step_sync, diamond)}
 
 
-def make_app(url: str) -> App:
-    return App(url, workflows=WORKFLOWS)
+def make_app(url: str, workflow: Workflow) -> App:
+    return App(url, workflows=[workflow])
 
 
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+# -- the databases -----------------------------------------------------------------------------
 
 
 class Store:
-    """Direct access to the benchmark's database, for what the App does not expose (timings
-    read from the tables, the bare queue loop). SQL here is the benchmark's own."""
+    """Direct access to the benchmark's database, for what the App does not expose (the poller,
+    the completion check, the bare queue loop). SQL here is the benchmark's own."""
 
     url: str
+    #: true while some run is not finished, for the poller (cheap: it runs every POLL_INTERVAL)
+    pending_sql: str
+    completed_sql: str
 
     def scalar(self, query: str) -> Any:
-        raise NotImplementedError
-
-    def rows(self, query: str) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def reset(self) -> None:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        raise NotImplementedError
+
     def bare_loop(self, jobs: int, batch: int) -> float:
         raise NotImplementedError
 
-    # seconds between two timestamp columns, in each dialect
-    window_sql: str
-    latency_sql: str
-    completed_sql = "SELECT count(*) FROM {p}runs WHERE status = 'completed'"
+    def poller(self) -> AbstractContextManager[Callable[[], bool]]:
+        """A function that runs ``pending_sql`` on a connection of its own."""
+        raise NotImplementedError
 
 
 class PostgresStore(Store):
-    prefix = "pypgflow."
-    window_sql = (
-        "SELECT extract(epoch FROM (SELECT max(finished_at) FROM pypgflow.runs)"
-        " - (SELECT min(started_at) FROM pypgflow.tasks))"
-    )
-    latency_sql = (
-        "SELECT extract(epoch FROM t.started_at - r.created_at) * 1000"
-        " FROM pypgflow.tasks t JOIN pypgflow.runs r ON r.id = t.run_id"
-    )
+    # index-only scans of runs_status_created: about 0.1 ms with 10,000 runs waiting
+    pending_sql = "SELECT EXISTS (SELECT FROM pypgflow.runs WHERE status IN ('pending', 'running'))"
+    completed_sql = "SELECT count(*) FROM pypgflow.runs WHERE status = 'completed'"
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def rows(self, query: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
         with psycopg.connect(self.url, autocommit=True) as conn:
-            cursor = conn.execute(query.format(p=self.prefix))  # type: ignore[arg-type]
+            cursor = conn.execute(query)  # type: ignore[arg-type]
             return cursor.fetchall() if cursor.description else []
 
     def scalar(self, query: str) -> Any:
@@ -146,12 +195,28 @@ class PostgresStore(Store):
 
     def describe(self) -> str:
         row = self.rows(
-            "SELECT current_setting('fsync'), current_setting('synchronous_commit'), version()"
+            "SELECT current_setting('server_version'), current_setting('fsync'),"
+            " current_setting('synchronous_commit')"
         )[0]
-        return f"{row[2].split(',')[0]}; fsync={row[0]}, synchronous_commit={row[1]}"
+        return f"PostgreSQL {row[0]}; fsync={row[1]}, synchronous_commit={row[2]}"
+
+    @contextmanager
+    def poller(self) -> Iterator[Callable[[], bool]]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+
+            def pending() -> bool:
+                row = conn.execute(self.pending_sql).fetchone()  # type: ignore[arg-type]
+                assert row is not None
+                return bool(row[0])
+
+            yield pending
 
     def bare_loop(self, jobs: int, batch: int) -> float:
         """Insert jobs, claim batches with SKIP LOCKED, complete each in its own commit."""
+        import psycopg
+
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(
                 "CREATE TABLE bare_jobs (id bigserial PRIMARY KEY, queue text NOT NULL,"
@@ -187,32 +252,30 @@ class PostgresStore(Store):
 
 
 class SqliteStore(Store):
-    prefix = ""
-    window_sql = "SELECT (SELECT max(finished_at) FROM runs) - (SELECT min(started_at) FROM tasks)"
-    latency_sql = (
-        "SELECT (t.started_at - r.created_at) * 1000 FROM tasks t JOIN runs r ON r.id = t.run_id"
-    )
+    # a covering read of runs_status_created
+    pending_sql = "SELECT EXISTS (SELECT 1 FROM runs WHERE status IN ('pending', 'running'))"
+    completed_sql = "SELECT count(*) FROM runs WHERE status = 'completed'"
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
 
-    def rows(self, query: str) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.path, timeout=30)
-        try:
-            return conn.execute(query.format(p=self.prefix)).fetchall()
-        finally:
-            conn.commit()
-            conn.close()
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
 
     def scalar(self, query: str) -> Any:
-        return self.rows(query)[0][0]
+        conn = self.connect()
+        try:
+            return conn.execute(query).fetchone()[0]
+        finally:
+            conn.close()
 
     def reset(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30)
+        conn = self.connect()
         try:
             conn.executescript(
-                "DELETE FROM tasks; DELETE FROM steps; DELETE FROM runs; DELETE FROM instances;"
+                "BEGIN IMMEDIATE; DELETE FROM tasks; DELETE FROM steps; DELETE FROM runs;"
+                " DELETE FROM instances; COMMIT;"
             )
         finally:
             conn.close()
@@ -220,9 +283,21 @@ class SqliteStore(Store):
     def describe(self) -> str:
         return f"SQLite {sqlite3.sqlite_version}; WAL, synchronous=FULL"
 
+    @contextmanager
+    def poller(self) -> Iterator[Callable[[], bool]]:
+        conn = self.connect()
+        try:
+
+            def pending() -> bool:
+                return bool(conn.execute(self.pending_sql).fetchone()[0])
+
+            yield pending
+        finally:
+            conn.close()
+
     def bare_loop(self, jobs: int, batch: int) -> float:
         """The same loop on SQLite: a write transaction per claim batch and per completion."""
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = self.connect()
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(
             "CREATE TABLE bare_jobs (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
@@ -265,74 +340,113 @@ def bench_store(engine: str) -> Iterator[PostgresStore | SqliteStore]:
     if engine == "sqlite":
         with tempfile.TemporaryDirectory(prefix="pypgflow-bench-") as directory:
             store = SqliteStore(os.path.join(directory, "bench.db"))
-            App(store.url).migrate()
+            with App(store.url) as app:
+                app.migrate()
             yield store
         return
+    import psycopg
+    from psycopg import sql
+
+    def admin(statement: sql.Composed) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(statement)
+
     name = f"pypgflow_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        pg = PostgresStore(with_dbname(ADMIN_URL, name))
-        App(pg.url).migrate()
+        pg = PostgresStore(psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name))
+        with App(pg.url) as app:
+            app.migrate()
         yield pg
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# -- the worker and the poller -----------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """The worker process of one pass, and what it tells the producer."""
+
+    process: subprocess.Popen[bytes]
+    spawned_at: float
+    first_call_file: Path
+    stderr_file: Path
+
+    def first_call(self) -> float:
+        if not self.first_call_file.exists():
+            raise RuntimeError("the worker recorded no first step call")
+        return float(self.first_call_file.read_text())
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.stderr_file.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the worker exited with {self.process.returncode}:\n{tail}")
 
 
 @contextmanager
-def worker_process(
-    url: str, slots: int, poll_interval: float = 1.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable, __file__, "worker", "--url", url, "--slots", str(slots),
-        "--poll-interval", str(poll_interval),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def spawn_worker(
+    url: str, workflow: Workflow, slots: int | None, directory: Path, calls: Path | None = None
+) -> Iterator[Worker]:
+    """Start a worker process (at its defaults unless ``slots``); stop it with SIGTERM
+    (graceful) at the end."""
+    first_call = directory / "first-call"
+    stderr = directory / "stderr"
+    command = [sys.executable, __file__, "worker", "--url", url, "--job", workflow.name]
+    command += ["--first-call", str(first_call)]
+    if calls is not None:
+        command += ["--calls", str(calls)]
+    if slots is not None:
+        command += ["--slots", str(slots)]
+    with stderr.open("wb") as err:
+        spawned_at = time.time()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        yield process
+        yield Worker(process, spawned_at, first_call, stderr)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
         if process.returncode not in (0, -signal.SIGTERM):
-            assert process.stderr is not None
-            sys.stderr.write(process.stderr.read().decode(errors="replace")[-3000:])
+            tail = stderr.read_text(errors="replace")[-3000:]
+            sys.stderr.write(f"the worker exited with {process.returncode}:\n{tail}\n")
 
 
-def wait_until_idle_worker(app: App, timeout: float = 20.0) -> None:
+def watch(store: Store, worker: Worker, timeout: float) -> float:
+    """Poll every POLL_INTERVAL until no run is pending or running; the ``time.time()`` at
+    which the poller saw it."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if app.instances():
-            time.sleep(0.3)  # let it finish starting its listener
-            return
-        time.sleep(0.05)
-    raise RuntimeError("the worker process did not register in time")
+    with store.poller() as pending:
+        while True:
+            still = pending()
+            seen_at = time.time()
+            if not still:
+                return seen_at
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"runs still not finished after {timeout} s")
+            worker.check_alive()
+            time.sleep(POLL_INTERVAL)
 
 
-def wait_all_finished(store: Store, expected: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if store.scalar(Store.completed_sql) >= expected:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"not all {expected} runs completed within {timeout} s")
+def check_all_completed(store: Store, expected: int) -> None:
+    done = int(store.scalar(store.completed_sql))
+    if done != expected:
+        raise RuntimeError(f"{done} runs completed, expected {expected}")
 
 
-# -- the workloads -----------------------------------------------------------------------------
+# -- the passes --------------------------------------------------------------------------------
 
 
 def bench_starts(
     store: Store, one_by_one: int, batched: int, batch_size: int
 ) -> tuple[float, float]:
-    app = make_app(store.url)
-    try:
-        app.start(one_step, {"i": -1})  # warm up
+    """Runs per second started one call at a time, and ``batch_size`` per call."""
+    with make_app(store.url, one_step) as app:
+        app.start(one_step, {"i": -1})  # warm up: the pool's connection, prepared statements
         started = time.perf_counter()
         for i in range(one_by_one):
             app.start(one_step, {"i": i})
@@ -342,41 +456,61 @@ def bench_starts(
         for offset in range(0, batched, batch_size):
             app.start_many(one_step, inputs[offset : offset + batch_size])
         batch_rate = batched / (time.perf_counter() - started)
-    finally:
-        app.close()
     store.reset()
     return single_rate, batch_rate
 
 
-def bench_processing(store: Store, workflow: Workflow, runs: int, slots: int) -> float:
-    app = make_app(store.url)
-    try:
+@dataclass
+class Processed:
+    """One processing pass, in the producer's wall-clock seconds."""
+
+    runs: int
+    from_spawn: float
+    from_first_call: float
+
+
+def bench_processing(store: Store, workflow: Workflow, runs: int, slots: int | None) -> Processed:
+    """Start the runs, spawn the worker, and time until the poller sees them all finished."""
+    with make_app(store.url, workflow) as app:
         inputs = [{"i": i} for i in range(runs)]
-        for offset in range(0, runs, 1000):
-            app.start_many(workflow, inputs[offset : offset + 1000])
-        with worker_process(store.url, slots):
-            wait_all_finished(store, runs, timeout=max(60.0, runs / 50))
-        rate = runs / float(store.scalar(store.window_sql))
-    finally:
-        app.close()
+        for offset in range(0, runs, FILL_BATCH):
+            app.start_many(workflow, inputs[offset : offset + FILL_BATCH])
+    with tempfile.TemporaryDirectory() as tmp:
+        with spawn_worker(store.url, workflow, slots, Path(tmp)) as worker:
+            done_at = watch(store, worker, timeout=max(120.0, runs / 50))
+            first_call = worker.first_call()
+        check_all_completed(store, runs)
     store.reset()
-    return rate
+    return Processed(runs, done_at - worker.spawned_at, done_at - first_call)
 
 
 def bench_latency(store: Store, starts: int, gap: float) -> list[float]:
-    app = make_app(store.url)
-    try:
-        with worker_process(store.url, slots=10, poll_interval=5.0):
-            wait_until_idle_worker(app)
+    """Start-to-first-step latencies in ms, sorted, with an idle worker at its defaults."""
+    with tempfile.TemporaryDirectory() as tmp, make_app(store.url, one_step) as app:
+        calls = Path(tmp) / "calls"
+        with spawn_worker(store.url, one_step, None, Path(tmp), calls=calls) as worker:
+            app.start(one_step, {"i": -1})  # warm up both sides
+            watch(store, worker, timeout=60)
+            time.sleep(0.5)  # idle
+            sent: dict[int, float] = {}
+            due = time.perf_counter()
             for i in range(starts):
+                sent[i] = time.time()
                 app.start(one_step, {"i": i})
-                time.sleep(gap)
-            wait_all_finished(store, starts, timeout=60)
-        rows = store.rows(store.latency_sql)
-    finally:
-        app.close()
+                due += gap
+                time.sleep(max(0.0, due - time.perf_counter()))
+            watch(store, worker, timeout=60)
+        check_all_completed(store, starts + 1)
+        received: dict[int, float] = {}
+        for line in calls.read_text().splitlines():
+            sample, at = line.split()
+            received.setdefault(int(sample), float(at))
     store.reset()
-    return sorted(float(r[0]) for r in rows)
+    return sorted((received[i] - at) * 1000 for i, at in sent.items())
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(values)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -384,43 +518,70 @@ def percentile(values: list[float], pct: float) -> float:
     return values[index]
 
 
+# -- the figures -------------------------------------------------------------------------------
+
+
 def measure(engine: str, args: argparse.Namespace) -> None:
+    if args.slots is None:
+        worker = f"1 worker at defaults ({DEFAULT_SLOTS} slots)"
+    else:
+        worker = f"1 worker, queues={{'default': {args.slots}}}"
     with bench_store(engine) as store:
-        print(f"== {engine}: {store.describe()}; cores: {os.cpu_count()}; "
-              f"passes per figure: {args.repeat} (median)")  # fmt: skip
-        bare = statistics.median(store.bare_loop(args.runs, 100) for _ in range(args.repeat))
-        starts = [bench_starts(store, 2000, 20_000, 1000) for _ in range(args.repeat)]
-        single = statistics.median(s for s, _ in starts)
-        batched = statistics.median(b for _, b in starts)
-        one = statistics.median(
-            bench_processing(store, one_step, args.runs, args.slots) for _ in range(args.repeat)
+        print(
+            f"== {engine}: {store.describe()}; cores: {os.cpu_count()}; "
+            f"passes per figure: {args.repeat} (median); wall clock"
+            f"{'; QUICK counts' if args.quick else ''}",
+            flush=True,
         )
-        one_sync = statistics.median(
-            bench_processing(store, one_step_sync, args.runs, args.slots)
-            for _ in range(args.repeat)
-        )
-        diamonds = statistics.median(
-            bench_processing(store, diamond, args.diamonds, args.slots) for _ in range(args.repeat)
-        )
-        latencies = bench_latency(store, 200, 0.020)
+        repeat = range(args.repeat)
+        bare = median(store.bare_loop(args.runs, 100) for _ in repeat)
+        starts = [bench_starts(store, 2000, 20_000, 1000) for _ in repeat]
+        one = [bench_processing(store, one_step, args.runs, args.slots) for _ in repeat]
+        one_sync = [bench_processing(store, one_step_sync, args.runs, args.slots) for _ in repeat]
+        diamonds = [bench_processing(store, diamond, args.diamonds, args.slots) for _ in repeat]
+        latencies = [bench_latency(store, LATENCY_STARTS, LATENCY_GAP) for _ in repeat]
 
-    def row(label: str, value: float, unit: str) -> None:
-        print(f"{label:<58} {value:>10,.0f} {unit:<8} {value / bare:>8.2f}x")
+    rows: list[tuple[str, str]] = []
 
-    print(f"{'figure':<58} {'value':>10} {'unit':<8} {'vs (5)':>9}")
-    row("(1a) starts, one by one (app.start)", single, "runs/s")
-    row("(1b) starts, batched (app.start_many, 1000 per call)", batched, "runs/s")
-    row(f"(2)  {args.runs:,} one-step runs, 1 worker, async step", one, "runs/s")
-    row(f"(2') {args.runs:,} one-step runs, 1 worker, sync step", one_sync, "runs/s")
-    row(f"(3)  {args.diamonds:,} 4-step diamond runs, 1 worker", diamonds, "runs/s")
-    row("(3') the same, in steps", diamonds * 4, "steps/s")
-    print(
-        f"{'(4)  start-to-first-step latency, idle worker (200 starts)':<58} "
-        f"p50 {percentile(latencies, 50):.2f} ms, p95 {percentile(latencies, 95):.2f} ms, "
-        f"p99 {percentile(latencies, 99):.2f} ms"
+    def rate(label: str, value: float, unit: str) -> None:
+        rows.append((label, f"{value:>10,.0f} {unit:<8} {value / bare:>7.2f}x"))
+
+    def processed(
+        label: str, passes: list[Processed], steps: int = 1, unit: str = "runs/s"
+    ) -> None:
+        rate(f"{label}: spawn->done", median(p.runs * steps / p.from_spawn for p in passes), unit)
+        rate(
+            "     first step->done",
+            median(p.runs * steps / p.from_first_call for p in passes),
+            unit,
+        )
+
+    rate("(1a) starts, one by one (app.start)", median(s for s, _ in starts), "runs/s")
+    rate(
+        "(1b) starts, batched (app.start_many, 1000 per call)",
+        median(b for _, b in starts),
+        "runs/s",
     )
-    row("(5)  bare SQL queue loop (reference)", bare, "jobs/s")
-    print()
+    processed(f"(2)  {args.runs:,} one-step runs, async step, {worker}", one)
+    processed("(2') the same, sync `def` step", one_sync)
+    processed(f"(3)  {args.diamonds:,} 4-step diamond runs, {worker}", diamonds)
+    processed("(3') the same, in steps", diamonds, steps=4, unit="steps/s")
+    pcts = ", ".join(
+        f"p{pct} {median(percentile(p, pct) for p in latencies):.2f} ms" for pct in (50, 95, 99)
+    )
+    rows.append(
+        (
+            f"(4)  start-to-first-step latency, idle worker at defaults, "
+            f"{LATENCY_STARTS} starts {LATENCY_GAP * 1000:g} ms apart",
+            pcts,
+        )
+    )
+    rate("(5)  bare SQL queue loop (reference)", bare, "jobs/s")
+    width = max(len(label) for label, _ in rows)
+    print(f"{'figure':<{width}} {'value':>10} {'unit':<8} {'vs (5)':>8}")
+    for label, value in rows:
+        print(f"{label:<{width}} {value}")
+    print(flush=True)
 
 
 def main() -> None:
@@ -430,10 +591,18 @@ def main() -> None:
     parser.add_argument("--engine", choices=["postgres", "sqlite", "both"], default="both")
     parser.add_argument("--runs", type=int, default=10_000, help="one-step runs to process")
     parser.add_argument("--diamonds", type=int, default=1_000, help="4-step diamond runs")
-    parser.add_argument("--slots", type=int, default=100, help="worker slots for throughput")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        help="run the worker with queues={'default': SLOTS} (default: the worker's defaults)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="passes per figure (median)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads, one pass")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.slots is not None and args.slots < 1:
+        parser.error("--slots must be at least 1")
     if args.quick:
         args.runs, args.diamonds, args.repeat = min(args.runs, 2000), min(args.diamonds, 200), 1
     for engine in ("postgres", "sqlite") if args.engine == "both" else (args.engine,):
@@ -441,13 +610,18 @@ def main() -> None:
 
 
 def worker_main() -> None:
+    """The worker process: what a user runs, at its defaults unless ``--slots``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("worker")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--slots", type=int, default=100)
-    parser.add_argument("--poll-interval", type=float, default=1.0)
+    add_arguments(parser)
+    parser.add_argument("--slots", type=int, help="queues={'default': SLOTS} (default: none)")
     args = parser.parse_args()
-    make_app(args.url).run_worker({"default": args.slots}, poll_interval=args.poll_interval)
+    PROBE.configure(args.first_call, args.calls)
+    app = make_app(args.url, WORKFLOWS[args.job])
+    if args.slots is None:
+        app.run_worker()
+    else:
+        app.run_worker({"default": args.slots})
 
 
 if __name__ == "__main__":
