@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -209,14 +209,14 @@ def explained(engine: PostgresEngine) -> Iterator[list[tuple[str, Any, dict[str,
     real_fetch, real_execute = engine._fetch, engine._execute
 
     def plan_of(conn: psycopg.Connection[Any], name: str, params: Any) -> None:
-        conn.execute("SAVEPOINT explained")
-        seen.append((name, params, explain(conn, engine._q(name), params)))
-        conn.execute("ROLLBACK TO SAVEPOINT explained")
-        seen.append(
-            (f"{name} (generic plan)", params, explain_generic(conn, engine._q(name), params))
-        )
-        conn.execute("ROLLBACK TO SAVEPOINT explained")
-        conn.execute("RELEASE SAVEPOINT explained")
+        # A savepoint inside the engine's transaction, or a transaction of its own on a
+        # connection in autocommit mode: rolled back either way.
+        with conn.transaction(force_rollback=True):
+            seen.append((name, params, explain(conn, engine._q(name), params)))
+        with conn.transaction(force_rollback=True):
+            seen.append(
+                (f"{name} (generic plan)", params, explain_generic(conn, engine._q(name), params))
+            )
 
     def fetch(
         conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
@@ -230,12 +230,21 @@ def explained(engine: PostgresEngine) -> Iterator[list[tuple[str, Any, dict[str,
         plan_of(conn, name, params)
         real_execute(conn, name, params)
 
+    real_submit = engine._submit
+
+    def submit(
+        conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
+    ) -> Callable[[], list[tuple[Any, ...]]]:
+        plan_of(conn, name, params)
+        return real_submit(conn, name, params)
+
     engine._fetch = fetch  # type: ignore[method-assign]
     engine._execute = execute  # type: ignore[method-assign]
+    engine._submit = submit  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        del engine._fetch, engine._execute
+        del engine._fetch, engine._execute, engine._submit
 
 
 # -- the database ----------------------------------------------------------------------------------
