@@ -147,7 +147,7 @@ class SqlEngine(FleetVerbs[C]):
                 orchestration.tasks_failed(runs, given_up, changes)
             result.accepted = len(ran)
             orchestration.tasks_ran(runs, ran, changes)
-            self._apply(conn, changes)
+            self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
         return result
 

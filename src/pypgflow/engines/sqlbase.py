@@ -202,6 +202,11 @@ class SqlBase(Engine, Generic[C]):
         read through :meth:`_submit` are there once the block ends). By default, none."""
         return nullcontext()
 
+    def _commit_in_batch(self, conn: C) -> None:
+        """Commit with the statements of a ``_batched`` block, when the engine can send them
+        together (the write block around it then has nothing left to commit). By default the
+        write block commits."""
+
     def _submit(
         self, conn: C, name: str, params: Mapping[str, Any] | None = None
     ) -> Callable[[], list[Row]]:
@@ -252,13 +257,15 @@ class SqlBase(Engine, Generic[C]):
             )
         return runs
 
-    def _apply(self, conn: C, changes: Changes) -> None:
+    def _apply(self, conn: C, changes: Changes, *, last: bool = False) -> None:
         """Write what orchestration decided: a statement per kind of change, whatever the count,
         sent together where the engine can; announce the queues that got work, and the runs that
         finished (those announced by update_runs itself where the engine's does, so that it costs
         no statement)."""
         with self._batched(conn):
             self._apply_changes(conn, changes)
+            if last:  # nothing else in this transaction: the commit goes with the writes
+                self._commit_in_batch(conn)
 
     def _apply_changes(self, conn: C, changes: Changes) -> None:
         if changes.steps:

@@ -256,6 +256,10 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         # results, and run in order; one round trip for the block.
         return conn.pipeline()
 
+    def _commit_in_batch(self, conn: psycopg.Connection[Any]) -> None:
+        if not conn.autocommit:
+            conn.commit()  # queued in the pipeline with the writes: no round trip of its own
+
     def _submit(
         self, conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
     ) -> Callable[[], list[tuple[Any, ...]]]:
