@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_flows
 from peers_probe import PROBE, add_arguments
 from pypgflow import Workflow
 from pypgflow.app import App
@@ -86,55 +87,12 @@ FILL_BATCH = 1000
 LATENCY_STARTS = 200
 LATENCY_GAP = 0.010
 
-# -- the workflows measured (their first step notes the time of its first line) ---------------
+# -- the workflows measured (bench/bench_flows.py: their first step notes the time of its first
+# line) ------------------------------------------------------------------------------------------
 
-one_step = Workflow("bench_one_step")
-
-
-@one_step.step
-async def noop(input: Any) -> Any:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return input
-
-
-one_step_sync = Workflow("bench_one_step_sync")
-
-
-@one_step_sync.step(name="noop")
-def noop_sync(input: Any) -> Any:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return input
-
-
-diamond = Workflow("bench_diamond")
-
-
-@diamond.step
-async def top(input: Any) -> int:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return 1
-
-
-@diamond.step(depends_on=["top"])
-async def left(top: int) -> int:
-    return top + 1
-
-
-@diamond.step(depends_on=["top"])
-async def right(top: int) -> int:
-    return top + 2
-
-
-@diamond.step(depends_on=["left", "right"])
-async def bottom(left: int, right: int) -> int:
-    return left + right
-
+one_step = bench_flows.noop
+one_step_sync = bench_flows.noop_sync
+diamond = bench_flows.diamond
 
 WORKFLOWS = {flow.name: flow for flow in (one_step, one_step_sync, diamond)}
 

@@ -1,4 +1,4 @@
-"""The pypgflow side of bench/peers.py: the workflows it measures, and its worker process.
+"""The pypgflow side of bench/peers.py: its job names, and its worker process.
 
     python bench/peers_pypgflow.py --url URL --job noop [--slots N] [--first-call F] [--calls F]
 
@@ -11,76 +11,21 @@ pypgflow is imported here, so the worker's start-up time and memory are pypgflow
 from __future__ import annotations
 
 import argparse
-import asyncio
-import time
-from typing import Any
 
+import bench_flows
 from peers_probe import PROBE, add_arguments
 from pypgflow import Workflow
 from pypgflow.app import App
 
-noop_async = Workflow("peers_noop")
-
-
-@noop_async.step
-async def noop(input: Any) -> Any:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return input
-
-
-noop_sync = Workflow("peers_noop_sync")
-
-
-@noop_sync.step(name="noop")
-def noop_blocking(input: Any) -> Any:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return input
-
-
-diamond = Workflow("peers_diamond")
-
-
-@diamond.step
-async def top(input: Any) -> int:
-    now = time.time()
-    if PROBE.armed:
-        PROBE.hit(now, input["i"])
-    return 1
-
-
-@diamond.step(depends_on=["top"])
-async def left(top: int) -> int:
-    return top + 1
-
-
-@diamond.step(depends_on=["top"])
-async def right(top: int) -> int:
-    return top + 2
-
-
-@diamond.step(depends_on=["left", "right"])
-async def bottom(left: int, right: int) -> int:
-    return left + right
-
-
-nap = Workflow("peers_nap")
-
-
-@nap.step(name="nap")
-async def nap_step(input: Any) -> None:
-    await asyncio.sleep(input["sleep"])
+noop_async = bench_flows.noop
 
 
 #: the benchmark's job names, and the workflow each one is on pypgflow
 WORKFLOWS: dict[str, Workflow] = {
     "noop": noop_async,
-    "noop-sync": noop_sync,
-    "diamond": diamond,
-    "nap": nap,
+    "noop-sync": bench_flows.noop_sync,
+    "diamond": bench_flows.diamond,
+    "nap": bench_flows.nap,
 }
 
 

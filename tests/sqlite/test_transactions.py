@@ -54,8 +54,8 @@ def test_a_failure_while_releasing_dependents_keeps_nothing(
     (task,) = engine.claim_tasks("default", 5, instance_id="t", workflows=["batch"])
     real_apply = engine._apply
 
-    def broken_apply(conn: Any, changes: Any) -> None:
-        real_apply(conn, changes)  # everything written...
+    def broken_apply(conn: Any, changes: Any, **options: Any) -> None:
+        real_apply(conn, changes)  # everything written, not committed...
         raise RuntimeError("crash before commit")  # ...and then the transaction fails
 
     monkeypatch.setattr(engine, "_apply", broken_apply)
