@@ -306,6 +306,9 @@ class Worker:
             if self.registration.cut_off:  # what it claims may be rescued elsewhere meanwhile
                 await self._sleep_or_wake(self.poll_interval)
                 continue
+            if not self.slots.has_room():  # every slot busy, as many claimed ahead: wait for one
+                await self._sleep_or_wake(self.poll_interval)
+                continue
             try:
                 claimed_full = self._backlog = await self._claim_once()
                 failures = 0
