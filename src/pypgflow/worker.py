@@ -420,9 +420,10 @@ class Worker:
                     self.slots.wait(queue, following)  # stays with the ones handed back
                 else:
                     self._start(following, queue)
-            if self._backlog:
-                # The last claim filled every free slot: more work is likely waiting. Claim it
-                # now, while this outcome is being recorded, rather than after.
+            if self._backlog and self.slots.room(queue) >= max(1, self.queues[queue] // 2):
+                # The last claim filled its room: more work is likely waiting. Claim it now,
+                # while this outcome is being recorded, rather than after; in batches of half
+                # the slots at least, which leaves other workers their turn at the queue.
                 self._wake_up()
         if outcome is not None:
             self.outcomes.add(outcome)
