@@ -19,7 +19,6 @@ database.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,12 +28,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pypgflow import RunStatus, Workflow
+from pypgflow import RunStatus
 from pypgflow.app import App
-from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
 from pypgflow.engines.postgres.engine import PostgresEngine
-from pypgflow.errors import AttemptError
-from pypgflow.orchestration import GiveUp, Retry
+from tests.plan_workload import WORKFLOWS, mapped, one, outcomes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,29 +58,6 @@ STATES = {
     "analyzed-before-backlog": "ANALYZE with no pending run, then a backlog",
     "no-statistics": "never analyzed",
 }
-
-one = Workflow("plans_one")
-
-
-@one.step
-def echo(input: Any) -> Any:
-    return input
-
-
-mapped = Workflow("plans_map")
-
-
-@mapped.map(over=None)
-def square(n: int) -> int:
-    return n * n
-
-
-@mapped.step(depends_on=[square])
-def total(square: list[int]) -> int:
-    return sum(square)
-
-
-WORKFLOWS = [one.name, mapped.name]
 
 
 # -- plans -----------------------------------------------------------------------------------------
@@ -258,29 +232,6 @@ def analyze(url: str) -> None:
                 *(sql.Identifier(SCHEMA, table) for table in TABLES)
             )
         )
-
-
-def error(task: ClaimedTask) -> AttemptError:
-    return AttemptError(
-        step=task.step, attempt=task.attempt, type="ValueError", message="no", traceback=""
-    )
-
-
-def outcomes(tasks: list[ClaimedTask]) -> list[Outcome]:
-    """A batch as a worker records it: mostly completions; of the one-step tasks, some to be
-    retried in an hour and some failed for good (map elements all complete)."""
-    batch: list[Outcome] = []
-    ones = 0
-    for task in tasks:
-        ones += task.workflow == one.name
-        if task.workflow == one.name and ones % 5 == 2:
-            batch.append(Failed(task, error(task), Retry(delay=3600)))
-        elif task.workflow == one.name and ones % 5 == 4:
-            batch.append(Failed(task, error(task), GiveUp()))
-        else:
-            value = task.input if task.task_index is not None else task.run_input
-            batch.append(Completed(task, json.dumps(value)))
-    return batch
 
 
 def finish_history(engine: PostgresEngine) -> None:

@@ -20,7 +20,6 @@ index a statement searches, not how many rows it reads, so the rules are about t
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -28,12 +27,10 @@ from typing import Any
 
 import pytest
 
-from pypgflow import RunStatus, Workflow
+from pypgflow import RunStatus
 from pypgflow.app import App
-from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
 from pypgflow.engines.sqlite import SqliteEngine
-from pypgflow.errors import AttemptError
-from pypgflow.orchestration import GiveUp, Retry
+from tests.plan_workload import WORKFLOWS, mapped, one, outcomes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,29 +68,6 @@ SEARCHES = {
     ),
 }
 
-one = Workflow("plans_one")
-
-
-@one.step
-def echo(input: Any) -> Any:
-    return input
-
-
-mapped = Workflow("plans_map")
-
-
-@mapped.map(over=None)
-def square(n: int) -> int:
-    return n * n
-
-
-@mapped.step(depends_on=[square])
-def total(square: list[int]) -> int:
-    return sum(square)
-
-
-WORKFLOWS = [one.name, mapped.name]
-
 
 def violations(name: str, plan: list[str]) -> list[str]:
     """What is wrong with a statement's plan (its EXPLAIN QUERY PLAN lines)."""
@@ -130,28 +104,6 @@ class Explaining:
             rows = self._conn.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
             self._seen.append((name, [row[3] for row in rows]))
         return self._conn.execute(statement, params)
-
-
-def error(task: ClaimedTask) -> AttemptError:
-    return AttemptError(
-        step=task.step, attempt=task.attempt, type="ValueError", message="no", traceback=""
-    )
-
-
-def outcomes(tasks: list[ClaimedTask]) -> list[Outcome]:
-    """Mostly completions; of the one-step tasks, some retried in an hour, some failed."""
-    batch: list[Outcome] = []
-    ones = 0
-    for task in tasks:
-        ones += task.workflow == one.name
-        if task.workflow == one.name and ones % 5 == 2:
-            batch.append(Failed(task, error(task), Retry(delay=3600)))
-        elif task.workflow == one.name and ones % 5 == 4:
-            batch.append(Failed(task, error(task), GiveUp()))
-        else:
-            value = task.input if task.task_index is not None else task.run_input
-            batch.append(Completed(task, json.dumps(value)))
-    return batch
 
 
 def analyze(path: str) -> None:
