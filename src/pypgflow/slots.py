@@ -71,10 +71,11 @@ class Slots:
     def waiting_ids(self) -> set[int]:
         return {task.id for task in self.waiting()}
 
-    def keep_waiting(self, task_ids: set[int]) -> None:
-        """Drop the tasks claimed ahead but those in ``task_ids`` (the others were cancelled)."""
+    def drop_waiting(self, task_ids: set[int]) -> None:
+        """Drop the tasks claimed ahead whose ids are in ``task_ids`` (they were cancelled);
+        tasks claimed since the caller looked are not among them, and stay."""
         for queue, ahead in self._ahead.items():
-            self._ahead[queue] = collections.deque(t for t in ahead if t.id in task_ids)
+            self._ahead[queue] = collections.deque(t for t in ahead if t.id not in task_ids)
 
     def clear_waiting(self) -> set[int]:
         """Give up every task claimed ahead; returns their ids."""

@@ -504,7 +504,8 @@ class Worker:
                 alive = await self._db_call(self.engine.still_running, ids + sorted(waiting))
             except DatabaseError:
                 continue
-            self.slots.keep_waiting(alive)  # the others were cancelled before they started
+            # cancelled before they started; what was claimed during the query is not judged
+            self.slots.drop_waiting(waiting - alive)
             for task_id in ids:
                 held = self._held.get(task_id)
                 if task_id not in alive and held is not None:

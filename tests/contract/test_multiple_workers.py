@@ -84,3 +84,22 @@ def test_slots_bound_concurrency_per_queue(make_app: Callable[..., App]) -> None
             run.result(timeout=10)
     assert peak["a"] == 2
     assert 2 < peak["b"] <= 5
+
+
+def test_tasks_claimed_ahead_while_cancellations_are_checked_all_run(
+    make_app: Callable[..., App],
+) -> None:
+    # The cancellation check reads which held tasks are still running; claims landing while it
+    # reads must not be taken for cancelled ones (they were dropped, and their runs stayed
+    # running for ever). A check every few milliseconds makes that overlap common.
+    flow = Workflow("ahead")
+
+    @flow.step
+    async def work(input: int) -> int:
+        return input
+
+    app = make_app(flow)
+    runs = app.start_many(flow, range(1500))
+    with running_worker(app, {"default": 4}, cancel_check_interval=0.002):
+        results = [r.result(timeout=20) for r in runs]
+    assert results == list(range(1500))

@@ -47,7 +47,7 @@ def test_tasks_claimed_ahead_can_be_pruned_and_given_up() -> None:
     slots.wait("a", task(1))
     slots.wait("b", task(2))
     slots.wait("b", task(3))
-    slots.keep_waiting({1, 3})  # 2 was cancelled before it started
+    slots.drop_waiting({2})  # 2 was cancelled before it started
     assert slots.waiting_ids() == {1, 3}
     assert slots.clear_waiting() == {1, 3}
     assert list(slots.waiting()) == []

@@ -14,7 +14,8 @@ What SQLite does differently:
   IMMEDIATE`` (the write lock is taken up front, so two transactions never deadlock upgrading a
   read lock), and a claim is one ``UPDATE ... RETURNING`` under that lock instead of ``SKIP
   LOCKED``. Threads of one process queue on a Python lock rather than SQLite's sleeping busy
-  handler; other processes wait up to ``busy_timeout``.
+  handler; processes take turns at the write lock (``turns.py``), each waiting up to
+  ``busy_timeout``.
 - No LISTEN/NOTIFY: this process's listeners are called after a commit that creates work (or
   finishes runs, for result() waiters), and other processes notice the commit in ``PRAGMA
   data_version`` (``listen.py``).
@@ -47,6 +48,7 @@ from pypgflow.engines.sqlite.params import (
     steps_and_tasks_params,
 )
 from pypgflow.engines.sqlite.script import run_script
+from pypgflow.engines.sqlite.turns import WriterTurns
 from pypgflow.engines.sqlite.url import MEMORY, check_synchronous, parse_url
 from pypgflow.errors import (
     ConfigurationError,
@@ -64,15 +66,18 @@ _MIGRATIONS = f"{_PACKAGE}.migrations"
 MIN_SQLITE_VERSION = (3, 38, 0)
 
 
-_write_locks: dict[str, threading.Lock] = {}
-_write_locks_guard = threading.Lock()
+_writers: dict[str, tuple[threading.Lock, WriterTurns]] = {}
+_writers_guard = threading.Lock()
 
 
-def _process_write_lock(path: str) -> threading.Lock:
-    """The lock this process's writers to ``path`` share, whichever engine they use."""
+def _process_writers(path: str) -> tuple[threading.Lock, WriterTurns]:
+    """The lock this process's writers to ``path`` share, whichever engine they use, and the
+    turns they take with other processes' writers."""
     key = os.path.normcase(os.path.realpath(path))
-    with _write_locks_guard:
-        return _write_locks.setdefault(key, threading.Lock())
+    with _writers_guard:
+        if key not in _writers:
+            _writers[key] = (threading.Lock(), WriterTurns(key))
+        return _writers[key]
 
 
 class SqliteEngine(SqlEngine[sqlite3.Connection]):
@@ -144,9 +149,11 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         #: held around every write transaction to this file by this process (by any engine):
         #: writers of one process queue on it and are woken at once, where SQLite's busy
         #: handler would sleep and poll; its file lock is left to order processes.
-        self._write_lock: AbstractContextManager[Any] = (
-            self._lock if self.memory else _process_write_lock(self.path)
-        )
+        self._write_lock: AbstractContextManager[Any] = self._lock
+        #: writers of other processes take turns with this one's (see turns.py)
+        self._turns: WriterTurns | None = None
+        if not self.memory:
+            self._write_lock, self._turns = _process_writers(self.path)
         self._listeners = CommitListeners(
             None if self.memory else self.path,
             busy_timeout=busy_timeout,
@@ -255,7 +262,10 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             conn = self._conn()
             self._local.pending = queues
             self._local.finished = finished
-            conn.execute("BEGIN IMMEDIATE")
+            if self._turns is None:
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                self._turns.begin(conn, self.busy_timeout)
             try:
                 yield conn
                 conn.execute("COMMIT")
