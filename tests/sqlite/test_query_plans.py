@@ -141,8 +141,9 @@ def test_statements_search_by_key_whatever_the_statistics(
     state, engine = database
     seen: list[tuple[str, list[str]]] = []
     names = {text: name for name, text in engine._queries.items()}
-    real_conn = engine._conn
+    real_conn, real_writer = engine._conn, engine._writer
     engine._conn = lambda: Explaining(real_conn(), names, seen)  # type: ignore[method-assign]
+    engine._writer = lambda: Explaining(real_writer(), names, seen)  # type: ignore[method-assign]
     try:
         tasks = engine.claim_tasks(QUEUE, LIMIT, instance_id=INSTANCE, workflows=WORKFLOWS)
         assert len(tasks) == LIMIT
@@ -163,7 +164,7 @@ def test_statements_search_by_key_whatever_the_statistics(
             )
         assert engine.get_run(tasks[0].run_id) is not None
     finally:
-        del engine._conn
+        del engine._conn, engine._writer
     ran = {name for name, _ in seen}
     assert {
         "claim_tasks", "mark_claimed_runs_running", "claimed_task_inputs", "next_due",

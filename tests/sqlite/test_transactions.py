@@ -35,8 +35,9 @@ def app(db_path: str) -> Iterator[App]:
 
 
 def traced(engine: Any) -> list[str]:
-    """The statements this thread's connection runs from now on."""
+    """The statements the engine's writer and this thread's connection run from now on."""
     sent: list[str] = []
+    engine._writer().set_trace_callback(sent.append)
     engine._conn().set_trace_callback(sent.append)
     return sent
 
@@ -103,6 +104,7 @@ def test_batches_cost_the_same_statements_for_1_or_500_runs(app: App) -> None:
     assert result.queues_with_new_work == {"default"}
     # BEGIN, runs, steps, complete, update steps, insert tasks, update runs, COMMIT
     assert len(sent) == 8, sent
+    engine._writer().set_trace_callback(None)
     engine._conn().set_trace_callback(None)
     with running_worker(app, {"default": 50}):
         assert runs[-1].result(timeout=20) == {"b": 499, "c": 499}

@@ -144,6 +144,9 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         self._generation = 0  # bumped by close(): threads then open new connections
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_lock = threading.Lock()
+        #: the connection of write transactions (see _writer), per generation like the others
+        self._write_conn: sqlite3.Connection | None = None
+        self._write_generation = 0
         self._lock = threading.RLock()
         self._shared: sqlite3.Connection | None = None
         #: held around every write transaction to this file by this process (by any engine):
@@ -174,12 +177,13 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
 
     # -- connections -----------------------------------------------------------------------
 
-    def _open_connection(self) -> sqlite3.Connection:
+    def _open_connection(self, *, busy_timeout: float | None = None) -> sqlite3.Connection:
         """A new connection, configured; an error names the file."""
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout,  # SQLite's busy_timeout, for other processes' writers
+                # SQLite's busy_timeout (reads rarely need it in WAL mode; the writer has none)
+                timeout=self.busy_timeout if busy_timeout is None else busy_timeout,
                 isolation_level=None,  # autocommit: transactions are explicit BEGIN ... COMMIT
                 check_same_thread=False,  # close() closes every thread's connection
                 cached_statements=256,
@@ -225,6 +229,18 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             local.conn, local.generation = conn, self._generation
         return conn
 
+    def _writer(self) -> sqlite3.Connection:
+        """The connection of this engine's write transactions, used under the process's write
+        lock by one thread at a time. It has no busy timeout: a writer waits for the write lock
+        by taking its turn (turns.py), polling rather than sleeping in SQLite's busy handler."""
+        if self.memory:
+            return self._conn()
+        conn = self._write_conn
+        if conn is None or self._write_generation != self._generation:
+            conn = self._write_conn = self._open_connection(busy_timeout=0)
+            self._write_generation = self._generation
+        return conn
+
     def _guard(self) -> AbstractContextManager[Any]:
         """Exclusive use of the connection: needed only when threads share one (:memory:)."""
         return self._lock if self.memory else nullcontext()
@@ -259,7 +275,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         queues: set[str] = set()
         finished: set[str] = set()
         with self._write_lock, self._wrap_errors():
-            conn = self._conn()
+            conn = self._writer()
             self._local.pending = queues
             self._local.finished = finished
             if self._turns is None:
@@ -371,6 +387,10 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             self._generation += 1
         for _, conn in connections:
             conn.close()
+        with self._write_lock:
+            if self._write_conn is not None and not self.memory:
+                self._write_conn.close()
+            self._write_conn = None
         with self._lock:
             if self._shared is not None:
                 self._shared.close()

@@ -9,9 +9,10 @@ the write lock, and polls it every :data:`POLL` seconds; a process that has just
 wait for the turn behind it. Under contention, processes alternate; alone, a turn costs two
 system calls.
 
-Each process keeps one descriptor of the turn file per database, open for the life of the process
-(reopened after a fork), and its writers take turns one at a time: the engine holds its
-process-wide write lock around all of this.
+The writer polls with a connection that has no busy timeout of its own (SQLite's handler would
+sleep). Each process keeps one descriptor of the turn file per database, open for the life of
+the process (reopened after a fork), and its writers take turns one at a time: the engine holds
+its process-wide write lock around all of this.
 """
 
 from __future__ import annotations
@@ -62,14 +63,13 @@ class WriterTurns:
             return self._fd
 
     @contextlib.contextmanager
-    def turn(self, timeout: float) -> Iterator[bool]:
-        """Hold the turn (True), or wait no longer than ``timeout`` for it (False: go on
-        without it; the write lock's own wait then gives up in time)."""
+    def turn(self, deadline: float) -> Iterator[bool]:
+        """Hold the turn (True), having waited for it until ``deadline`` (``time.monotonic()``)
+        at most (False: not held). Without a turn file, every writer has its turn."""
         fd = self._descriptor()
         if fd is None:
-            yield False
+            yield True
             return
-        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,27 +85,23 @@ class WriterTurns:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def begin(self, conn: sqlite3.Connection, busy_timeout: float) -> None:
-        """``BEGIN IMMEDIATE`` on ``conn``, taking turns with other processes' writers. The
-        connection's own busy timeout is ``busy_timeout``; while this writer holds the turn it
-        polls instead of sleeping as SQLite would."""
-        with self.turn(busy_timeout) as held:
+        """``BEGIN IMMEDIATE`` on ``conn`` (a connection without a busy timeout of its own),
+        taking turns with other processes' writers, for ``busy_timeout`` seconds at most; then
+        the error SQLite gives when the file stays locked."""
+        deadline = time.monotonic() + busy_timeout
+        with self.turn(deadline) as held:
             if not held:
-                conn.execute("BEGIN IMMEDIATE")  # SQLite's own wait, and its error in time
-                return
-            deadline = time.monotonic() + busy_timeout
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                while True:
-                    try:
-                        conn.execute("BEGIN IMMEDIATE")
-                        return
-                    except sqlite3.OperationalError as exc:
-                        if not _is_busy(exc) or time.monotonic() >= deadline:
-                            raise
-                    time.sleep(POLL)
-            finally:
-                # a pragma takes no parameters; the value is the engine's own number
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                raise sqlite3.OperationalError(
+                    "database is locked (the writers of other processes kept their turn)"
+                )
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(POLL)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
