@@ -193,8 +193,9 @@ def test_close_releases_every_connection_and_the_engine_reopens(db_path: str) ->
         thread.join()
     use()
     # Connections of threads that are gone are closed as new ones open.
-    assert len(engine._connections) <= 2
-    held = [conn for _, conn in engine._connections]
+    readers = engine._connections._readers
+    assert len(readers) <= 2
+    held = [conn for _, conn in readers] + [engine._writer()]
     engine.close()
     for conn in held:
         with pytest.raises(Exception, match="closed"):

@@ -5,8 +5,9 @@ standard library's ``sqlite3``: a new user runs durable workflows from a file, a
 PostgreSQL by changing the URL. Every statement lives in ``queries.sql``, and what both engines
 share in :class:`pypgflow.engines.sql.SqlEngine`; this module owns SQLite's connections and
 transactions, wraps driver errors into pypgflow's, and starts and claims runs its own way. Its
-URLs are read by ``url.py``, its parameters encoded by ``params.py`` (a batch is one JSON array
-parameter, read with ``json_each``), and new work announced by ``listen.py``.
+URLs are read by ``url.py``, its connections kept by ``connections.py``, its parameters encoded
+by ``params.py`` (a batch is one JSON array parameter, read with ``json_each``), and new work
+announced by ``listen.py``.
 
 What SQLite does differently:
 
@@ -14,7 +15,7 @@ What SQLite does differently:
   IMMEDIATE`` (the write lock is taken up front, so two transactions never deadlock upgrading a
   read lock), and a claim is one ``UPDATE ... RETURNING`` under that lock instead of ``SKIP
   LOCKED``. Threads of one process queue on a Python lock rather than SQLite's sleeping busy
-  handler; processes take turns at the write lock (``turns.py``), each waiting up to
+  handler, and processes take turns at the write lock (``turns.py``), each waiting up to
   ``busy_timeout``.
 - No LISTEN/NOTIFY: this process's listeners are called after a commit that creates work (or
   finishes runs, for result() waiters), and other processes notice the commit in ``PRAGMA
@@ -28,7 +29,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from pypgflow.engines.base import (
 from pypgflow.engines.sql import SqlEngine, finished_at_start
 from pypgflow.engines.sqlbase import Row
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
+from pypgflow.engines.sqlite.connections import Connections
 from pypgflow.engines.sqlite.listen import CommitListeners
 from pypgflow.engines.sqlite.params import (
     json_array,
@@ -48,7 +50,6 @@ from pypgflow.engines.sqlite.params import (
     steps_and_tasks_params,
 )
 from pypgflow.engines.sqlite.script import run_script
-from pypgflow.engines.sqlite.turns import WriterTurns
 from pypgflow.engines.sqlite.url import MEMORY, check_synchronous, parse_url
 from pypgflow.errors import (
     ConfigurationError,
@@ -64,20 +65,6 @@ _PACKAGE = "pypgflow.engines.sqlite"
 _MIGRATIONS = f"{_PACKAGE}.migrations"
 #: json_each, ``->>`` (3.38), RETURNING (3.35), UPDATE ... FROM (3.33), STRICT tables (3.37)
 MIN_SQLITE_VERSION = (3, 38, 0)
-
-
-_writers: dict[str, tuple[threading.Lock, WriterTurns]] = {}
-_writers_guard = threading.Lock()
-
-
-def _process_writers(path: str) -> tuple[threading.Lock, WriterTurns]:
-    """The lock this process's writers to ``path`` share, whichever engine they use, and the
-    turns they take with other processes' writers."""
-    key = os.path.normcase(os.path.realpath(path))
-    with _writers_guard:
-        if key not in _writers:
-            _writers[key] = (threading.Lock(), WriterTurns(key))
-        return _writers[key]
 
 
 class SqliteEngine(SqlEngine[sqlite3.Connection]):
@@ -139,24 +126,19 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         self._migrations = migration_files(_MIGRATIONS)
         self.latest_version = self._migrations[-1][0]
         self._schema_checked = False
-        # Connections: one per thread for a file, one shared for :memory: (under _lock).
+        #: what the write transaction of this thread will announce when it commits
         self._local = threading.local()
-        self._generation = 0  # bumped by close(): threads then open new connections
-        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
-        self._connections_lock = threading.Lock()
-        #: the connection of write transactions (see _writer), per generation like the others
-        self._write_conn: sqlite3.Connection | None = None
-        self._write_generation = 0
-        self._lock = threading.RLock()
-        self._shared: sqlite3.Connection | None = None
-        #: held around every write transaction to this file by this process (by any engine):
-        #: writers of one process queue on it and are woken at once, where SQLite's busy
-        #: handler would sleep and poll; its file lock is left to order processes.
-        self._write_lock: AbstractContextManager[Any] = self._lock
-        #: writers of other processes take turns with this one's (see turns.py)
-        self._turns: WriterTurns | None = None
-        if not self.memory:
-            self._write_lock, self._turns = _process_writers(self.path)
+        #: one connection per thread for reads, one for writes (see connections.py)
+        self._connections = Connections(
+            self.path,
+            memory=self.memory,
+            busy_timeout=busy_timeout,
+            setup=[
+                *([] if self.memory else [self._q("journal_mode_wal")]),
+                self._q("foreign_keys_on"),
+                self._q(f"synchronous_{self.synchronous}"),
+            ],
+        )
         self._listeners = CommitListeners(
             None if self.memory else self.path,
             busy_timeout=busy_timeout,
@@ -177,73 +159,13 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
 
     # -- connections -----------------------------------------------------------------------
 
-    def _open_connection(self, *, busy_timeout: float | None = None) -> sqlite3.Connection:
-        """A new connection, configured; an error names the file."""
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                # SQLite's busy_timeout (reads rarely need it in WAL mode; the writer has none)
-                timeout=self.busy_timeout if busy_timeout is None else busy_timeout,
-                isolation_level=None,  # autocommit: transactions are explicit BEGIN ... COMMIT
-                check_same_thread=False,  # close() closes every thread's connection
-                cached_statements=256,
-            )
-        except sqlite3.Error as exc:
-            raise DatabaseUnavailable(
-                f"cannot open the SQLite database {self.path}: {exc}"
-            ) from None
-        try:
-            if not self.memory:
-                conn.execute(self._q("journal_mode_wal")).fetchall()
-            conn.execute(self._q("foreign_keys_on"))
-            conn.execute(self._q(f"synchronous_{self.synchronous}"))
-        except sqlite3.Error as exc:
-            conn.close()
-            raise DatabaseUnavailable(
-                f"cannot open the SQLite database {self.path}: {exc}"
-            ) from None
-        return conn
-
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (the shared one for :memory:, used under _lock)."""
-        if self.memory:
-            with self._lock:
-                if self._shared is None:
-                    self._shared = self._open_connection()
-                return self._shared
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.generation == self._generation:
-            return conn
-        conn = self._open_connection()
-        with self._connections_lock:
-            # Threads come and go (thread pools, asyncio.to_thread): close what they left.
-            alive = []
-            for thread, other in self._connections:
-                if thread.is_alive():
-                    alive.append((thread, other))
-                else:
-                    other.close()
-            alive.append((threading.current_thread(), conn))
-            self._connections = alive
-            local.conn, local.generation = conn, self._generation
-        return conn
+        """This thread's connection for reads (the shared one for :memory:)."""
+        return self._connections.reader()
 
     def _writer(self) -> sqlite3.Connection:
-        """The connection of this engine's write transactions, used under the process's write
-        lock by one thread at a time. It has no busy timeout: a writer waits for the write lock
-        by taking its turn (turns.py), polling rather than sleeping in SQLite's busy handler."""
-        if self.memory:
-            return self._conn()
-        conn = self._write_conn
-        if conn is None or self._write_generation != self._generation:
-            conn = self._write_conn = self._open_connection(busy_timeout=0)
-            self._write_generation = self._generation
-        return conn
-
-    def _guard(self) -> AbstractContextManager[Any]:
-        """Exclusive use of the connection: needed only when threads share one (:memory:)."""
-        return self._lock if self.memory else nullcontext()
+        """The connection of write transactions (see connections.py)."""
+        return self._connections.writer()
 
     @contextmanager
     def _connection(self, *, check_schema: bool = True) -> Iterator[sqlite3.Connection]:
@@ -251,7 +173,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         pypgflow's."""
         if check_schema and not self._schema_checked:
             self.check_schema()
-        with self._guard(), self._wrap_errors():
+        with self._connections.guard(), self._wrap_errors():
             yield self._conn()
 
     @contextmanager
@@ -274,14 +196,11 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             self.check_schema()
         queues: set[str] = set()
         finished: set[str] = set()
-        with self._write_lock, self._wrap_errors():
+        with self._connections.write_lock, self._wrap_errors():
             conn = self._writer()
             self._local.pending = queues
             self._local.finished = finished
-            if self._turns is None:
-                conn.execute("BEGIN IMMEDIATE")
-            else:
-                self._turns.begin(conn, self.busy_timeout)
+            self._connections.begin_write(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -382,19 +301,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
     def close(self) -> None:
         self._listeners.stop_all()
         self._finish_listeners.stop_all()
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-            self._generation += 1
-        for _, conn in connections:
-            conn.close()
-        with self._write_lock:
-            if self._write_conn is not None and not self.memory:
-                self._write_conn.close()
-            self._write_conn = None
-        with self._lock:
-            if self._shared is not None:
-                self._shared.close()
-                self._shared = None
+        self._connections.close()
         self._schema_checked = False
 
     # -- schema ----------------------------------------------------------------------------
