@@ -49,8 +49,6 @@ class StepState:
     remaining_tasks: int | None = None
     task_count: int | None = None
     output: str | None = None
-    started: bool = False
-    finished: bool = False
 
 
 @dataclass
@@ -129,7 +127,7 @@ class StateReader(Protocol):
     """The reads orchestration may need, inside the engine's transaction."""
 
     def step_outputs(self, run_id: str, names: Sequence[str]) -> dict[str, str]:
-        """JSON text outputs of completed steps."""
+        """JSON text outputs of completed plain (not map) steps."""
         ...
 
     def map_outputs(self, run_id: str, step: str) -> list[str]:
@@ -347,8 +345,8 @@ def tasks_failed(
 
 
 def tasks_ran(runs: dict[str, RunState], run_ids: Iterable[str], changes: Changes) -> None:
-    """A task of each of these runs ran: a run still pending is running (its claim may not have
-    been able to say so)."""
+    """A task of each of these runs ran, or has been running for a while: a run still pending
+    is running (claims do not write runs)."""
     for run_id in run_ids:
         run = runs[run_id]
         if run.status is RunStatus.PENDING:
@@ -380,7 +378,6 @@ def resume_run(run: RunState, reader: StateReader, changes: Changes) -> bool:
     for step in sorted(run.steps.values(), key=lambda s: s.position):
         if step.status is StepStatus.COMPLETED:
             continue
-        step.finished = False
         if step.remaining_deps > 0:
             step.status = StepStatus.WAITING
             changes.touch_step(run, step)
@@ -400,7 +397,6 @@ def resume_run(run: RunState, reader: StateReader, changes: Changes) -> bool:
 def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateReader) -> None:
     """All of a step's dependencies completed: create its tasks (or finish an empty map)."""
     step.status = StepStatus.READY
-    step.started = True
     changes.touch_step(run, step)
     if not step.is_map:
         step.task_count = 1
@@ -413,8 +409,7 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
         source_text, source = run.input, "the workflow input"
     else:
         over = run.steps[step.map_over]
-        if over.output is None:
-            over.output = reader.step_outputs(run.id, [over.name]).get(over.name)
+        _load_outputs(run, [over], reader)
         source_text, source = over.output, f"step {over.name!r}"
     items = loads(source_text)
     if not isinstance(items, list):
@@ -456,7 +451,6 @@ def _step_completed(
 ) -> None:
     step.status = StepStatus.COMPLETED
     step.output = output
-    step.finished = True
     step.remaining_tasks = 0
     changes.touch_step(run, step)
     run.remaining_steps -= 1
@@ -472,12 +466,21 @@ def _step_completed(
         _run_completed(run, changes, reader)
 
 
+def _load_outputs(run: RunState, steps: Sequence[StepState], reader: StateReader) -> None:
+    """Fill in the outputs of these completed steps that this transaction has not seen: a plain
+    step's is its task's, a map step's its elements' results in order ([] for none)."""
+    plain = [s.name for s in steps if s.output is None and not s.is_map]
+    if plain:
+        for name, text in reader.step_outputs(run.id, plain).items():
+            run.steps[name].output = text
+    for step in steps:
+        if step.output is None and step.is_map:
+            step.output = join_array(reader.map_outputs(run.id, step.name))
+
+
 def _run_completed(run: RunState, changes: Changes, reader: StateReader) -> None:
     leaves = run.leaves
-    missing = [leaf.name for leaf in leaves if leaf.output is None]
-    if missing:
-        for name, text in reader.step_outputs(run.id, missing).items():
-            run.steps[name].output = text
+    _load_outputs(run, leaves, reader)
     if len(leaves) == 1:
         run.output = leaves[0].output
     else:
@@ -488,7 +491,6 @@ def _run_completed(run: RunState, changes: Changes, reader: StateReader) -> None
 
 def _run_failed(run: RunState, step: StepState, changes: Changes, *, error: AttemptError) -> None:
     step.status = StepStatus.FAILED
-    step.finished = True
     changes.touch_step(run, step)
     run.status = RunStatus.FAILED
     run.error = error
@@ -501,7 +503,6 @@ def _close_unfinished_steps(run: RunState, status: StepStatus, changes: Changes)
     for other in run.steps.values():
         if other.status in (StepStatus.WAITING, StepStatus.READY):
             other.status = status
-            other.finished = True
             changes.touch_step(run, other)
 
 

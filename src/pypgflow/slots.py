@@ -12,14 +12,31 @@ running ones: cancelled, handed back at shutdown, abandoned when cut off.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
+from pypgflow import defaults
 from pypgflow.engines.base import ClaimedTask
+from pypgflow.errors import InvalidArgument
 
 #: a queue whose steps take less than this on average (seconds) claims ahead of its free slots
 CLAIM_AHEAD_BELOW = 0.05
 #: the weight of the newest duration in the moving average
 _SMOOTHING = 1 / 8
+
+
+def queue_slots(queues: Mapping[str, int] | Sequence[str] | None) -> dict[str, int]:
+    """A worker's queues and their slots, checked: a mapping of names to slots, a list of names
+    (each with the default slots), or None (the default queue)."""
+    if queues is None:
+        queues = {defaults.DEFAULT_QUEUE: defaults.DEFAULT_SLOTS}
+    elif not isinstance(queues, Mapping):
+        queues = dict.fromkeys(queues, defaults.DEFAULT_SLOTS)
+    for name, slots in queues.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"queue names must be non-empty strings, got {name!r}")
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise InvalidArgument(f"queue {name!r}: slots must be an integer >= 1, got {slots!r}")
+    return dict(queues)
 
 
 class Slots:

@@ -9,13 +9,13 @@ everything about it is valid.
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.engines.base import StartRequest
 from pypgflow.errors import InvalidArgument, MapInputError
+from pypgflow.ids import new_run_id
 from pypgflow.serialization import dumps
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow
@@ -59,7 +59,7 @@ def prepare_start(
     changes = orchestration.Changes()
     run = orchestration.new_run(
         flow,
-        run_id=str(uuid.uuid4()),
+        run_id=new_run_id(),
         input_json=input_json,
         queue=queue,
         priority=priority,

@@ -29,19 +29,24 @@ from typing import Any, TypeVar
 from pypgflow import defaults
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
-from pypgflow.engines.base import ClaimedTask, FinishResult
+from pypgflow.engines.base import Began, ClaimedTask, FinishResult
 from pypgflow.errors import DatabaseError, InvalidArgument
 from pypgflow.execution import StepRunner
 from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
 from pypgflow.outcomes import OutcomeWriter
 from pypgflow.registry import Registration
-from pypgflow.slots import Slots
+from pypgflow.slots import Slots, queue_slots
 
 T = TypeVar("T")
 
 logger = logging.getLogger("pypgflow.worker")
 #: how long a stopping worker waits for cancelled sync steps' threads to return
 _SYNC_STEP_GRACE = 5.0
+
+
+#: a step of a pending run that runs longer than this (seconds) has its run marked running at
+#: once; a shorter one's outcome marks it (claims do not write runs)
+MARK_RUNNING_AFTER = 0.05
 
 
 @dataclass
@@ -52,6 +57,8 @@ class _Held:
     queue: str
     ctx: StepContext
     future: asyncio.Future[Any] | None = None
+    #: marks the task's pending run running if the step outlasts MARK_RUNNING_AFTER
+    mark_running: asyncio.TimerHandle | None = None
 
 
 class Worker:
@@ -88,17 +95,7 @@ class Worker:
         lease_ttl: float = defaults.DEFAULT_LEASE_TTL,
         retention: Retention | None = DEFAULT_RETENTION,
     ) -> None:
-        if queues is None:
-            queues = {defaults.DEFAULT_QUEUE: defaults.DEFAULT_SLOTS}
-        elif not isinstance(queues, dict):
-            queues = dict.fromkeys(queues, defaults.DEFAULT_SLOTS)
-        for name, slots in queues.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidArgument(f"queue names must be non-empty strings, got {name!r}")
-            if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-                raise InvalidArgument(
-                    f"queue {name!r}: slots must be an integer >= 1, got {slots!r}"
-                )
+        queues = queue_slots(queues)
         if not app.workflows:
             raise InvalidArgument(
                 "this app has no registered workflows: a worker only runs registered workflows "
@@ -401,6 +398,9 @@ class Worker:
         self._held[task.id] = held
         self.slots.started(queue)
         held.future = asyncio.ensure_future(self._execute(held))
+        if task.run_pending:  # claims do not write runs: say it is running if the step lasts
+            loop = asyncio.get_running_loop()
+            held.mark_running = loop.call_later(MARK_RUNNING_AFTER, self.outcomes.add, Began(task))
 
     async def _execute(self, held: _Held) -> None:
         task = held.task
@@ -412,6 +412,8 @@ class Worker:
             if self._stopping and task.id not in self._abandoned:
                 self._interrupted.add(task.id)  # to hand back, its attempt not counted
         finally:
+            if held.mark_running is not None:
+                held.mark_running.cancel()
             queue = held.queue
             self._held.pop(task.id, None)
             following = self.slots.finished(queue, time.monotonic() - started)

@@ -106,7 +106,6 @@ def test_step_by_step_migrations_equal_a_fresh_install(
     assert {t for t, _ in installed["tables"]} >= {
         "migrations",
         "runs",
-        "steps",
         "tasks",
         "instances",
     }

@@ -10,7 +10,7 @@ the claim (in a transaction rolled back), then a real claim and the recording of
 (every statement of ``finish_tasks``), the worker's checks (``still_running``, ``next_due_in``),
 ``list_runs`` with and without filters, and ``get_run``.
 
-No plan node that reads runs, steps or tasks may touch more rows (rows returned, and rows read
+No plan node that reads runs or tasks may touch more rows (rows returned, and rows read
 then removed by a filter, over every loop) than a small multiple of what its statement is about
 (the claim's batch, the outcomes recorded, the listing's limit), nor scan a whole table: a plan
 whose cost grows with the backlog or the history fails here, however fast it is on a small
@@ -36,7 +36,7 @@ from tests.plan_workload import WORKFLOWS, mapped, one, outcomes
 pytestmark = pytest.mark.timeout(60)
 
 SCHEMA = "pypgflow"
-TABLES = ("runs", "steps", "tasks")
+TABLES = ("runs", "tasks")
 QUEUE = "default"
 INSTANCE = "plans"
 #: the claim's batch, the runs finished before the backlog, the backlog (one-step runs)
@@ -111,7 +111,7 @@ def node_label(node: Mapping[str, Any]) -> str:
 def violations(
     plan: Mapping[str, Any], *, bound: int, what: str, indexes: Mapping[str, str]
 ) -> list[str]:
-    """What is wrong with a plan: a node reading runs, steps or tasks that scans a table, or
+    """What is wrong with a plan: a node reading runs or tasks that scans a table, or
     touches more than ``bound`` rows."""
     found = []
     for node in nodes(plan["Plan"]):
@@ -228,9 +228,7 @@ def analyze(url: str) -> None:
     """What autovacuum would have done by now (it is off on the test server)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("ANALYZE {}, {}, {}").format(
-                *(sql.Identifier(SCHEMA, table) for table in TABLES)
-            )
+            sql.SQL("ANALYZE {}, {}").format(*(sql.Identifier(SCHEMA, table) for table in TABLES))
         )
 
 
@@ -308,8 +306,8 @@ def test_plans_stay_flat_whatever_the_statistics(database: tuple[str, App]) -> N
     assert result.accepted == len(tasks)
     names = {name for name, _, _ in seen}
     assert {
-        "running_tasks_still_running", "next_due", "lock_runs", "run_steps", "complete_tasks",
-        "retry_tasks", "fail_tasks", "update_steps", "update_runs", "insert_tasks", "map_outputs",
+        "running_tasks_still_running", "next_due", "lock_runs", "complete_tasks", "retry_tasks",
+        "fail_tasks", "update_runs", "insert_tasks", "map_outputs",
     } <= names, names  # fmt: skip
     for name, _, plan in seen:
         problems += violations(

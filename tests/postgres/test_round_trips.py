@@ -86,9 +86,9 @@ def test_outcomes_that_finish_runs_cost_no_statement_more(
                 engine.finish_tasks([Completed(t, "1") for t in tasks])
                 # (the pool's liveness check sends an empty statement first)
                 batches[size, step] = [names.get(s, s) for s in statements if s]
-        releasing = ["lock_runs", "run_steps", "complete_tasks", "update_steps"]
-        releasing += ["insert_tasks", "update_runs", "notify"]
-        finishing = ["lock_runs", "run_steps", "complete_tasks", "update_steps", "update_runs"]
+        # a run's steps live in its row: locked and read with it, written with it
+        releasing = ["lock_runs", "complete_tasks", "insert_tasks", "update_runs", "notify"]
+        finishing = ["lock_runs", "complete_tasks", "update_runs"]
         assert batches[1, "a"] == batches[200, "a"] == releasing
         assert batches[1, "b"] == batches[200, "b"] == finishing
         assert app.get_run(app.list_runs(limit=1)[0].id).status.finished

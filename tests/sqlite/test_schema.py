@@ -76,7 +76,7 @@ def test_step_by_step_migrations_equal_the_fresh_schema(tmp_path: Path) -> None:
     engine.close()
     assert catalog(fresh) == catalog(stepped)
     tables = {row[1] for row in catalog(fresh) if row[0] == "table"}
-    assert {"migrations", "runs", "steps", "tasks", "instances"} <= tables
+    assert {"migrations", "runs", "tasks", "instances"} <= tables
 
 
 def test_constraints_keep_their_postgresql_names(tmp_path: Path) -> None:
@@ -84,17 +84,18 @@ def test_constraints_keep_their_postgresql_names(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "flows.db") as conn:
         with pytest.raises(sqlite3.IntegrityError, match="runs_status_is_known"):
             conn.execute(
-                "INSERT INTO runs (id, workflow, status, queue, remaining_steps) "
-                "VALUES ('x', 'w', 'sleeping', 'q', 1)"
+                "INSERT INTO runs (id, workflow, status, queue, remaining_steps, steps) "
+                "VALUES ('x', 'w', 'sleeping', 'q', 1, '{}')"
             )
         with pytest.raises(sqlite3.IntegrityError, match="runs_priority_is_0_to_9"):
             conn.execute(
-                "INSERT INTO runs (id, workflow, queue, priority, remaining_steps) "
-                "VALUES ('x', 'w', 'q', 10, 1)"
+                "INSERT INTO runs (id, workflow, queue, priority, remaining_steps, steps) "
+                "VALUES ('x', 'w', 'q', 10, 1, '{}')"
             )
         with pytest.raises(sqlite3.IntegrityError, match="cannot store TEXT value in INTEGER"):
             conn.execute(  # STRICT tables: types are enforced, as in PostgreSQL
-                "INSERT INTO runs (id, workflow, queue, remaining_steps) VALUES ('x', 'w', 'q', 'a')"
+                "INSERT INTO runs (id, workflow, queue, remaining_steps, steps) "
+                "VALUES ('x', 'w', 'q', 'a', '{}')"
             )
         plan = " ".join(
             str(row[-1])

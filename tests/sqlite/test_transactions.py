@@ -65,7 +65,7 @@ def test_a_failure_while_releasing_dependents_keeps_nothing(
     monkeypatch.setattr(engine, "_apply", real_apply)
 
     info = app.get_run(run.id)
-    assert info.status is RunStatus.RUNNING  # marked by the claim; nothing else changed
+    assert info.status is RunStatus.PENDING  # claims write tasks only; nothing else changed
     assert [(s.status, s.output) for s in info.steps] == [
         (StepStatus.READY, None),
         (StepStatus.WAITING, None),
@@ -90,20 +90,20 @@ def test_batches_cost_the_same_statements_for_1_or_500_runs(app: App) -> None:
     one = list(sent)
     sent.clear()
     runs = app.start_many("batch", range(500))
-    assert len(sent) == len(one) == 5, sent  # BEGIN, runs, steps, root tasks, COMMIT
-    assert [verb(s) for s in sent] == ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    assert len(sent) == len(one) == 4, sent  # BEGIN, runs with their steps, root tasks, COMMIT
+    assert [verb(s) for s in sent] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
 
     sent.clear()
     claimed = engine.claim_tasks("default", 501, instance_id="t", workflows=["batch"])
     assert len(claimed) == 501
-    # BEGIN, claim, mark runs running, their inputs, COMMIT
-    assert [verb(s) for s in sent] == ["BEGIN", "UPDATE", "UPDATE", "SELECT", "COMMIT"]
+    # BEGIN, claim, their inputs, COMMIT: the runs are not written
+    assert [verb(s) for s in sent] == ["BEGIN", "UPDATE", "SELECT", "COMMIT"]
     sent.clear()
     result = engine.finish_tasks([Completed(t, str(t.run_input)) for t in claimed])
     assert result.accepted == 501
     assert result.queues_with_new_work == {"default"}
-    # BEGIN, runs, steps, complete, update steps, insert tasks, update runs, COMMIT
-    assert len(sent) == 8, sent
+    # BEGIN, runs with their steps, complete, insert tasks, update runs, COMMIT
+    assert len(sent) == 6, sent
     engine._writer().set_trace_callback(None)
     engine._conn().set_trace_callback(None)
     with running_worker(app, {"default": 50}):

@@ -46,6 +46,9 @@ class ClaimedTask:
     input: Any  # the element, for a map step
     run_input: Any
     dependency_outputs: dict[str, Any]
+    #: the run was still pending when the task was claimed: its worker marks it running if
+    #: the step runs long (see pypgflow.worker), else its outcome does
+    run_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,15 @@ class Failed:
     verdict: Verdict
 
 
-Outcome = Completed | Failed
+@dataclass(frozen=True)
+class Began:
+    """A step that has been running for a while: its run, if still pending, is running now
+    (the claim does not write runs; a step's outcome would say so only when it ends)."""
+
+    task: ClaimedTask
+
+
+Outcome = Completed | Failed | Began
 
 
 @dataclass
@@ -134,7 +145,8 @@ class Engine(abc.ABC):
         self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
     ) -> list[ClaimedTask]:
         """Claim up to ``limit`` due tasks of ``queue`` for ``workflows``: priority, due time, age.
-        Runs whose first task this is are marked running."""
+        Only the tasks are written: a pending run is marked running by its first outcome (a
+        :class:`Began` note for a step that runs long)."""
 
     @abc.abstractmethod
     def finish_tasks(self, outcomes: Sequence[Outcome]) -> FinishResult:

@@ -285,6 +285,8 @@ class FleetVerbs(SqlBase[C]):
                     "batch": int(batch),
                 },
             )
+            if rows:  # their tasks go with them
+                self._execute(conn, "delete_tasks_of_runs", {"ids": self._ids(r[0] for r in rows)})
         return len(rows)
 
     def prune_instances(self, *, offline_for: float) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.engines.base import (
+    Began,
     Completed,
     Failed,
     FinishResult,
@@ -71,6 +72,7 @@ class SqlEngine(FleetVerbs[C]):
         failed = [o for o in outcomes if isinstance(o, Failed)]
         retries = [(o, o.verdict) for o in failed if isinstance(o.verdict, orchestration.Retry)]
         finals = [o for o in failed if isinstance(o.verdict, orchestration.GiveUp)]
+        began = {o.task.run_id for o in outcomes if isinstance(o, Began)}
         with self._write() as conn:
             # Every change to a run's tasks happens under its lock (see lock_runs): the lock
             # and the guarded task updates go together, in order, in one round trip.
@@ -86,8 +88,7 @@ class SqlEngine(FleetVerbs[C]):
                                 {
                                     "id": o.task.id,
                                     "attempt": o.task.attempt,
-                                    # a plain step's output is kept on its step, not its task
-                                    "output": None if o.task.task_index is None else o.output,
+                                    "output": o.output,
                                 }
                                 for o in completed
                             ]
@@ -146,7 +147,7 @@ class SqlEngine(FleetVerbs[C]):
                 ran += [f.run_id for f in given_up]
                 orchestration.tasks_failed(runs, given_up, changes)
             result.accepted = len(ran)
-            orchestration.tasks_ran(runs, ran, changes)
+            orchestration.tasks_ran(runs, [*ran, *(began & runs.keys())], changes)
             self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
         return result

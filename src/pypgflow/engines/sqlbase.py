@@ -220,17 +220,15 @@ class SqlBase(Engine, Generic[C]):
         return self._submit_lock_runs(conn, run_ids)()
 
     def _submit_lock_runs(self, conn: C, run_ids: set[str]) -> Callable[[], dict[str, RunState]]:
-        """:meth:`_lock_runs` as two submitted statements: returns how to read the states."""
+        """:meth:`_lock_runs` as a submitted statement: returns how to read the states."""
         if not run_ids:
             return dict
-        ids = self._ids(sorted(run_ids))
-        run_rows = self._submit(conn, "lock_runs", {"ids": ids})
-        step_rows = self._submit(conn, "run_steps", {"ids": ids})
-        return lambda: self._run_states(run_rows(), step_rows())
+        run_rows = self._submit(conn, "lock_runs", {"ids": self._ids(sorted(run_ids))})
+        return lambda: self._run_states(run_rows())
 
-    def _run_states(self, run_rows: list[Row], step_rows: list[Row]) -> dict[str, RunState]:
+    def _run_states(self, run_rows: list[Row]) -> dict[str, RunState]:
         runs: dict[str, RunState] = {}
-        for run_id, workflow, status, queue, priority, remaining in run_rows:
+        for run_id, workflow, status, queue, priority, remaining, steps in run_rows:
             runs[run_id] = RunState(
                 id=run_id,
                 workflow=workflow,
@@ -238,22 +236,7 @@ class SqlBase(Engine, Generic[C]):
                 queue=queue,
                 priority=priority,
                 remaining_steps=remaining,
-                steps={},
-            )
-        for row in step_rows:
-            (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-             map_over, remaining_tasks, task_count) = row  # fmt: skip
-            runs[run_id].steps[name] = StepState(
-                name=name,
-                position=position,
-                status=StepStatus(status),
-                depends_on=tuple(self._json(depends_on)),
-                remaining_deps=remaining_deps,
-                max_attempts=max_attempts,
-                is_map=bool(is_map),
-                map_over=map_over,
-                remaining_tasks=remaining_tasks,
-                task_count=task_count,
+                steps=steps_from_stored(self._json(steps)),
             )
         return runs
 
@@ -268,27 +251,6 @@ class SqlBase(Engine, Generic[C]):
                 self._commit_in_batch(conn)
 
     def _apply_changes(self, conn: C, changes: Changes) -> None:
-        if changes.steps:
-            self._execute(
-                conn,
-                "update_steps",
-                self._batch(
-                    [
-                        {
-                            "run_id": run_id,
-                            "name": s.name,
-                            "status": s.status.value,
-                            "remaining_deps": s.remaining_deps,
-                            "remaining_tasks": s.remaining_tasks,
-                            "task_count": s.task_count,
-                            "output": s.output if s.status is StepStatus.COMPLETED else None,
-                            "started": s.started or s.status is not StepStatus.WAITING,
-                            "finished": s.finished,
-                        }
-                        for (run_id, _), s in changes.steps.items()
-                    ]
-                ),
-            )
         if changes.new_tasks:
             self._execute(conn, "insert_tasks", self._batch(task_rows(changes.new_tasks)))
         if changes.cancel_tasks_of:
@@ -317,6 +279,7 @@ class SqlBase(Engine, Generic[C]):
                             "remaining_steps": r.remaining_steps,
                             "output": r.output,
                             "error": None if r.error is None else self._error_text(r.error),
+                            "steps": steps_text(r.steps),
                         }
                         for r in changes.runs.values()
                     ]
@@ -351,6 +314,57 @@ class _Reader(Generic[C]):
     def run_input(self, run_id: str) -> str | None:
         rows = self.engine._fetch(self.conn, "run_input", {"run_id": run_id})
         return rows[0][0] if rows else None
+
+
+# -- steps ---------------------------------------------------------------------------------------
+# A run's steps are stored in its row, in its steps column: one JSON object, by step name, each
+# step's state without its null and false values (that a step is no map, that it has no tasks
+# yet), e.g. {"fetch": {"position": 0, "status": "completed", "depends_on": [],
+# "remaining_deps": 0, "max_attempts": 3, "remaining_tasks": 0, "task_count": 1}}. Outputs are
+# not there: a plain step's is its task's, a map step's its elements'.
+
+
+def steps_text(steps: Mapping[str, StepState]) -> str:
+    """A run's steps as the JSON text of its steps column."""
+    stored: dict[str, dict[str, Any]] = {}
+    for name, s in steps.items():
+        state: dict[str, Any] = {
+            "position": s.position,
+            "status": s.status.value,
+            "depends_on": list(s.depends_on),
+            "remaining_deps": s.remaining_deps,
+            "max_attempts": s.max_attempts,
+        }
+        if s.is_map:
+            state["is_map"] = True
+        if s.map_over is not None:
+            state["map_over"] = s.map_over
+        if s.remaining_tasks is not None:
+            state["remaining_tasks"] = s.remaining_tasks
+        if s.task_count is not None:
+            state["task_count"] = s.task_count
+        stored[name] = state
+    return json.dumps(stored, separators=(",", ":"))
+
+
+def steps_from_stored(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, StepState]:
+    """A run's steps from its steps column's decoded JSON, in position order."""
+    steps = {
+        name: StepState(
+            name=name,
+            position=state["position"],
+            status=StepStatus(state["status"]),
+            depends_on=tuple(state["depends_on"]),
+            remaining_deps=state["remaining_deps"],
+            max_attempts=state["max_attempts"],
+            is_map=state.get("is_map", False),
+            map_over=state.get("map_over"),
+            remaining_tasks=state.get("remaining_tasks"),
+            task_count=state.get("task_count"),
+        )
+        for name, state in stored.items()
+    }
+    return dict(sorted(steps.items(), key=lambda item: item[1].position))
 
 
 def task_rows(tasks: Sequence[orchestration.NewTask]) -> list[dict[str, Any]]:

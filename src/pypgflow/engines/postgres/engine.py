@@ -408,6 +408,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 input=row[7],
                 run_input=row[8],
                 dependency_outputs=row[9] or {},
+                run_pending=row[10],
             )
             for row in rows
         ]

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pypgflow.engines.base import StartRequest
+from pypgflow.engines.sqlbase import steps_text
 
 
 def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
-    """The JSON documents of insert_runs (runs, steps, tasks) for a batch of start requests:
-    each one ``json.dumps`` call, whatever the batch size (inputs and outputs, already JSON text,
-    travel as strings and are parsed by the statement)."""
+    """The JSON documents of insert_runs (runs, with their steps; root tasks) for a batch of
+    start requests: each one ``json.dumps`` call, whatever the batch size (inputs, outputs and
+    steps, already JSON text, travel as strings and are parsed by the statement)."""
     runs: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     for request in requests:
         run = request.run
@@ -33,24 +33,8 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
                 "run_at": None if request.run_at is None else request.run_at.isoformat(),
                 "delay": request.delay,
                 "output": run.output,
+                "steps": steps_text(run.steps),
             }
-        )
-        steps.extend(
-            {
-                "run_id": run.id,
-                "name": step.name,
-                "position": step.position,
-                "status": step.status.value,
-                "depends_on": step.depends_on,
-                "remaining_deps": step.remaining_deps,
-                "max_attempts": step.max_attempts,
-                "is_map": step.is_map,
-                "map_over": step.map_over,
-                "remaining_tasks": step.remaining_tasks,
-                "task_count": step.task_count,
-                "output": step.output,
-            }
-            for step in run.steps.values()
         )
         tasks.extend(
             {
@@ -65,7 +49,7 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
             }
             for task in request.changes.new_tasks
         )
-    return {"runs": _json(runs), "steps": _json(steps), "tasks": _json(tasks)}
+    return {"runs": _json(runs), "tasks": _json(tasks)}
 
 
 def _json(rows: list[dict[str, Any]]) -> str:

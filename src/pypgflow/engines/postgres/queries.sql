@@ -26,39 +26,27 @@ SELECT coalesce(max(version), 0) AS version FROM {schema}.migrations;
 INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_runs
--- Inserts a batch of runs with their steps and root tasks. Runs whose idempotency key is taken
--- are skipped, and so are their steps and tasks; the ids actually inserted are returned. The
--- workers of the queues that got tasks are notified in the same statement (delivered when its
--- transaction commits), so that a start is one statement: one round trip in autocommit mode.
--- The batch travels as three JSON documents (runs, steps, tasks), read with json_to_recordset:
--- one text parameter each, whatever the batch size, and cheaper to make than a binary array per
--- column. Inputs and outputs (JSON text already) travel in them as strings, parsed here.
+-- Inserts a batch of runs (each with its steps: the steps column) and their root tasks. Runs
+-- whose idempotency key is taken are skipped, and so are their tasks; the ids actually inserted
+-- are returned. The workers of the queues that got tasks are notified in the same statement
+-- (delivered when its transaction commits), so that a start is one statement: one round trip
+-- in autocommit mode. The batch travels as two JSON documents (runs, tasks), read with
+-- json_to_recordset: one text parameter each, whatever the batch size, and cheaper to make than
+-- a binary array per column. Inputs, outputs and steps (JSON text already) travel in them as
+-- strings, parsed here.
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output)
+         scheduled_at, output, steps)
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
-           r.output::jsonb
+           r.output::jsonb, r.steps::jsonb
     FROM json_to_recordset(%(runs)s::json)
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
-             delay float8, output text)
+             delay float8, output text, steps text)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at
-), new_steps AS (
-    INSERT INTO {schema}.steps
-        (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-         map_over, remaining_tasks, task_count, output, started_at, finished_at)
-    SELECT s.run_id, s.name, s.position, s.status, s.depends_on, s.remaining_deps,
-           s.max_attempts, s.is_map, s.map_over, s.remaining_tasks, s.task_count, s.output::jsonb,
-           CASE WHEN s.status <> 'waiting' THEN now() END,
-           CASE WHEN s.status IN ('completed', 'failed', 'cancelled') THEN now() END
-    FROM json_to_recordset(%(steps)s::json)
-        AS s(run_id uuid, name text, position smallint, status text, depends_on jsonb,
-             remaining_deps int, max_attempts int, is_map bool, map_over text,
-             remaining_tasks int, task_count int, output text)
-    WHERE s.run_id IN (SELECT id FROM new_runs)
 ), new_tasks AS (
     INSERT INTO {schema}.tasks
         (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at)
@@ -85,15 +73,17 @@ SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks of one queue, best first: priority, then due time, then age.
 -- Tasks locked by another transaction are skipped, never waited for. started_at keeps the
--- first claim's time.
+-- first claim's time. The claim writes tasks only: a run still pending is marked running with
+-- its first outcome (or, for a step that runs long, by its worker soon after the start: see
+-- pypgflow/worker.py), so the claim never waits for a run's lock nor writes its row; it says
+-- which runs are still pending (run_pending).
 --
 -- Every row after the pick is found through its primary key, whatever the statistics say: the
--- ids travel as arrays (id = ANY(ARRAY(SELECT ...))), which only a primary-key lookup serves
--- well, and the run and step of each claimed task are read by correlated subqueries (one
--- primary-key lookup per task) rather than joins the planner could turn into scans. A join or
--- IN (subquery) here lets the planner start from the other side: after an ANALYZE that saw few
--- pending runs, it scanned every pending run through runs_status_created and compared each
--- with every claimed task (backlog x batch rows: draining a backlog became quadratic).
+-- ids travel as an array (id = ANY(ARRAY(SELECT ...))), which only a primary-key lookup serves
+-- well, and the run of each claimed task and its dependencies' outputs are read by lateral and
+-- correlated subqueries (primary-key and tasks_run_step_index lookups per task) rather than
+-- joins the planner could turn into scans. A dependency that is a map step gives its elements'
+-- results in order ([] for none).
 WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
@@ -108,28 +98,24 @@ WITH picked AS (
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
               t.priority, t.run_at
-), started AS (
-    -- Runs whose first task this is are running. A run locked by another transaction is
-    -- skipped rather than waited for (a claim must never wait): recording this task's outcome
-    -- marks it running then. The runs are found by id only: "status || ''" checks the status
-    -- of the rows found but matches no index, so no plan can find them by scanning the
-    -- pending runs.
-    UPDATE {schema}.runs SET status = 'running', started_at = coalesce(started_at, now())
-    WHERE id = ANY(ARRAY(
-        SELECT id FROM {schema}.runs
-        WHERE id = ANY(ARRAY(SELECT DISTINCT run_id FROM claimed)) AND status || '' = 'pending'
-        ORDER BY id
-        FOR UPDATE SKIP LOCKED
-    ))
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
-       c.max_attempts, c.input,
-       (SELECT r.input FROM {schema}.runs r WHERE r.id = c.run_id) AS run_input,
-       (SELECT jsonb_object_agg(d.name, d.output) FROM {schema}.steps d
-        WHERE d.run_id = c.run_id
-          AND d.name IN (SELECT jsonb_array_elements_text(s.depends_on) FROM {schema}.steps s
-                         WHERE s.run_id = c.run_id AND s.name = c.step)) AS dependency_outputs
+       c.max_attempts, c.input, r.input AS run_input,
+       (SELECT jsonb_object_agg(dep.name, CASE
+                   WHEN (r.steps -> dep.name ->> 'is_map')::boolean THEN
+                       coalesce((SELECT jsonb_agg(e.output ORDER BY e.task_index)
+                                 FROM {schema}.tasks e
+                                 WHERE e.run_id = c.run_id AND e.step = dep.name
+                                   AND e.task_index IS NOT NULL), '[]'::jsonb)
+                   ELSE (SELECT p.output FROM {schema}.tasks p
+                         WHERE p.run_id = c.run_id AND p.step = dep.name
+                           AND p.task_index IS NULL)
+               END)
+        FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
+           AS dependency_outputs,
+       r.status = 'pending' AS run_pending
 FROM claimed c
+CROSS JOIN LATERAL (SELECT input, steps, status FROM {schema}.runs WHERE id = c.run_id) AS r
 -- in claim order: the worker starts them in this order
 ORDER BY c.priority, c.run_at, c.id;
 
@@ -152,20 +138,16 @@ CROSS JOIN LATERAL (
 
 -- name: lock_runs
 -- Every change to a run's steps and tasks (but claims) happens under its row lock, taken in id
--- order so that transactions touching the same runs never deadlock.
-SELECT id::text, workflow, status, queue, priority, remaining_steps
+-- order so that transactions touching the same runs never deadlock. The row holds the run's
+-- steps: one lock and one read give orchestration all it decides on.
+SELECT id::text, workflow, status, queue, priority, remaining_steps, steps
 FROM {schema}.runs WHERE id = ANY(%(ids)b::uuid[])
 ORDER BY id
 FOR UPDATE;
 
--- name: run_steps
-SELECT run_id::text, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-       map_over, remaining_tasks, task_count
-FROM {schema}.steps WHERE run_id = ANY(%(ids)b::uuid[]);
-
 -- name: complete_tasks
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
--- change nothing. The tasks are found by id only (as in retry_tasks and fail_tasks): "status ||
+-- change nothing. The output is the step's (or the map element's). The tasks are found by id only (as in retry_tasks and fail_tasks): "status ||
 -- ''" checks the status of the rows found but matches no index, so no plan can read every
 -- running task through tasks_running_instance instead (dead entries and all, until a vacuum).
 UPDATE {schema}.tasks t
@@ -194,8 +176,9 @@ WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index, t.attempt;
 
 -- name: step_outputs
-SELECT name, output::text FROM {schema}.steps
-WHERE run_id = %(run_id)s::uuid AND name = ANY(%(names)b::text[]);
+-- The outputs of completed plain steps (a map step's are its elements': map_outputs).
+SELECT step, output::text FROM {schema}.tasks
+WHERE run_id = %(run_id)s::uuid AND step = ANY(%(names)b::text[]) AND task_index IS NULL;
 
 -- name: map_outputs
 SELECT output::text FROM {schema}.tasks
@@ -205,33 +188,25 @@ ORDER BY task_index;
 -- name: run_input
 SELECT input::text FROM {schema}.runs WHERE id = %(run_id)s::uuid;
 
--- name: update_steps
-UPDATE {schema}.steps s
-SET status = d.status, remaining_deps = d.remaining_deps, remaining_tasks = d.remaining_tasks,
-    task_count = d.task_count, output = coalesce(d.output::jsonb, s.output),
-    started_at = CASE WHEN d.started THEN coalesce(s.started_at, now()) ELSE s.started_at END,
-    finished_at = CASE WHEN d.finished THEN coalesce(s.finished_at, now()) END
-FROM unnest(%(run_id)b::uuid[], %(name)b::text[], %(status)b::text[],
-            %(remaining_deps)b::int[], %(remaining_tasks)b::int[], %(task_count)b::int[],
-            %(output)b::text[], %(started)b::bool[], %(finished)b::bool[])
-    AS d(run_id, name, status, remaining_deps, remaining_tasks, task_count, output, started,
-         finished)
-WHERE s.run_id = d.run_id AND s.name = d.name;
-
 -- name: update_runs
--- Writes the runs as orchestration decided, and announces those that finished on {done_channel}
--- (delivered when the transaction commits): in this statement, so that a batch that finishes
--- runs costs no statement more than one that does not.
+-- Writes the runs as orchestration decided, their steps with them, and announces those that
+-- finished on {done_channel} (delivered when the transaction commits): in this statement, so
+-- that a batch that finishes runs costs no statement more than one that does not. A run
+-- marked running by its first outcome started when that task was first claimed.
 WITH updated AS (
     UPDATE {schema}.runs r
     SET status = d.status, remaining_steps = d.remaining_steps,
-        output = d.output::jsonb, error = d.error::jsonb,
-        started_at = CASE WHEN d.status <> 'pending' THEN coalesce(r.started_at, now())
+        output = d.output::jsonb, error = d.error::jsonb, steps = d.steps::jsonb,
+        started_at = CASE WHEN d.status <> 'pending'
+                          THEN coalesce(r.started_at,
+                                        (SELECT min(t.started_at) FROM {schema}.tasks t
+                                         WHERE t.run_id = r.id),
+                                        now())
                           ELSE r.started_at END,
         finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled') THEN now() END
     FROM unnest(%(id)b::uuid[], %(status)b::text[], %(remaining_steps)b::int[],
-                %(output)b::text[], %(error)b::text[])
-        AS d(id, status, remaining_steps, output, error)
+                %(output)b::text[], %(error)b::text[], %(steps)b::text[])
+        AS d(id, status, remaining_steps, output, error, steps)
     WHERE r.id = d.id
     RETURNING r.id, r.status
 ), finished AS (
@@ -284,13 +259,25 @@ FROM {schema}.runs WHERE id = %(id)s::uuid;
 -- Runs newest first, the id breaking ties (the runs of one start_many share their created_at):
 -- runs.id, the uuid the indexes hold (a bare "id" would name the text selected). A statement per
 -- filter (this one for none, then by status, by workflow, by both), each reading an index in
--- its order and stopping after %(limit)s rows (runs_created here). One statement with optional
--- filters ("status IS NULL OR ...") could use no index for its filters once planned for any
--- parameter values, as a prepared statement's generic plan is.
-SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
-FROM {schema}.runs
-ORDER BY created_at DESC, runs.id DESC
+-- its order and stopping after %(limit)s rows. One statement with optional filters ("status IS
+-- NULL OR ...") could use no index for its filters once planned for any parameter values, as a
+-- prepared statement's generic plan is. With no filter, each status is read as in
+-- list_runs_by_status, the newest %(limit)s of each, and the newest of those kept: no index of
+-- runs by creation alone is needed (each index costs an entry at every change of status).
+SELECT l.id, l.workflow, l.status, l.queue, l.priority, l.idempotency_key, l.input, l.output,
+       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at
+FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled'))
+    AS s(status)
+CROSS JOIN LATERAL (
+    SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
+           created_at, scheduled_at, started_at, finished_at, runs.id AS uuid
+    FROM {schema}.runs
+    WHERE (status, created_at) >= (s.status, '-infinity')
+      AND (status, created_at) <= (s.status, 'infinity')
+    ORDER BY status DESC, created_at DESC, runs.id DESC
+    LIMIT %(limit)s
+) AS l
+ORDER BY l.created_at DESC, l.uuid DESC
 LIMIT %(limit)s;
 
 -- name: list_runs_by_status
@@ -313,14 +300,24 @@ ORDER BY status DESC, created_at DESC, runs.id DESC
 LIMIT %(limit)s;
 
 -- name: list_runs_by_workflow
--- Through runs_workflow_created (workflow, created_at, id), for the reasons of
--- list_runs_by_status: the workflow as a range of that index, and the order starting with it.
-SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
-FROM {schema}.runs
-WHERE (workflow, created_at) >= (%(workflow)s, '-infinity')
-  AND (workflow, created_at) <= (%(workflow)s, 'infinity')
-ORDER BY workflow DESC, created_at DESC, runs.id DESC
+-- Each status of the workflow read as in list_runs_by_status_and_workflow, the newest %(limit)s
+-- of each, and the newest of those kept (as list_runs does for every workflow).
+SELECT l.id, l.workflow, l.status, l.queue, l.priority, l.idempotency_key, l.input, l.output,
+       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at
+FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled'))
+    AS s(status)
+CROSS JOIN LATERAL (
+    SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
+           created_at, scheduled_at, started_at, finished_at, runs.id AS uuid
+    FROM {schema}.runs
+    WHERE (ARRAY[workflow, status], created_at)
+            >= (ARRAY[%(workflow)s, s.status]::text[], '-infinity')
+      AND (ARRAY[workflow, status], created_at)
+            <= (ARRAY[%(workflow)s, s.status]::text[], 'infinity')
+    ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+    LIMIT %(limit)s
+) AS l
+ORDER BY l.created_at DESC, l.uuid DESC
 LIMIT %(limit)s;
 
 -- name: list_runs_by_status_and_workflow
@@ -332,6 +329,7 @@ LIMIT %(limit)s;
 -- where the workflow's do; and with an equality on either column, the planner may read the
 -- index on the other one (runs_status_created, runs_workflow_created) skipping the runs that do
 -- not match, or read every match and sort them, when the statistics make the matches look few.
+-- (runs_workflow_created is gone; the other reasons stand.)
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
        created_at, scheduled_at, started_at, finished_at
 FROM {schema}.runs
@@ -352,20 +350,41 @@ SELECT id::text FROM {schema}.runs
 WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('pending', 'running');
 
 -- name: step_infos
--- A run's steps with what their tasks say: first claim, most attempts, latest instance, and
--- (last, as SqlEngine._step_errors expects) every attempt's error, by attempt then element.
-SELECT s.name, s.position, s.status, s.depends_on, s.is_map, s.task_count, s.output,
-       min(t.started_at) AS started_at, s.finished_at,
-       coalesce(max(t.attempt), 0) AS attempts,
-       (array_agg(t.instance_id ORDER BY t.started_at DESC NULLS LAST))[1] AS instance_id,
-       coalesce(jsonb_agg(e.error ORDER BY (e.error ->> 'attempt')::int, t.task_index)
-                FILTER (WHERE e.error IS NOT NULL), '[]'::jsonb) AS errors
-FROM {schema}.steps s
-LEFT JOIN {schema}.tasks t ON t.run_id = s.run_id AND t.step = s.name
-LEFT JOIN LATERAL jsonb_array_elements(t.errors) AS e(error) ON true
-WHERE s.run_id = %(id)s::uuid
-GROUP BY s.run_id, s.name
-ORDER BY s.position;
+-- A run's steps (from its steps column) with what their tasks say: first claim, last finish,
+-- most attempts, latest instance, the output (a plain step's task's, or a map step's elements'
+-- results in order, [] for none) and (last, as SqlEngine._step_errors expects) every attempt's
+-- error, by attempt then element. A step that never had a task finished when its run did.
+SELECT s.name, (s.state ->> 'position')::int AS position, s.state ->> 'status' AS status,
+       s.state -> 'depends_on' AS depends_on,
+       coalesce((s.state ->> 'is_map')::boolean, false) AS is_map,
+       (s.state ->> 'task_count')::int AS task_count,
+       CASE WHEN s.state ->> 'status' <> 'completed' THEN NULL
+            WHEN (s.state ->> 'is_map')::boolean THEN coalesce(t.elements, '[]'::jsonb)
+            ELSE t.output END AS output,
+       t.started_at,
+       CASE WHEN s.state ->> 'status' IN ('completed', 'failed', 'cancelled')
+            THEN coalesce(t.finished_at, r.finished_at) END AS finished_at,
+       coalesce(t.attempts, 0) AS attempts, t.instance_id,
+       coalesce(e.errors, '[]'::jsonb) AS errors
+FROM {schema}.runs r
+CROSS JOIN LATERAL jsonb_each(r.steps) AS s(name, state)
+LEFT JOIN LATERAL (
+    SELECT min(k.started_at) AS started_at, max(k.finished_at) AS finished_at,
+           max(k.attempt) AS attempts,
+           (array_agg(k.instance_id ORDER BY k.started_at DESC NULLS LAST))[1] AS instance_id,
+           (array_agg(k.output) FILTER (WHERE k.task_index IS NULL))[1] AS output,
+           jsonb_agg(k.output ORDER BY k.task_index) FILTER (WHERE k.task_index IS NOT NULL)
+               AS elements
+    FROM {schema}.tasks k WHERE k.run_id = r.id AND k.step = s.name
+) AS t ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(x.error ORDER BY (x.error ->> 'attempt')::int, k.task_index) AS errors
+    FROM {schema}.tasks k
+    CROSS JOIN LATERAL jsonb_array_elements(k.errors) AS x(error)
+    WHERE k.run_id = r.id AND k.step = s.name
+) AS e ON true
+WHERE r.id = %(id)s::uuid
+ORDER BY position;
 
 -- name: running_tasks_still_running
 -- Of the tasks a worker is executing, those still running (the others were cancelled or rescued).
@@ -542,29 +561,51 @@ FROM {schema}.schedules ORDER BY name;
 
 -- name: prune_runs
 -- One bounded batch of retention: up to %(batch)s runs finished long enough ago (completed and
--- cancelled after completed_before seconds, failed after failed_before), each kind found through
--- the runs_finished index. Their steps and tasks go by ON DELETE CASCADE. The conditions are
--- repeated on the deleted rows: a run resumed meanwhile (retry) is re-checked and kept.
+-- cancelled after completed_before seconds, failed after failed_before), locked in id order
+-- (as lock_runs locks them) and deleted; their tasks go with them (delete_tasks_of_runs, in
+-- the same transaction). Each status is read through runs_status_created, oldest first, among
+-- the runs created before the cutoff (a run finishes after it is created): a pass reads only
+-- what it deletes and the few runs that finished after the cutoff. The conditions are
+-- repeated where the rows are locked: a run resumed meanwhile (retry) is re-checked and kept.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
-     WHERE status IN ('completed', 'cancelled') AND finished_at IS NOT NULL
+     WHERE (status, created_at) >= ('completed', '-infinity')
+       AND (status, created_at) < ('completed', now() - %(completed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
+     ORDER BY status, created_at
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
-     WHERE status = 'failed' AND finished_at IS NOT NULL
+     WHERE (status, created_at) >= ('cancelled', '-infinity')
+       AND (status, created_at) < ('cancelled', now() - %(completed_before)s::float8 * interval '1 second')
+       AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
+     ORDER BY status, created_at
+     LIMIT %(batch)s)
+    UNION ALL
+    (SELECT id FROM {schema}.runs
+     WHERE (status, created_at) >= ('failed', '-infinity')
+       AND (status, created_at) < ('failed', now() - %(failed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(failed_before)s::float8 * interval '1 second'
+     ORDER BY status, created_at
      LIMIT %(batch)s)
     LIMIT %(batch)s
+), locked AS (
+    SELECT id FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT id FROM doomed))
+      AND ((r.status IN ('completed', 'cancelled')
+            AND r.finished_at < now() - %(completed_before)s::float8 * interval '1 second')
+           OR (r.status = 'failed'
+               AND r.finished_at < now() - %(failed_before)s::float8 * interval '1 second'))
+    ORDER BY id
+    FOR UPDATE
 )
 DELETE FROM {schema}.runs r
-USING doomed
-WHERE r.id = doomed.id
-  AND ((r.status IN ('completed', 'cancelled')
-        AND r.finished_at < now() - %(completed_before)s::float8 * interval '1 second')
-       OR (r.status = 'failed'
-           AND r.finished_at < now() - %(failed_before)s::float8 * interval '1 second'))
+WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
 RETURNING r.id::text;
+
+-- name: delete_tasks_of_runs
+-- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.
+DELETE FROM {schema}.tasks WHERE run_id = ANY(%(ids)b::uuid[]);
 
 -- name: prune_instances
 -- Instances silent for over %(offline_for)s seconds: long gone (their tasks were rescued).

@@ -28,6 +28,9 @@ CREATE TABLE {schema}.runs (
     scheduled_at timestamptz NOT NULL DEFAULT now(),
     started_at timestamptz,
     finished_at timestamptz,
+    -- the run's steps, by name: the graph, copied at start so that a run never depends on how
+    -- its workflow is defined later, and each step's state (see engines/sqlbase.py)
+    steps jsonb NOT NULL,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -35,40 +38,17 @@ CREATE TABLE {schema}.runs (
 );
 CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- list_runs, newest first, by filter (none, status, workflow, both: the pair as one key), each
--- listing stopping after its limit; id breaks the ties of runs started together.
-CREATE INDEX runs_created ON {schema}.runs (created_at, id);
+-- list_runs, newest first, by status and by workflow and status (the pair as one key), each
+-- listing stopping after its limit; id breaks the ties of runs started together. A listing of
+-- every status (all runs, or a workflow's) merges one range per status. Every change of a
+-- run's status writes an entry in each index of runs: they are kept few.
 CREATE INDEX runs_status_created ON {schema}.runs (status, created_at, id);
-CREATE INDEX runs_workflow_created ON {schema}.runs (workflow, created_at, id);
 CREATE INDEX runs_workflow_status_created
     ON {schema}.runs ((ARRAY[workflow, status]), created_at, id);
 
--- One row per step of a run: the graph is copied at start, so a run never depends on how its
--- workflow is defined later.
-CREATE TABLE {schema}.steps (
-    run_id uuid NOT NULL REFERENCES {schema}.runs (id) ON DELETE CASCADE,
-    name text NOT NULL,
-    position smallint NOT NULL,
-    status text NOT NULL DEFAULT 'waiting',
-    depends_on jsonb NOT NULL,
-    -- dependencies not yet completed: the step's tasks are created when this reaches zero
-    remaining_deps integer NOT NULL,
-    max_attempts integer NOT NULL,
-    is_map boolean NOT NULL DEFAULT false,
-    map_over text,
-    -- tasks not yet completed (set when the tasks are created)
-    remaining_tasks integer,
-    task_count integer,
-    output jsonb,
-    started_at timestamptz,
-    finished_at timestamptz,
-    PRIMARY KEY (run_id, name),
-    CONSTRAINT steps_status_is_known
-        CHECK (status IN ('waiting', 'ready', 'completed', 'failed', 'cancelled')),
-    CONSTRAINT steps_remaining_deps_not_negative CHECK (remaining_deps >= 0)
-);
-
--- One row per unit of work a worker claims: one per step, or one per element of a map step.
+-- One row per unit of work a worker claims: one per step whose dependencies completed, or one
+-- per element of a map step. No foreign key to runs: checking one costs every insert a lookup
+-- and a row lock, and only pypgflow writes these rows (retention deletes a run's tasks with it).
 CREATE TABLE {schema}.tasks (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id uuid NOT NULL,
@@ -83,7 +63,7 @@ CREATE TABLE {schema}.tasks (
     max_attempts integer NOT NULL,
     -- the element of a map step
     input jsonb,
-    -- the result of a map element (a plain step's output is kept on its step)
+    -- the step's output, or a map element's result
     output jsonb,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
     instance_id text,
@@ -91,11 +71,11 @@ CREATE TABLE {schema}.tasks (
     created_at timestamptz NOT NULL DEFAULT now(),
     started_at timestamptz,
     finished_at timestamptz,
-    FOREIGN KEY (run_id, step) REFERENCES {schema}.steps (run_id, name) ON DELETE CASCADE,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
 );
+-- A run's tasks, by step and element.
 CREATE UNIQUE INDEX tasks_run_step_index ON {schema}.tasks (run_id, step, coalesce(task_index, -1));
 -- The claim index: only queued tasks, in claim order.
 CREATE INDEX tasks_claim ON {schema}.tasks (queue, priority, run_at, id) WHERE status = 'queued';
@@ -134,4 +114,3 @@ CREATE TABLE {schema}.schedules (
     CONSTRAINT schedules_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9)
 );
 
-CREATE INDEX runs_finished ON {schema}.runs (status, finished_at) WHERE finished_at IS NOT NULL;

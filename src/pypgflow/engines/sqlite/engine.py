@@ -46,8 +46,8 @@ from pypgflow.engines.sqlite.params import (
     json_array,
     json_rows,
     load_json,
+    root_tasks_param,
     runs_param,
-    steps_and_tasks_params,
 )
 from pypgflow.engines.sqlite.script import run_script
 from pypgflow.engines.sqlite.url import MEMORY, check_synchronous, parse_url
@@ -351,16 +351,14 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             return self._insert_runs(conn, requests)
 
     def _insert_runs(self, conn: sqlite3.Connection, requests: Sequence[StartRequest]) -> list[str]:
-        """Runs, then the steps and root tasks of those actually inserted: three statements
-        (SQLite has no data-modifying CTEs to make it one)."""
+        """Runs, then the root tasks of those actually inserted: two statements (SQLite has no
+        data-modifying CTEs to make it one)."""
         rows = conn.execute(self._q("insert_runs"), {"runs": runs_param(requests)}).fetchall()
         inserted = {row[0] for row in rows}
         fresh = [r for r in requests if r.run.id in inserted]
-        if fresh:
-            steps, tasks = steps_and_tasks_params(fresh)
-            conn.execute(self._q("insert_steps"), {"steps": steps})
-            if tasks is not None:
-                conn.execute(self._q("insert_root_tasks"), {"tasks": tasks})
+        tasks = root_tasks_param(fresh)
+        if tasks is not None:
+            conn.execute(self._q("insert_root_tasks"), {"tasks": tasks})
         ids = self._resolve_ids(conn, requests, inserted)
         self._notify(conn, {r.run.queue for r in fresh})
         self._notify_finished(conn, finished_at_start(requests, inserted))
@@ -395,14 +393,8 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             ).fetchall()
             if not claimed:
                 return []
-            # The claim holds the only (write) lock, so its runs are marked running at once.
-            first_claims = sorted({row[1] for row in claimed if row[5] == 1})
-            if first_claims:
-                conn.execute(
-                    self._q("mark_claimed_runs_running"), {"ids": json_array(first_claims)}
-                )
             inputs = {
-                row[0]: (row[1], row[2])
+                row[0]: (row[1], row[2], bool(row[3]))
                 for row in conn.execute(
                     self._q("claimed_task_inputs"), {"ids": json_array([row[0] for row in claimed])}
                 )
@@ -412,7 +404,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         claimed.sort(key=lambda row: (row[8], row[9], row[0]))
         for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *_ in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
-            run_input, dependency_outputs = inputs[task_id]
+            run_input, dependency_outputs, run_pending = inputs[task_id]
             tasks.append(
                 ClaimedTask(
                     id=task_id,
@@ -425,6 +417,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     input=load_json(item),
                     run_input=load_json(run_input),
                     dependency_outputs=load_json(dependency_outputs) or {},
+                    run_pending=run_pending,
                 )
             )
         return tasks

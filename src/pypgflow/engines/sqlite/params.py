@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pypgflow.engines.base import StartRequest
-from pypgflow.engines.sqlbase import task_rows
+from pypgflow.engines.sqlbase import steps_text, task_rows
 
 
 def json_array(values: Sequence[Any]) -> str:
@@ -28,7 +28,7 @@ def json_rows(rows: Any) -> str:
 
 
 def runs_param(requests: Sequence[StartRequest]) -> str:
-    """The runs of a batch of starts, for insert_runs."""
+    """The runs of a batch of starts, with their steps, for insert_runs."""
     return json_rows(
         {
             "id": r.run.id,
@@ -42,33 +42,16 @@ def runs_param(requests: Sequence[StartRequest]) -> str:
             "run_at": None if r.run_at is None else r.run_at.timestamp(),
             "delay": float(r.delay),
             "output": r.run.output,
+            "steps": steps_text(r.run.steps),
         }
         for r in requests
     )
 
 
-def steps_and_tasks_params(requests: Sequence[StartRequest]) -> tuple[str, str | None]:
-    """The steps and root tasks of inserted runs (tasks None when there are none)."""
-    steps = json_rows(
-        {
-            "run_id": r.run.id,
-            "name": s.name,
-            "position": s.position,
-            "status": s.status.value,
-            "depends_on": json.dumps(list(s.depends_on)),
-            "remaining_deps": s.remaining_deps,
-            "max_attempts": s.max_attempts,
-            "is_map": s.is_map,
-            "map_over": s.map_over,
-            "remaining_tasks": s.remaining_tasks,
-            "task_count": s.task_count,
-            "output": s.output,
-        }
-        for r in requests
-        for s in r.run.steps.values()
-    )
+def root_tasks_param(requests: Sequence[StartRequest]) -> str | None:
+    """The root tasks of inserted runs (None when there are none), for insert_root_tasks."""
     tasks = [t for r in requests for t in r.changes.new_tasks]
-    return steps, (json_rows(task_rows(tasks)) if tasks else None)
+    return json_rows(task_rows(tasks)) if tasks else None
 
 
 def load_json(text: str | None) -> Any:

@@ -46,37 +46,22 @@ SELECT coalesce(max(version), 0) AS version FROM migrations;
 INSERT INTO migrations (version, name) VALUES (:version, :name);
 
 -- name: insert_runs
--- Inserts a batch of runs. Runs whose idempotency key is taken are skipped (their steps and
--- tasks are then not inserted either); the ids actually inserted are returned.
+-- Inserts a batch of runs, each with its steps. Runs whose idempotency key is taken are skipped
+-- (their tasks are then not inserted either); the ids actually inserted are returned.
 INSERT INTO runs
     (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-     scheduled_at, output)
+     scheduled_at, output, steps)
 SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
                 {now} + (r.value ->> '$.delay')),
-       r.value ->> '$.output'
+       r.value ->> '$.output', r.value ->> '$.steps'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
-
--- name: insert_steps
--- The steps of the runs just inserted.
-INSERT INTO steps
-    (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-     map_over, remaining_tasks, task_count, output, started_at, finished_at)
-SELECT s.value ->> '$.run_id', s.value ->> '$.name', s.value ->> '$.position',
-       s.value ->> '$.status', s.value ->> '$.depends_on', s.value ->> '$.remaining_deps',
-       s.value ->> '$.max_attempts', s.value ->> '$.is_map', s.value ->> '$.map_over',
-       s.value ->> '$.remaining_tasks', s.value ->> '$.task_count', s.value ->> '$.output',
-       CASE WHEN s.value ->> '$.status' <> 'waiting'
-            THEN {now} END,
-       CASE WHEN s.value ->> '$.status' IN ('completed', 'failed', 'cancelled')
-            THEN {now} END
-FROM json_each(:steps) AS s;
 
 -- name: insert_root_tasks
 -- The first tasks of the runs just inserted, due when their run is scheduled.
@@ -110,23 +95,30 @@ WHERE status = 'queued' AND id IN (
 RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, priority, run_at;
 
 -- name: claimed_task_inputs
--- What the claimed tasks need besides themselves: their run's input and the outputs of their
--- step's dependencies (a JSON object, empty for a root step).
+-- What the claimed tasks need besides themselves: their run's input, the outputs of their
+-- step's dependencies (a JSON object, empty for a root step; a map step's is its elements'
+-- results in order, [] for none), and whether the run is still pending (its first outcome, or
+-- its worker soon after the start of a step that runs long, marks it running). A step is found
+-- in the steps object by a quoted path ('$."name"'): a bare label would take the dots of a
+-- step's name for a path.
 SELECT t.id, r.input AS run_input,
-       (SELECT json_group_object(d.name, json(d.output)) FROM steps d
-        WHERE d.run_id = t.run_id
-          AND d.name IN (SELECT value FROM json_each(s.depends_on))) AS dependency_outputs
+       (SELECT json_group_object(d.value, CASE
+                   WHEN r.steps -> ('$."' || d.value || '"') ->> '$.is_map' THEN
+                       (SELECT json_group_array(json(e.output)) FROM (
+                            SELECT e.output FROM tasks e
+                            WHERE e.run_id = t.run_id AND e.step = d.value
+                              AND e.task_index IS NOT NULL
+                            ORDER BY e.task_index) AS e)
+                   ELSE (SELECT json(p.output) FROM tasks p
+                         WHERE p.run_id = t.run_id AND p.step = d.value
+                           AND p.task_index IS NULL)
+               END)
+        FROM json_each(r.steps -> ('$."' || t.step || '"') -> '$.depends_on') AS d)
+           AS dependency_outputs,
+       r.status = 'pending' AS run_pending
 FROM tasks t
 JOIN runs r ON r.id = t.run_id
-JOIN steps s ON s.run_id = t.run_id AND s.name = t.step
 WHERE t.id IN (SELECT value FROM json_each(:ids));
-
--- name: mark_claimed_runs_running
--- Runs whose first task was just claimed (claim_tasks runs it in the claim's transaction).
--- "+status": look the runs up by id, not by scanning every pending run through status's index.
-UPDATE runs
-SET status = 'running', started_at = coalesce(started_at, {now})
-WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
 
 -- name: next_due
 -- Seconds until the first queued task of these queues and workflows is due (negative: due
@@ -142,20 +134,16 @@ SELECT min((SELECT t.run_at FROM tasks t
 FROM json_each(:queues) AS q, json_each('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]') AS p;
 
 -- name: lock_runs
--- The runs a transaction changes. No FOR UPDATE: BEGIN IMMEDIATE already holds the write lock
--- of the whole database, which covers these rows until the transaction ends.
-SELECT id, workflow, status, queue, priority, remaining_steps
+-- The runs a transaction changes, with their steps. No FOR UPDATE: BEGIN IMMEDIATE already
+-- holds the write lock of the whole database, which covers these rows until the transaction
+-- ends.
+SELECT id, workflow, status, queue, priority, remaining_steps, steps
 FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
 ORDER BY id;
 
--- name: run_steps
-SELECT run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-       map_over, remaining_tasks, task_count
-FROM steps WHERE run_id IN (SELECT value FROM json_each(:ids));
-
 -- name: complete_tasks
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
--- change nothing.
+-- change nothing. The output is the step's (or the map element's).
 UPDATE tasks AS t
 SET status = 'completed', finished_at = {now},
     output = d.output
@@ -186,8 +174,9 @@ WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING id, run_id, step, task_index, attempt;
 
 -- name: step_outputs
-SELECT name, output FROM steps
-WHERE run_id = :run_id AND name IN (SELECT value FROM json_each(:names));
+-- The outputs of completed plain steps (a map step's are its elements': map_outputs).
+SELECT step, output FROM tasks
+WHERE run_id = :run_id AND step IN (SELECT value FROM json_each(:names)) AND task_index IS NULL;
 
 -- name: map_outputs
 SELECT output FROM tasks
@@ -197,35 +186,23 @@ ORDER BY task_index;
 -- name: run_input
 SELECT input FROM runs WHERE id = :run_id;
 
--- name: update_steps
-UPDATE steps AS s
-SET status = d.status, remaining_deps = d.remaining_deps, remaining_tasks = d.remaining_tasks,
-    task_count = d.task_count, output = coalesce(d.output, s.output),
-    started_at = CASE WHEN d.started
-                      THEN coalesce(s.started_at, {now})
-                      ELSE s.started_at END,
-    finished_at = CASE WHEN d.finished
-                       THEN coalesce(s.finished_at, {now})
-                  END
-FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.name' AS name,
-             value ->> '$.status' AS status, value ->> '$.remaining_deps' AS remaining_deps,
-             value ->> '$.remaining_tasks' AS remaining_tasks,
-             value ->> '$.task_count' AS task_count, value ->> '$.output' AS output,
-             value ->> '$.started' AS started, value ->> '$.finished' AS finished
-      FROM json_each(:rows)) AS d
-WHERE s.run_id = d.run_id AND s.name = d.name;
-
 -- name: update_runs
+-- Writes the runs as orchestration decided, their steps with them. A run marked running by its
+-- first outcome started when that task was first claimed.
 UPDATE runs AS r
 SET status = d.status, remaining_steps = d.remaining_steps, output = d.output, error = d.error,
+    steps = d.steps,
     started_at = CASE WHEN d.status <> 'pending'
-                      THEN coalesce(r.started_at, {now})
+                      THEN coalesce(r.started_at,
+                                    (SELECT min(t.started_at) FROM tasks t
+                                     WHERE t.run_id = r.id),
+                                    {now})
                       ELSE r.started_at END,
     finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled')
                        THEN {now} END
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
              value ->> '$.remaining_steps' AS remaining_steps, value ->> '$.output' AS output,
-             value ->> '$.error' AS error
+             value ->> '$.error' AS error, value ->> '$.steps' AS steps
       FROM json_each(:rows)) AS d
 WHERE r.id = d.id;
 
@@ -303,20 +280,38 @@ SELECT id FROM runs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pending', 'running');
 
 -- name: step_infos
--- A run's steps with what their tasks say: first claim, most attempts, latest instance. Their
--- errors come from step_errors (SQLite 3.40 cannot order inside an aggregate).
-SELECT s.name, s.position, s.status, s.depends_on, s.is_map, s.task_count, s.output,
-       min(t.started_at) AS started_at, s.finished_at,
-       coalesce(max(t.attempt), 0) AS attempts,
+-- A run's steps (from its steps column) with what their tasks say: first claim, last finish,
+-- most attempts, latest instance, the output (a plain step's task's, or a map step's elements'
+-- results in order, [] for none). Their errors come from step_errors (SQLite 3.40 cannot order
+-- inside an aggregate). A step that never had a task finished when its run did.
+SELECT s.key AS name, s.value ->> '$.position' AS position, s.value ->> '$.status' AS status,
+       s.value -> '$.depends_on' AS depends_on,
+       coalesce(s.value ->> '$.is_map', 0) AS is_map,
+       s.value ->> '$.task_count' AS task_count,
+       CASE WHEN s.value ->> '$.status' <> 'completed' THEN NULL
+            WHEN s.value ->> '$.is_map' THEN
+                (SELECT json_group_array(json(e.output)) FROM (
+                     SELECT e.output FROM tasks e
+                     WHERE e.run_id = r.id AND e.step = s.key AND e.task_index IS NOT NULL
+                     ORDER BY e.task_index) AS e)
+            ELSE (SELECT p.output FROM tasks p
+                  WHERE p.run_id = r.id AND p.step = s.key AND p.task_index IS NULL)
+       END AS output,
+       (SELECT min(k.started_at) FROM tasks k
+        WHERE k.run_id = r.id AND k.step = s.key) AS started_at,
+       CASE WHEN s.value ->> '$.status' IN ('completed', 'failed', 'cancelled')
+            THEN coalesce((SELECT max(k.finished_at) FROM tasks k
+                           WHERE k.run_id = r.id AND k.step = s.key), r.finished_at)
+       END AS finished_at,
+       coalesce((SELECT max(k.attempt) FROM tasks k
+                 WHERE k.run_id = r.id AND k.step = s.key), 0) AS attempts,
        (SELECT l.instance_id FROM tasks l
-        WHERE l.run_id = s.run_id AND l.step = s.name
+        WHERE l.run_id = r.id AND l.step = s.key
         ORDER BY l.started_at DESC NULLS LAST, l.id DESC
         LIMIT 1) AS instance_id
-FROM steps s
-LEFT JOIN tasks t ON t.run_id = s.run_id AND t.step = s.name
-WHERE s.run_id = :id
-GROUP BY s.run_id, s.name
-ORDER BY s.position;
+FROM runs r, json_each(r.steps) AS s
+WHERE r.id = :id
+ORDER BY s.value ->> '$.position';
 
 -- name: step_errors
 -- Every attempt's error of a run's tasks, in the order of PostgreSQL's step_infos.
@@ -517,7 +512,8 @@ FROM schedules ORDER BY name;
 -- name: prune_runs
 -- One bounded batch of retention: up to :batch runs finished long enough ago (completed and
 -- cancelled after :completed_before seconds, failed after :failed_before), each kind found
--- through the runs_finished index. Their steps and tasks go by ON DELETE CASCADE.
+-- through the runs_finished index. Their tasks go with them (delete_tasks_of_runs, in the same
+-- transaction).
 DELETE FROM runs WHERE id IN (
     SELECT id FROM (
         SELECT id FROM runs
@@ -533,6 +529,10 @@ DELETE FROM runs WHERE id IN (
     LIMIT :batch
 )
 RETURNING id;
+
+-- name: delete_tasks_of_runs
+-- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.
+DELETE FROM tasks WHERE run_id IN (SELECT value FROM json_each(:ids));
 
 -- name: prune_instances
 -- Instances silent for over :offline_for seconds: long gone (their tasks were rescued).

@@ -31,6 +31,9 @@ CREATE TABLE runs (
     scheduled_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
     started_at REAL,
     finished_at REAL,
+    -- the run's steps, by name: the graph, copied at start so that a run never depends on how
+    -- its workflow is defined later, and each step's state (see engines/sqlbase.py), as JSON
+    steps TEXT NOT NULL,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -41,33 +44,9 @@ CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key)
 CREATE INDEX runs_status_created ON runs (status, created_at);
 CREATE INDEX runs_workflow_created ON runs (workflow, created_at);
 
--- One row per step of a run: the graph is copied at start, so a run never depends on how its
--- workflow is defined later.
-CREATE TABLE steps (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'waiting',
-    depends_on TEXT NOT NULL,
-    -- dependencies not yet completed: the step's tasks are created when this reaches zero
-    remaining_deps INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    is_map INTEGER NOT NULL DEFAULT 0,
-    map_over TEXT,
-    -- tasks not yet completed (set when the tasks are created)
-    remaining_tasks INTEGER,
-    task_count INTEGER,
-    output TEXT,
-    started_at REAL,
-    finished_at REAL,
-    PRIMARY KEY (run_id, name),
-    CONSTRAINT steps_status_is_known
-        CHECK (status IN ('waiting', 'ready', 'completed', 'failed', 'cancelled')),
-    CONSTRAINT steps_remaining_deps_not_negative CHECK (remaining_deps >= 0),
-    CONSTRAINT steps_is_map_is_boolean CHECK (is_map IN (0, 1))
-) STRICT;
-
--- One row per unit of work a worker claims: one per step, or one per element of a map step.
+-- One row per unit of work a worker claims: one per step whose dependencies completed, or one
+-- per element of a map step. No foreign key to runs, as on PostgreSQL (retention deletes a
+-- run's tasks with it).
 CREATE TABLE tasks (
     -- AUTOINCREMENT: an id is never reused, like PostgreSQL's identity
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,7 +62,7 @@ CREATE TABLE tasks (
     max_attempts INTEGER NOT NULL,
     -- the element of a map step
     input TEXT,
-    -- the result of a map element (a plain step's output is kept on its step)
+    -- the step's output, or a map element's result
     output TEXT,
     errors TEXT NOT NULL DEFAULT '[]',
     instance_id TEXT,
@@ -91,7 +70,6 @@ CREATE TABLE tasks (
     created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
     started_at REAL,
     finished_at REAL,
-    FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name) ON DELETE CASCADE,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
