@@ -9,7 +9,6 @@ e.g. ``step`` on a workflow-level record), so a formatter such as
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +55,9 @@ class StepContext:
     attempt: int
     task_index: int | None = None
     instance_id: str | None = None
-    _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: set by the worker's or the executor's thread, read by the step's (a bool: its writes and
+    #: reads are atomic, and a step polls it)
+    _cancelled: bool = field(default=False, repr=False)
     _logger: ContextLogger | None = field(default=None, repr=False)
 
     @property
@@ -75,11 +76,11 @@ class StepContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel_event.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Mark the step as cancelled (called by the worker, not by step code)."""
-        self._cancel_event.set()
+        self._cancelled = True
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sent to a process-isolated step: the event and the logger stay behind.

@@ -2,7 +2,8 @@
 
 Everything that finished while the previous batch was being written goes in the next batch, one
 transaction (:meth:`Engine.finish_tasks`), so the database sees a few statements per batch
-rather than per step. On a database outage a batch is kept and retried with backoff: outcomes
+rather than per step. With them go the notes of :class:`StartNotes`: the pending runs whose step
+has been running a while, which are running now. On a database outage a batch is kept and retried with backoff: outcomes
 are idempotent (a guarded update ignores a stale or duplicate one), so no state is lost or
 written twice. A batch that fails for another reason is recorded outcome by outcome, so that one
 bad outcome cannot hold the others back.
@@ -11,12 +12,26 @@ bad outcome cannot hold the others back.
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pypgflow.context import ContextLogger
-from pypgflow.engines.base import Completed, Engine, Failed, FinishResult, Outcome
+from pypgflow.engines.base import (
+    Began,
+    ClaimedTask,
+    Completed,
+    Engine,
+    Failed,
+    FinishResult,
+    Outcome,
+)
 from pypgflow.errors import DatabaseUnavailable
+
+#: a step of a pending run that runs longer than this (seconds) has its run marked running at
+#: once; a shorter one's outcome marks it (claims do not write runs)
+MARK_RUNNING_AFTER = 0.05
 
 
 class OutcomeWriter:
@@ -135,3 +150,47 @@ class OutcomeWriter:
             exc_info=refused,
             extra={"run_id": outcome.task.run_id, "step": outcome.task.step},
         )  # fmt: skip
+
+
+class StartNotes:
+    """Marks running, through the outcome writer, the pending runs whose step has been running
+    for ``after`` seconds: a claim does not write runs, and a shorter step's outcome marks its
+    run itself. ``running(task_id)`` says whether the worker still runs a task."""
+
+    def __init__(
+        self,
+        outcomes: OutcomeWriter,
+        running: Callable[[int], bool],
+        *,
+        after: float = MARK_RUNNING_AFTER,
+    ) -> None:
+        self._outcomes = outcomes
+        self._running = running
+        self._after = after
+        #: (when to say so, task), in the order the steps started: the first is due first
+        self._due: collections.deque[tuple[float, ClaimedTask]] = collections.deque()
+        self._added = asyncio.Event()
+
+    def started(self, task: ClaimedTask) -> None:
+        """A step began: say that its run is running if it still runs in ``after`` seconds."""
+        if task.run_pending:
+            self._due.append((time.monotonic() + self._after, task))
+            if len(self._due) == 1:
+                self._added.set()
+
+    async def run(self) -> None:
+        """Add a Began note for each such step still running when it is due, until cancelled."""
+        due = self._due
+        while True:
+            if not due:
+                self._added.clear()
+                await self._added.wait()
+                continue
+            wait = due[0][0] - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, task = due.popleft()
+                if self._running(task.id):
+                    self._outcomes.add(Began(task))

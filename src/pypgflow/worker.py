@@ -29,11 +29,11 @@ from typing import Any, TypeVar
 from pypgflow import defaults
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
-from pypgflow.engines.base import Began, ClaimedTask, FinishResult
+from pypgflow.engines.base import ClaimedTask, FinishResult
 from pypgflow.errors import DatabaseError, InvalidArgument
 from pypgflow.execution import StepRunner
 from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
-from pypgflow.outcomes import OutcomeWriter
+from pypgflow.outcomes import OutcomeWriter, StartNotes
 from pypgflow.registry import Registration
 from pypgflow.slots import Slots, queue_slots
 
@@ -44,11 +44,6 @@ logger = logging.getLogger("pypgflow.worker")
 _SYNC_STEP_GRACE = 5.0
 
 
-#: a step of a pending run that runs longer than this (seconds) has its run marked running at
-#: once; a shorter one's outcome marks it (claims do not write runs)
-MARK_RUNNING_AFTER = 0.05
-
-
 @dataclass
 class _Held:
     """A task this worker is executing."""
@@ -57,8 +52,6 @@ class _Held:
     queue: str
     ctx: StepContext
     future: asyncio.Future[Any] | None = None
-    #: marks the task's pending run running if the step outlasts MARK_RUNNING_AFTER
-    mark_running: asyncio.TimerHandle | None = None
 
 
 class Worker:
@@ -159,6 +152,8 @@ class Worker:
             replacement=self.runner.unrecordable,
             log=self.log,
         )
+        #: pending runs whose step runs a while are marked running (see pypgflow.outcomes)
+        self.start_notes = StartNotes(self.outcomes, running=self._held.__contains__)
         #: leadership, and the leader's cron ticks and retention (see pypgflow.leader)
         self.leader = Leader(
             app, instance_id=self.instance_id, lease_ttl=lease_ttl, retention=retention
@@ -220,6 +215,7 @@ class Worker:
         registration = self.registration
         background = [
             asyncio.create_task(self.outcomes.run(), name="pypgflow-outcomes"),
+            asyncio.create_task(self.start_notes.run(), name="pypgflow-start-notes"),
             asyncio.create_task(registration.heartbeat_loop(), name="pypgflow-heartbeat"),
             asyncio.create_task(self._cancel_check_loop(), name="pypgflow-cancel-check"),
             asyncio.create_task(registration.contact_watch_loop(), name="pypgflow-contact-watch"),
@@ -398,9 +394,7 @@ class Worker:
         self._held[task.id] = held
         self.slots.started(queue)
         held.future = asyncio.ensure_future(self._execute(held))
-        if task.run_pending:  # claims do not write runs: say it is running if the step lasts
-            loop = asyncio.get_running_loop()
-            held.mark_running = loop.call_later(MARK_RUNNING_AFTER, self.outcomes.add, Began(task))
+        self.start_notes.started(task)
 
     async def _execute(self, held: _Held) -> None:
         task = held.task
@@ -412,8 +406,6 @@ class Worker:
             if self._stopping and task.id not in self._abandoned:
                 self._interrupted.add(task.id)  # to hand back, its attempt not counted
         finally:
-            if held.mark_running is not None:
-                held.mark_running.cancel()
             queue = held.queue
             self._held.pop(task.id, None)
             following = self.slots.finished(queue, time.monotonic() - started)

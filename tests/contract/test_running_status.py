@@ -14,8 +14,8 @@ import pytest
 from pypgflow import Workflow
 from pypgflow.app import App
 from pypgflow.engines.base import Completed
+from pypgflow.outcomes import MARK_RUNNING_AFTER
 from pypgflow.status import RunStatus
-from pypgflow.worker import MARK_RUNNING_AFTER
 from tests.conftest import running_worker
 
 pytestmark = pytest.mark.timeout(30)

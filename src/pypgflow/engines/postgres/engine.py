@@ -32,7 +32,7 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
-from pypgflow.engines.postgres.params import start_params, storable
+from pypgflow.engines.postgres.params import array_literal, json_rows, start_params, storable
 from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
 from pypgflow.errors import (
@@ -267,12 +267,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         cursor.execute(self._q(name), params)
         return cursor.fetchall
 
-    def _ids(self, values: Iterable[Any]) -> list[Any]:
-        return list(values)
+    def _ids(self, values: Iterable[Any]) -> str:
+        """An array literal, for ``%(ids)s::uuid[]`` (or ``bigint[]``, ``text[]``)."""
+        return array_literal(values)
 
     def _batch(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """A column array per field, for ``unnest(%(field)s::type[], ...)``."""
-        return {field: [row[field] for row in rows] for field in rows[0]}
+        """One JSON document of the rows, for ``json_to_recordset(%(rows)s::json)``."""
+        return {"rows": json_rows(rows)}
 
     def _json(self, value: Any) -> Any:
         return value  # psycopg decodes jsonb
@@ -364,20 +365,26 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 taken = keys_taken(requests, inserted)
                 existing: list[tuple[Any, ...]] = []
                 if taken:
-                    await cursor.execute(self._q("runs_by_idempotency_key"), {"keys": taken})
+                    await cursor.execute(
+                        self._q("runs_by_idempotency_key"), {"keys": self._ids(taken)}
+                    )
                     existing = await cursor.fetchall()
                 finished = finished_at_start(requests, inserted)
                 if finished:
-                    await cursor.execute(self._q("notify_finished"), {"ids": sorted(finished)})
+                    await cursor.execute(
+                        self._q("notify_finished"), {"ids": self._ids(sorted(finished))}
+                    )
         return resolved_ids(requests, inserted, existing)
 
     def _notify(self, conn: psycopg.Connection[Any], queues: set[str]) -> None:
         if queues:
-            conn.execute(self._q("notify"), {"channel": self.channel, "queues": sorted(queues)})
+            conn.execute(
+                self._q("notify"), {"channel": self.channel, "queues": self._ids(sorted(queues))}
+            )
 
     def _notify_finished(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> None:
         if run_ids:
-            conn.execute(self._q("notify_finished"), {"ids": sorted(run_ids)})
+            conn.execute(self._q("notify_finished"), {"ids": self._ids(sorted(run_ids))})
 
     # -- claiming and finishing --------------------------------------------------------------
 
@@ -393,7 +400,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     "queue": queue,
                     "limit": limit,
                     "instance_id": instance_id,
-                    "workflows": list(workflows),
+                    "workflows": self._ids(workflows),
                 },
             )
         return [

@@ -1,11 +1,12 @@
-"""Parameters of the PostgreSQL engine's statements that take more than plain values: the JSON
-documents of a batch of starts, and error records made storable in jsonb.
+"""Parameters of the PostgreSQL engine's statements that take more than plain values: lists as
+array literals, batches of rows as JSON documents (a batch of starts among them), and error
+records made storable in jsonb.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pypgflow.engines.base import StartRequest
@@ -49,11 +50,20 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
             }
             for task in request.changes.new_tasks
         )
-    return {"runs": _json(runs), "tasks": _json(tasks)}
+    return {"runs": json_rows(runs), "tasks": json_rows(tasks)}
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON document, for ``json_to_recordset``."""
     return json.dumps(rows, separators=(",", ":"))
+
+
+def array_literal(values: Iterable[Any]) -> str:
+    """Values as a PostgreSQL array literal (``{"a","b"}``), for ``%(ids)s::text[]`` and the
+    like: one text parameter, which the server parses in one go. Each element is quoted, with
+    its backslashes and double quotes escaped, so that any text keeps its value."""
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 def storable(value: Any) -> Any:

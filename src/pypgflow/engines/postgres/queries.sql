@@ -2,8 +2,14 @@
 -- {channel} the quoted channel that announces new work (workers listen on it), {done_channel}
 -- the quoted channel that announces finished runs (result() waiters listen on it) and
 -- {done_channel_name} the same name as a string literal (pg_notify takes text), filled in when
--- the engine loads this file; values are always bound parameters (%(name)s; arrays %(name)b,
--- dumped in binary: several times faster for batches), never formatted into the text.
+-- the engine loads this file; values are always bound parameters (%(name)s), never formatted
+-- into the text. A list (ids, names) is one array parameter, written as an array literal and
+-- cast (%(ids)s::uuid[]); a batch of rows is one JSON document, read with json_to_recordset
+-- (%(rows)s::json): one text parameter each, whatever the batch size, and much cheaper for the
+-- worker to make than binary arrays (psycopg dumps those element by element, in Python). A
+-- statement that updates the rows of a batch finds them through their key
+-- (id = ANY(ARRAY(SELECT id FROM d))): the planner guesses a function's rows at 100, and a
+-- join with 100 guessed rows may read a whole table.
 --
 -- Finished runs are announced on {done_channel} by their ids, comma-separated, at most 200 ids
 -- per notification: a payload must stay under 8000 bytes, and 200 UUIDs with their commas take
@@ -68,14 +74,14 @@ WITH new_runs AS (
 SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 
 -- name: runs_by_idempotency_key
-SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)b::text[]);
+SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)s::text[]);
 
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks of one queue, best first: priority, then due time, then age.
 -- Tasks locked by another transaction are skipped, never waited for. started_at keeps the
 -- first claim's time. The claim writes tasks only: a run still pending is marked running with
 -- its first outcome (or, for a step that runs long, by its worker soon after the start: see
--- pypgflow/worker.py), so the claim never waits for a run's lock nor writes its row; it says
+-- pypgflow/outcomes.py), so the claim never waits for a run's lock nor writes its row; it says
 -- which runs are still pending (run_pending).
 --
 -- Every row after the pick is found through its primary key, whatever the statistics say: the
@@ -87,7 +93,7 @@ SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(
 WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
-      AND workflow = ANY(%(workflows)b::text[])
+      AND workflow = ANY(%(workflows)s::text[])
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -126,12 +132,12 @@ ORDER BY c.priority, c.run_at, c.id;
 -- every queued task would read the whole backlog (or every task waiting for its retry) at each
 -- idle check. Priorities are 0 to 9: a task has its run's (runs_priority_is_0_to_9).
 SELECT extract(epoch FROM min(first.run_at) - now()) AS seconds
-FROM unnest(%(queues)b::text[]) AS q(queue)
+FROM unnest(%(queues)s::text[]) AS q(queue)
 CROSS JOIN generate_series(0, 9) AS p(priority)
 CROSS JOIN LATERAL (
     SELECT t.run_at FROM {schema}.tasks t
     WHERE t.status = 'queued' AND t.queue = q.queue AND t.priority = p.priority
-      AND t.workflow = ANY(%(workflows)b::text[])
+      AND t.workflow = ANY(%(workflows)s::text[])
     ORDER BY t.run_at
     LIMIT 1
 ) AS first;
@@ -141,44 +147,57 @@ CROSS JOIN LATERAL (
 -- order so that transactions touching the same runs never deadlock. The row holds the run's
 -- steps: one lock and one read give orchestration all it decides on.
 SELECT id::text, workflow, status, queue, priority, remaining_steps, steps
-FROM {schema}.runs WHERE id = ANY(%(ids)b::uuid[])
+FROM {schema}.runs WHERE id = ANY(%(ids)s::uuid[])
 ORDER BY id
 FOR UPDATE;
 
 -- name: complete_tasks
 -- Guarded: only the attempt that is still running may complete; late or duplicate completions
--- change nothing. The output is the step's (or the map element's). The tasks are found by id only (as in retry_tasks and fail_tasks): "status ||
--- ''" checks the status of the rows found but matches no index, so no plan can read every
--- running task through tasks_running_instance instead (dead entries and all, until a vacuum).
+-- change nothing. The output is the step's (or the map element's). The tasks are found by id
+-- only (as in retry_tasks and fail_tasks): "status || ''" checks the status of the rows found
+-- but matches no index, so no plan can read every running task through tasks_running_instance
+-- instead (dead entries and all, until a vacuum).
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS d(id bigint, attempt int, output text)
+)
 UPDATE {schema}.tasks t
 SET status = 'completed', finished_at = now(), output = d.output::jsonb
-FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(output)b::text[]) AS d(id, attempt, output)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index;
 
 -- name: retry_tasks
 -- Guarded, and its tasks found by id only, as in complete_tasks.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id bigint, attempt int, delay float8, error text)
+)
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now() + d.delay * interval '1 second',
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(delay)b::float8[], %(error)b::text[])
-    AS d(id, attempt, delay, error)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.run_id::text;
 
 -- name: fail_tasks
 -- Guarded, and its tasks found by id only, as in complete_tasks.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS d(id bigint, attempt int, error text)
+)
 UPDATE {schema}.tasks t
 SET status = 'failed', finished_at = now(),
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(error)b::text[]) AS d(id, attempt, error)
-WHERE t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id, t.run_id::text AS run_id, t.step, t.task_index, t.attempt;
 
 -- name: step_outputs
 -- The outputs of completed plain steps (a map step's are its elements': map_outputs).
 SELECT step, output::text FROM {schema}.tasks
-WHERE run_id = %(run_id)s::uuid AND step = ANY(%(names)b::text[]) AND task_index IS NULL;
+WHERE run_id = %(run_id)s::uuid AND step = ANY(%(names)s::text[]) AND task_index IS NULL;
 
 -- name: map_outputs
 SELECT output::text FROM {schema}.tasks
@@ -193,7 +212,10 @@ SELECT input::text FROM {schema}.runs WHERE id = %(run_id)s::uuid;
 -- finished on {done_channel} (delivered when the transaction commits): in this statement, so
 -- that a batch that finishes runs costs no statement more than one that does not. A run
 -- marked running by its first outcome started when that task was first claimed.
-WITH updated AS (
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id uuid, status text, remaining_steps int, output text, error text, steps text)
+), updated AS (
     UPDATE {schema}.runs r
     SET status = d.status, remaining_steps = d.remaining_steps,
         output = d.output::jsonb, error = d.error::jsonb, steps = d.steps::jsonb,
@@ -204,10 +226,8 @@ WITH updated AS (
                                         now())
                           ELSE r.started_at END,
         finished_at = CASE WHEN d.status IN ('completed', 'failed', 'cancelled') THEN now() END
-    FROM unnest(%(id)b::uuid[], %(status)b::text[], %(remaining_steps)b::int[],
-                %(output)b::text[], %(error)b::text[], %(steps)b::text[])
-        AS d(id, status, remaining_steps, output, error, steps)
-    WHERE r.id = d.id
+    FROM d
+    WHERE r.id = ANY(ARRAY(SELECT id FROM d)) AND r.id = d.id
     RETURNING r.id, r.status
 ), finished AS (
     SELECT id::text AS id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
@@ -218,30 +238,36 @@ FROM finished GROUP BY chunk;
 
 -- name: insert_tasks
 INSERT INTO {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
-SELECT * FROM unnest(%(run_id)b::uuid[], %(step)b::text[], %(task_index)b::int[],
-                     %(workflow)b::text[], %(queue)b::text[], %(priority)b::smallint[],
-                     %(max_attempts)b::int[], %(input)b::text[]::jsonb[]);
+SELECT d.run_id, d.step, d.task_index, d.workflow, d.queue, d.priority, d.max_attempts,
+       d.input::jsonb
+FROM json_to_recordset(%(rows)s::json)
+    AS d(run_id uuid, step text, task_index int, workflow text, queue text, priority smallint,
+         max_attempts int, input text);
 
 -- name: cancel_tasks_of_runs
 UPDATE {schema}.tasks SET status = 'cancelled', finished_at = now()
-WHERE run_id = ANY(%(ids)b::uuid[]) AND status IN ('queued', 'running');
+WHERE run_id = ANY(%(ids)s::uuid[]) AND status IN ('queued', 'running');
 
 -- name: requeue_tasks
 -- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS d(run_id uuid, step text, budget int)
+)
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now(), finished_at = NULL, max_attempts = t.attempt + d.budget
-FROM unnest(%(run_id)b::uuid[], %(step)b::text[], %(budget)b::int[]) AS d(run_id, step, budget)
-WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
+FROM d
+WHERE t.run_id = ANY(ARRAY(SELECT run_id FROM d))
+  AND t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: notify
-SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)b::text[]) AS queue;
+SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS queue;
 
 -- name: notify_finished
 -- Announces runs that finished in this transaction without update_runs (a run that fails or
 -- completes as it starts), the same way: their ids, at most 200 per notification.
 SELECT pg_notify({done_channel_name}, string_agg(id, ',' ORDER BY id))
 FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
-      FROM unnest(%(ids)b::text[]) AS id) AS finished
+      FROM unnest(%(ids)s::text[]) AS id) AS finished
 GROUP BY chunk;
 
 -- name: listen
@@ -347,7 +373,7 @@ SELECT status, output, error FROM {schema}.runs WHERE id = %(id)s::uuid;
 -- Of the runs a process waits for, those not finished yet (pending or running; a run that is
 -- gone is not): what waiters re-check when they may have missed an announcement.
 SELECT id::text FROM {schema}.runs
-WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('pending', 'running');
+WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'running');
 
 -- name: step_infos
 -- A run's steps (from its steps column) with what their tasks say: first claim, last finish,
@@ -389,7 +415,7 @@ ORDER BY position;
 -- name: running_tasks_still_running
 -- Of the tasks a worker is executing, those still running (the others were cancelled or rescued).
 -- Found by id only: "status || ''" matches no index (see complete_tasks).
-SELECT id FROM {schema}.tasks WHERE id = ANY(%(ids)b::bigint[]) AND status || '' = 'running';
+SELECT id FROM {schema}.tasks WHERE id = ANY(%(ids)s::bigint[]) AND status || '' = 'running';
 
 -- name: upsert_instance
 INSERT INTO {schema}.instances (id, hostname, pid, queues, load)
@@ -411,14 +437,14 @@ FROM {schema}.instances ORDER BY started_at, id;
 
 -- name: unknown_workflows_waiting
 SELECT DISTINCT workflow FROM {schema}.tasks
-WHERE status = 'queued' AND queue = ANY(%(queues)b::text[]) AND run_at <= now()
-  AND workflow <> ALL(%(workflows)b::text[])
+WHERE status = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+  AND workflow <> ALL(%(workflows)s::text[])
 LIMIT 20;
 
 -- name: release_tasks
 -- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted.
 UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1, run_at = now()
-WHERE id = ANY(%(ids)b::bigint[]) AND instance_id = %(instance_id)s AND status = 'running'
+WHERE id = ANY(%(ids)s::bigint[]) AND instance_id = %(instance_id)s AND status = 'running'
 RETURNING queue;
 
 -- name: lost_tasks_exist
@@ -457,19 +483,23 @@ SELECT t.id, t.run_id::text, t.step, t.task_index, t.attempt, t.max_attempts, t.
 FROM {schema}.tasks t
 LEFT JOIN {schema}.instances i ON i.id = t.instance_id
 WHERE t.status = 'running' AND t.instance_id = %(instance_id)s
-  AND t.id <> ALL(%(keep)b::bigint[])
+  AND t.id <> ALL(%(keep)s::bigint[])
 ORDER BY t.id;
 
 -- name: requeue_lost_tasks
 -- Guarded: only the attempt seen running for the lost instance is rescued, so that two rescuers
 -- racing rescue it once. With stale_after, the instance must still be silent (it may have come
 -- back since the tasks were selected). The attempt stays counted.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id bigint, attempt int, instance_id text, error text)
+)
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now(), rescues = t.rescues + 1,
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(instance_id)b::text[], %(error)b::text[])
-    AS d(id, attempt, instance_id, error)
-WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND t.instance_id = d.instance_id
   AND (%(stale_after)s::float8 IS NULL OR NOT EXISTS (
       SELECT 1 FROM {schema}.instances i
@@ -479,12 +509,16 @@ RETURNING t.id, t.run_id::text, t.queue;
 
 -- name: fail_lost_tasks
 -- The same guard, for lost tasks that fail for good (no attempts left, or a poison pill).
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id bigint, attempt int, instance_id text, error text)
+)
 UPDATE {schema}.tasks t
 SET status = 'failed', finished_at = now(), rescues = t.rescues + 1,
     errors = t.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(instance_id)b::text[], %(error)b::text[])
-    AS d(id, attempt, instance_id, error)
-WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND t.instance_id = d.instance_id
   AND (%(stale_after)s::float8 IS NULL OR NOT EXISTS (
       SELECT 1 FROM {schema}.instances i
@@ -526,10 +560,9 @@ INSERT INTO {schema}.schedules AS s
     (name, cron, workflow, input, queue, priority, timezone, next_tick_at)
 SELECT d.name, d.cron, d.workflow, d.input::jsonb, d.queue, d.priority, d.timezone,
        to_timestamp(d.next_tick_at)
-FROM unnest(%(name)b::text[], %(cron)b::text[], %(workflow)b::text[], %(input)b::text[],
-            %(queue)b::text[], %(priority)b::smallint[], %(timezone)b::text[],
-            %(next_tick_at)b::float8[])
-    AS d(name, cron, workflow, input, queue, priority, timezone, next_tick_at)
+FROM json_to_recordset(%(rows)s::json)
+    AS d(name text, cron text, workflow text, input text, queue text, priority smallint,
+         timezone text, next_tick_at float8)
 ORDER BY d.name
 ON CONFLICT (name) DO UPDATE
 SET cron = excluded.cron, workflow = excluded.workflow, input = excluded.input,
@@ -551,8 +584,7 @@ SELECT name, last_tick_at, next_tick_at, updated_at FROM {schema}.schedules;
 UPDATE {schema}.schedules s
 SET last_tick_at = greatest(s.last_tick_at, to_timestamp(d.last_tick_at)),
     next_tick_at = to_timestamp(d.next_tick_at)
-FROM unnest(%(name)b::text[], %(last_tick_at)b::float8[], %(next_tick_at)b::float8[])
-    AS d(name, last_tick_at, next_tick_at)
+FROM json_to_recordset(%(rows)s::json) AS d(name text, last_tick_at float8, next_tick_at float8)
 WHERE s.name = d.name;
 
 -- name: list_schedules
@@ -570,21 +602,24 @@ FROM {schema}.schedules ORDER BY name;
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at) >= ('completed', '-infinity')
-       AND (status, created_at) < ('completed', now() - %(completed_before)s::float8 * interval '1 second')
+       AND (status, created_at)
+           < ('completed', now() - %(completed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at) >= ('cancelled', '-infinity')
-       AND (status, created_at) < ('cancelled', now() - %(completed_before)s::float8 * interval '1 second')
+       AND (status, created_at)
+           < ('cancelled', now() - %(completed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at) >= ('failed', '-infinity')
-       AND (status, created_at) < ('failed', now() - %(failed_before)s::float8 * interval '1 second')
+       AND (status, created_at)
+           < ('failed', now() - %(failed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(failed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
@@ -605,7 +640,7 @@ RETURNING r.id::text;
 
 -- name: delete_tasks_of_runs
 -- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.
-DELETE FROM {schema}.tasks WHERE run_id = ANY(%(ids)b::uuid[]);
+DELETE FROM {schema}.tasks WHERE run_id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_instances
 -- Instances silent for over %(offline_for)s seconds: long gone (their tasks were rescued).
