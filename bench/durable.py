@@ -18,7 +18,7 @@ for each pass (this file with ``worker``), as in production. It imports pypgflow
 only, so its start-up is pypgflow's own (psycopg is imported by the producer's PostgreSQL code,
 or by pypgflow's PostgreSQL engine). The worker is what a user runs:
 ``App(url, workflows=[...]).run_worker()`` with no options, i.e. the ``Worker`` defaults (queue
-"default" with 10 slots, async steps on the loop, sync steps in a thread pool; woken by
+"default" with 100 slots, async steps on the loop, sync steps in a thread pool; woken by
 LISTEN/NOTIFY on PostgreSQL, by a look at ``PRAGMA data_version`` every 5 ms on SQLite, else
 every second); with ``--slots N``, ``queues={"default": N}``. The figures' names say which.
 

@@ -3,7 +3,7 @@
     python bench/peers_pypgflow.py --url URL --job noop [--slots N] [--first-call F] [--calls F]
 
 The worker is what a user runs: ``App(url, workflows=[...]).run_worker()`` with no options (the
-``Worker`` defaults: queue "default" with 10 slots, LISTEN/NOTIFY plus a 1 s poll), or with
+``Worker`` defaults: queue "default" with 100 slots, LISTEN/NOTIFY plus a 1 s poll), or with
 ``queues={"default": N}`` when ``--slots`` is given. It stops gracefully on SIGTERM. Only
 pypgflow is imported here, so the worker's start-up time and memory are pypgflow's own.
 """

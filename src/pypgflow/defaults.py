@@ -42,8 +42,10 @@ RESULT_RECHECK_INTERVAL = 1.0
 
 # -- the worker --------------------------------------------------------------------------------
 
-#: execution slots of a queue named without a count
-DEFAULT_SLOTS = 10
+#: execution slots of a queue named without a count: steps of that queue run at once. A hundred,
+#: as Hatchet and Temporal workers run by default: steps that wait (on I/O, on others) overlap,
+#: and claims and outcomes go in batches; sync steps get as many threads, made as needed
+DEFAULT_SLOTS = 100
 #: seconds between looks for work when no notification arrives
 DEFAULT_POLL_INTERVAL = 1.0
 #: seconds between checks whether the steps a worker runs were cancelled

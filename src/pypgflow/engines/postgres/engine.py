@@ -217,16 +217,18 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         except psycopg.Error as exc:
             raise DatabaseError(f"PostgreSQL error: {str(exc).strip()}") from exc
 
-    def _compose(self, text: str) -> sql.Composed:
-        """A statement or script of this package's files, with its schema and channel names."""
-        return sql.SQL(text).format(
+    def _compose(self, text: str) -> sql.SQL:
+        """A statement or script of this package's files, with its schema and channel names,
+        composed once: a composed statement would be put together again at every execution."""
+        composed = sql.SQL(text).format(
             schema=sql.Identifier(self.schema),
             channel=sql.Identifier(self.channel),
             done_channel=sql.Identifier(self.done_channel),
             done_channel_name=sql.Literal(self.done_channel),
         )
+        return sql.SQL(composed.as_string(None))
 
-    def _q(self, name: str) -> sql.Composed:
+    def _q(self, name: str) -> sql.SQL:
         """The named statement, composed."""
         return self._queries[name]
 
