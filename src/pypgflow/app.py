@@ -34,7 +34,7 @@ from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
 from pypgflow.results import ResultWaiters
-from pypgflow.starting import check_queue, prepare_start
+from pypgflow.starting import check_queue, prepare_start, prepare_starts
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow
 
@@ -402,10 +402,12 @@ class App:
     ) -> list[StartRequest]:
         if isinstance(inputs, str | bytes | dict) or not isinstance(inputs, Iterable):
             raise InvalidArgument("start_many() takes an iterable of inputs, one per run")
-        return [
-            self._request(workflow, item, queue, priority, delay, run_at, None, index=i)
-            for i, item in enumerate(inputs)
-        ]
+        flow = self.workflow(workflow)
+        if queue is None:
+            queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
+        return prepare_starts(
+            flow, inputs, queue=queue, priority=priority, delay=delay, run_at=run_at
+        )
 
     def _request(
         self,
@@ -416,8 +418,6 @@ class App:
         delay: float | timedelta | None,
         run_at: datetime | None,
         idempotency_key: str | None,
-        *,
-        index: int | None = None,
     ) -> StartRequest:
         """A start of ``workflow`` (a name this app registers, or a Workflow) prepared by
         :func:`pypgflow.starting.prepare_start`, on the workflow's queue unless one is given."""
@@ -432,7 +432,6 @@ class App:
             delay=delay,
             run_at=run_at,
             idempotency_key=idempotency_key,
-            what="the input" if index is None else f"input {index}",
         )
 
     # -- runs ----------------------------------------------------------------------------------

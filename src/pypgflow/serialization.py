@@ -11,6 +11,9 @@ from typing import Any
 
 from pypgflow.errors import SerializationError
 
+#: one encoder for every value (json.dumps with options would make one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 # An escaped NUL character: ``\u0000`` preceded by an even number of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -23,7 +26,7 @@ def dumps(value: Any, *, what: str) -> str:
     values are refused here, where they are produced, rather than by the database later.
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
     except RecursionError:  # a self-referencing or absurdly deep value

@@ -1,7 +1,7 @@
 """Preparing a run to start: every argument checked, the run built by orchestration, nothing
 written yet.
 
-``App.start``/``start_many`` and the leader's cron ticks all go through :func:`prepare_start`, so
+``App.start``/``start_many`` and the leader's cron ticks all go through :func:`prepare_starts`, so
 a run is validated the same way wherever it comes from, and nothing reaches the database unless
 everything about it is valid.
 """
@@ -9,6 +9,7 @@ everything about it is valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,32 @@ def prepare_start(
 ) -> StartRequest:
     """A run of ``flow`` on ``input``, ready to insert; InvalidArgument (or SerializationError,
     MapInputError) naming the problem if anything is wrong. ``what`` names the input in errors."""
-    input_json = dumps(input, what=f"{what} of workflow {flow.name!r}")
+    (request,) = prepare_starts(
+        flow,
+        [input],
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+        what=lambda _: what,
+    )
+    return request
+
+
+def prepare_starts(
+    flow: Workflow,
+    inputs: Iterable[Any],
+    *,
+    queue: str,
+    priority: int,
+    delay: float | timedelta | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    what: Callable[[int], str] = lambda index: f"input {index}",
+) -> list[StartRequest]:
+    """A run of ``flow`` on each input, the options shared by all checked once; as
+    :func:`prepare_start`. ``what(index)`` names an input in errors."""
     queue = check_queue(queue)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise InvalidArgument(f"priority must be an integer from 0 (first) to 9, got {priority!r}")
@@ -56,21 +82,31 @@ def prepare_start(
             f"idempotency_key must be a non-empty string of up to {MAX_IDEMPOTENCY_KEY_LENGTH} "
             "characters"
         )
-    changes = orchestration.Changes()
-    run = orchestration.new_run(
-        flow,
-        run_id=new_run_id(),
-        input_json=input_json,
-        queue=queue,
-        priority=priority,
-        changes=changes,
-    )
-    if run.status is RunStatus.FAILED:  # a root map step over an input that is not a list
-        message = run.error.message if run.error is not None else "invalid input"
-        raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
-    return StartRequest(
-        run=run, changes=changes, idempotency_key=idempotency_key, delay=seconds, run_at=run_at
-    )
+    requests = []
+    for index, input in enumerate(inputs):
+        input_json = dumps(input, what=f"{what(index)} of workflow {flow.name!r}")
+        changes = orchestration.Changes()
+        run = orchestration.new_run(
+            flow,
+            run_id=new_run_id(),
+            input_json=input_json,
+            queue=queue,
+            priority=priority,
+            changes=changes,
+        )
+        if run.status is RunStatus.FAILED:  # a root map step over an input that is not a list
+            message = run.error.message if run.error is not None else "invalid input"
+            raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
+        requests.append(
+            StartRequest(
+                run=run,
+                changes=changes,
+                idempotency_key=idempotency_key,
+                delay=seconds,
+                run_at=run_at,
+            )
+        )
+    return requests
 
 
 def check_queue(queue: Any) -> str:

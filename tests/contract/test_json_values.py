@@ -63,15 +63,30 @@ def test_json_values_round_trip(make_app: Callable[..., App]) -> None:
         'naïve ☃ "quoted" \\ back',
         "\\u0000 is only text here",
         "\U0001f600 astral",
+        "tab\there, new\nline, return\r, \\N and \\. as text",
         [],
         {},
         {"nested": {"list": [1, "two", None, True, 2.25]}},
         10**18,
     ]
     runs = [app.start(flow, v) for v in values]
+    batch = values * 7  # a large batch: PostgreSQL streams it by COPY
+    many = app.start_many(flow, batch)
     with running_worker(app):
         assert [r.result(timeout=5) for r in runs] == values
+        assert [r.result(timeout=5) for r in many] == batch
     assert app.get_run(runs[7].id).input == values[7]
+    assert app.get_run(many[-4].id).input == batch[-4]
+
+
+def test_a_large_batch_of_map_runs_round_trips(make_app: Callable[..., App]) -> None:
+    flow = Workflow("doubles")
+    flow.map(over=None, name="double")(lambda n: {"n\t": n * 2})
+    app = make_app(flow)
+    inputs = [list(range(i % 4)) for i in range(100)]
+    runs = app.start_many(flow, inputs)
+    with running_worker(app):
+        assert [r.result(timeout=10) for r in runs] == [[{"n\t": n * 2} for n in i] for i in inputs]
 
 
 def test_non_json_output_fails_the_attempt_clearly(make_app: Callable[..., App]) -> None:

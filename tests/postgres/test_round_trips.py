@@ -1,5 +1,5 @@
-"""Batches cost a fixed number of statements, whatever their size: start_many inserts its runs,
-steps and tasks in one statement; a batch of outcomes runs one statement per kind of change, and
+"""Batches cost a fixed number of statements, whatever their size: a start inserts its run and
+tasks in one statement, a large batch of starts streams them in two COPYs; a batch of outcomes runs one statement per kind of change, and
 announcing the runs it finishes costs none."""
 
 from __future__ import annotations
@@ -21,17 +21,26 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The statements this thread sends to PostgreSQL while the test runs."""
+    """The statements this thread sends to PostgreSQL while the test runs (COPYs too)."""
     sent: list[str] = []
     me = threading.get_ident()
-    real = psycopg.Cursor.execute
+    real_execute = psycopg.Cursor.execute
+    real_copy = psycopg.Cursor.copy
+
+    def seen(cursor: psycopg.Cursor[Any], query: Any) -> None:
+        if threading.get_ident() == me:
+            sent.append(query.as_string(cursor) if hasattr(query, "as_string") else str(query))
 
     def execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() == me:
-            sent.append(query.as_string(self) if hasattr(query, "as_string") else str(query))
-        return real(self, query, *args, **kwargs)
+        seen(self, query)
+        return real_execute(self, query, *args, **kwargs)
+
+    def copy(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen(self, query)
+        return real_copy(self, query, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    monkeypatch.setattr(psycopg.Cursor, "copy", copy)
     return sent
 
 
@@ -43,22 +52,30 @@ def fan_flow() -> Workflow:
     return flow
 
 
-def test_start_many_costs_the_same_for_1_or_500_runs(pg_url: str, statements: list[str]) -> None:
+def test_a_start_is_one_statement_and_a_batch_the_same_few_whatever_its_size(
+    pg_url: str, statements: list[str]
+) -> None:
     flow = fan_flow()
     app = App(pg_url, workflows=[flow])
     try:
         app.start(flow, 0)  # open the pool and check the schema first
         statements.clear()
         app.start_many(flow, [1])
-        one = list(statements)
+        assert len(statements) == 1, statements
+        assert "INSERT" in statements[0].upper()  # runs and tasks in one statement
         statements.clear()
-        runs = app.start_many(flow, range(500))
-        assert len(statements) == len(one), statements
-        inserts = [s for s in statements if "INSERT" in s.upper()]
-        assert len(inserts) == 1  # runs, steps and tasks in one statement
-        assert len(app.list_runs(limit=1000)) == 502
+        app.start_many(flow, range(100))
+        hundred = list(statements)
+        statements.clear()
+        runs = app.start_many(flow, range(1000))
+        assert statements == hundred
+        copied = [line for s in statements for line in s.splitlines() if line.startswith("COPY")]
+        assert [line.split()[1] for line in copied] == ['"pypgflow".runs', '"pypgflow".tasks']
+        assert not [s for s in statements if "INSERT" in s.upper()]
+        assert len(app.list_runs(limit=2000)) == 1102
         with running_worker(app, {"default": 50}):
-            assert runs[-1].result(timeout=10) == {"b": 499, "c": 499}
+            assert runs[-1].result(timeout=10) == {"b": 999, "c": 999}
+            assert runs[0].result(timeout=10) == {"b": 0, "c": 0}
     finally:
         app.close()
 

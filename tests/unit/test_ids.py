@@ -12,8 +12,10 @@ from pypgflow.ids import new_run_id
 
 def test_a_run_id_is_a_version_7_uuid_of_now() -> None:
     before = time.time_ns() // 1_000_000
-    value = uuid.UUID(new_run_id())
+    text = new_run_id()
     after = time.time_ns() // 1_000_000
+    value = uuid.UUID(text)
+    assert str(value) == text  # the canonical spelling: lower-case hex, hyphens at 8-4-4-4-12
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
     assert before <= value.int >> 80 <= after + 1

@@ -325,26 +325,57 @@ class _Reader(Generic[C]):
 
 
 def steps_text(steps: Mapping[str, StepState]) -> str:
-    """A run's steps as the JSON text of its steps column."""
-    stored: dict[str, dict[str, Any]] = {}
+    """A run's steps as the JSON text of its steps column.
+
+    Runs of a workflow pass through the same few step states, so each step's text is kept by
+    its state and reused: a run's steps are written at its start and at each of its outcomes."""
+    parts = []
     for name, s in steps.items():
-        state: dict[str, Any] = {
-            "position": s.position,
-            "status": s.status.value,
-            "depends_on": list(s.depends_on),
-            "remaining_deps": s.remaining_deps,
-            "max_attempts": s.max_attempts,
-        }
-        if s.is_map:
-            state["is_map"] = True
-        if s.map_over is not None:
-            state["map_over"] = s.map_over
-        if s.remaining_tasks is not None:
-            state["remaining_tasks"] = s.remaining_tasks
-        if s.task_count is not None:
-            state["task_count"] = s.task_count
-        stored[name] = state
-    return json.dumps(stored, separators=(",", ":"))
+        key = (
+            name,
+            s.position,
+            s.status,
+            s.depends_on,
+            s.remaining_deps,
+            s.max_attempts,
+            s.is_map,
+            s.map_over,
+            s.remaining_tasks,
+            s.task_count,
+        )
+        text = _step_texts.get(key)
+        if text is None:
+            text = _step_text(name, s)
+            if len(_step_texts) >= _STEP_TEXTS_KEPT:
+                _step_texts.clear()
+            _step_texts[key] = text
+        parts.append(text)
+    return "{" + ",".join(parts) + "}"
+
+
+#: step texts by state (see steps_text); emptied when this many are kept
+_STEP_TEXTS_KEPT = 10_000
+_step_texts: dict[tuple[Any, ...], str] = {}
+
+
+def _step_text(name: str, s: StepState) -> str:
+    """``"name":{...}``: one step of the steps column."""
+    state: dict[str, Any] = {
+        "position": s.position,
+        "status": s.status.value,
+        "depends_on": list(s.depends_on),
+        "remaining_deps": s.remaining_deps,
+        "max_attempts": s.max_attempts,
+    }
+    if s.is_map:
+        state["is_map"] = True
+    if s.map_over is not None:
+        state["map_over"] = s.map_over
+    if s.remaining_tasks is not None:
+        state["remaining_tasks"] = s.remaining_tasks
+    if s.task_count is not None:
+        state["task_count"] = s.task_count
+    return json.dumps(name) + ":" + json.dumps(state, separators=(",", ":"))
 
 
 def steps_from_stored(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, StepState]:

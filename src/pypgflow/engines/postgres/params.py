@@ -1,12 +1,12 @@
 """Parameters of the PostgreSQL engine's statements that take more than plain values: lists as
-array literals, batches of rows as JSON documents (a batch of starts among them), and error
-records made storable in jsonb.
+array literals, batches of rows as JSON documents (a batch of starts among them) or as rows to
+COPY (a large batch of plain starts), and error records made storable in jsonb.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pypgflow.engines.base import StartRequest
@@ -51,6 +51,53 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
             for task in request.changes.new_tasks
         )
     return {"runs": json_rows(runs), "tasks": json_rows(tasks)}
+
+
+#: a batch of starts at least this large is written by COPY (when :func:`copyable`): below
+#: it, the one statement's single round trip costs less than COPY's five
+COPY_FROM = 64
+
+
+def copyable(requests: Sequence[StartRequest]) -> bool:
+    """Whether a batch of starts can be written by COPY: large enough to gain by it, and made
+    of plain starts, due now by the server's clock (the columns' default), since COPY cannot
+    skip a run whose idempotency key is taken nor compute a time."""
+    return len(requests) >= COPY_FROM and all(
+        r.idempotency_key is None and not r.delay and r.run_at is None for r in requests
+    )
+
+
+def run_rows(requests: Sequence[StartRequest]) -> Iterator[tuple[Any, ...]]:
+    """The rows of copy_runs (in its columns' order) for a batch of plain starts."""
+    for request in requests:
+        run = request.run
+        yield (
+            run.id,
+            run.workflow,
+            run.status.value,
+            run.queue,
+            run.priority,
+            run.input,
+            run.remaining_steps,
+            run.output,
+            steps_text(run.steps),
+        )
+
+
+def root_task_rows(requests: Sequence[StartRequest]) -> Iterator[tuple[Any, ...]]:
+    """The rows of copy_tasks (in its columns' order): the tasks made ready at start."""
+    for request in requests:
+        for task in request.changes.new_tasks:
+            yield (
+                task.run_id,
+                task.step,
+                task.task_index,
+                task.workflow,
+                task.queue,
+                task.priority,
+                task.max_attempts,
+                task.input,
+            )
 
 
 def json_rows(rows: list[dict[str, Any]]) -> str:

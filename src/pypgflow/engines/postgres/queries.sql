@@ -73,6 +73,20 @@ WITH new_runs AS (
 -- no run inserted there is no task to announce.
 SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 
+-- name: copy_runs
+-- A large batch of plain starts, rows streamed by COPY (see params.copyable), in one
+-- transaction with copy_tasks and notify: due now (scheduled_at and created_at default to the
+-- transaction's time).
+COPY {schema}.runs
+    (id, workflow, status, queue, priority, input, remaining_steps, output, steps)
+FROM STDIN;
+
+-- name: copy_tasks
+-- The root tasks of a batch of copy_runs, in the batch's order (claims take equal tasks
+-- oldest, lowest id, first); run_at defaults to the transaction's time, as the runs'.
+COPY {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+FROM STDIN;
+
 -- name: runs_by_idempotency_key
 SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)s::text[]);
 
