@@ -16,7 +16,12 @@ backlog is started instead, so that the statistics say no run is pending), and m
 - claim latency: p50 of the worker's claims that claimed something, timed in the worker (and of
   its outcome batches, finish_tasks);
 - list_runs latency, p50 and p95 over repeated calls: no filter, by status (common and rare),
-  by workflow, by both.
+  by workflow, by both;
+- retention, last: the engine's prune_runs (what the leader calls, at its default batch) deletes
+  the oldest day of the history (``--prune-hours``; at most its older half), batch after batch: runs per second, the
+  longest batch (the longest any run lock is held), and the tables' size before, after, after
+  the VACUUM that autovacuum would run, and once as many new runs are started (the space of
+  deleted rows is reused, not grown).
 
 Every figure is printed for both databases, with the ratio of the loaded one to the empty one.
 PostgreSQL at PYPGFLOW_BENCH_DATABASE_URL (default postgres@127.0.0.1:5432), in databases the
@@ -41,7 +46,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pypgflow import RunStatus, Workflow
+from pypgflow import RunStatus, Workflow, defaults
 from pypgflow.app import App
 
 ADMIN_URL = os.environ.get(
@@ -61,39 +66,40 @@ async def noop(input: Any) -> Any:
 
 # -- the history, in SQL ---------------------------------------------------------------------------
 
-#: N finished runs, as the engine leaves them: the run, its step, its task. Run n is created 50 ms
-#: after run n - 1, all before the backlog; one in a hundred failed after its third attempt (every
-#: attempt's error on the task, the last one without its traceback on the run).
+#: N finished runs, as the engine leaves them: the run (its steps in its row) and its task (the
+#: step's output on it). Run n is created 50 ms after run n - 1, all before the backlog, with a
+#: UUIDv7 id of its creation time (as the engine makes them); one in a hundred failed after its
+#: third attempt (every attempt's error on the task, the last one without its traceback on the
+#: run).
 LOAD_SQL = """
 WITH r AS (
     INSERT INTO pypgflow.runs
         (id, workflow, status, queue, priority, input, output, error, remaining_steps,
-         created_at, scheduled_at, started_at, finished_at)
-    SELECT gen_random_uuid(), %(workflow)s, CASE WHEN f.failed THEN 'failed' ELSE 'completed' END,
-           'default', 0, jsonb_build_object('i', n),
+         created_at, scheduled_at, started_at, finished_at, steps)
+    SELECT (lpad(to_hex((extract(epoch FROM f.created) * 1000)::bigint), 12, '0') || '7'
+            || lpad(to_hex(n %% 4096), 3, '0') || '8' || lpad(to_hex(n), 15, '0'))::uuid,
+           %(workflow)s, f.status, 'default', 0, jsonb_build_object('i', n),
            CASE WHEN NOT f.failed THEN jsonb_build_object('i', n) END,
            CASE WHEN f.failed THEN jsonb_build_object(
                'step', 'noop', 'type', 'ValueError', 'attempt', 3, 'message', 'no good',
                'traceback', '', 'task_index', NULL, 'instance_id', 'bench') END,
            CASE WHEN f.failed THEN 1 ELSE 0 END,
-           f.created, f.created, f.created + interval '20 ms', f.created + interval '25 ms'
+           f.created, f.created, f.created + interval '20 ms', f.created + interval '25 ms',
+           jsonb_build_object('noop', jsonb_build_object(
+               'position', 0, 'status', f.status, 'depends_on', '[]'::jsonb,
+               'remaining_deps', 0, 'max_attempts', 3,
+               'remaining_tasks', CASE WHEN f.failed THEN 1 ELSE 0 END, 'task_count', 1))
     FROM generate_series(%(first)s::int, %(last)s::int) AS n,
          LATERAL (SELECT mod(n, 100) = 99 AS failed,
+                         CASE WHEN mod(n, 100) = 99 THEN 'failed' ELSE 'completed' END AS status,
                          %(start)s::timestamptz + n * interval '50 ms' AS created) AS f
     RETURNING id, status, output, error, created_at, started_at, finished_at
-), s AS (
-    INSERT INTO pypgflow.steps
-        (run_id, name, position, status, depends_on, remaining_deps, max_attempts, is_map,
-         map_over, remaining_tasks, task_count, output, started_at, finished_at)
-    SELECT id, 'noop', 0, status, '[]', 0, 3, false, NULL,
-           CASE WHEN status = 'failed' THEN 1 ELSE 0 END, 1, output, created_at, finished_at
-    FROM r
 )
 INSERT INTO pypgflow.tasks
     (run_id, step, task_index, workflow, queue, priority, status, run_at, attempt, max_attempts,
      input, output, errors, instance_id, rescues, created_at, started_at, finished_at)
 SELECT id, 'noop', NULL, %(workflow)s, 'default', 0, status, created_at,
-       CASE WHEN status = 'failed' THEN 3 ELSE 1 END, 3, NULL, NULL,
+       CASE WHEN status = 'failed' THEN 3 ELSE 1 END, 3, NULL, output,
        CASE WHEN status = 'failed'
             THEN jsonb_build_array(
                 error || jsonb_build_object('attempt', 1, 'traceback', %(traceback)s::text),
@@ -140,7 +146,7 @@ def _timestamp(epoch: float) -> str:
 def vacuum_analyze(url: str) -> float:
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE pypgflow.runs, pypgflow.steps, pypgflow.tasks")
+        conn.execute("VACUUM ANALYZE pypgflow.runs, pypgflow.tasks")
     return time.perf_counter() - started
 
 
@@ -294,13 +300,13 @@ def measure(finished: int, args: argparse.Namespace) -> dict[str, Any]:
             seconds = load_history(url, finished)
             print(f"   loading took {seconds:.1f} s ({finished / seconds:,.0f} runs/s)")
         if args.analyze == "before-backlog":
-            print(f"   VACUUM ANALYZE runs, steps, tasks: {vacuum_analyze(url):.1f} s", flush=True)
+            print(f"   VACUUM ANALYZE runs, tasks: {vacuum_analyze(url):.1f} s", flush=True)
         with App(url, workflows=[one_step]) as app:
             for offset in range(0, args.backlog, 1000):
                 app.start_many(one_step, [{"i": i} for i in range(offset, offset + 1000)])
         if args.analyze == "with-backlog":
             print(
-                "   VACUUM ANALYZE runs, steps, tasks (as autovacuum would have by now): "
+                "   VACUUM ANALYZE runs, tasks (as autovacuum would have by now): "
                 f"{vacuum_analyze(url):.1f} s",
                 flush=True,
             )
@@ -315,7 +321,80 @@ def measure(finished: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         with App(url, workflows=[one_step]) as app:
             figures["lists"] = list_latencies(app, args.list_calls)
+        if finished:
+            figures["prune"] = prune_history(url, finished, args.prune_hours)
     return figures
+
+
+def table_sizes(url: str) -> int:
+    """Bytes of runs and tasks with their indexes."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_total_relation_size('pypgflow.runs') + pg_total_relation_size('pypgflow.tasks')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def prune_history(url: str, finished: int, hours: float) -> dict[str, float]:
+    """The oldest ``hours`` of the history (at most its older half) pruned by the engine,
+    batch by batch, as the leader's retention does it (without its pauses): rate, longest
+    batch, sizes."""
+    app = App(url)
+    engine: Any = app.engine
+    # Runs are created 50 ms apart: the cutoff after the oldest ``hours`` of them.
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM now() - min(created_at)) FROM pypgflow.runs"
+        ).fetchone()
+    assert row is not None
+    span = finished * 0.05
+    pruned_span = min(hours * 3600, span / 2)
+    age = float(row[0]) - pruned_span
+    before = table_sizes(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        counted = conn.execute("SELECT count(*) FROM pypgflow.runs").fetchone()
+    assert counted is not None
+    rows = int(counted[0])
+    batches: list[float] = []
+    pruned = 0
+    started = time.perf_counter()
+    while True:
+        batch_started = time.perf_counter()
+        count = engine.prune_runs(
+            completed_before=age, failed_before=age, batch=defaults.PRUNE_BATCH
+        )
+        batches.append(time.perf_counter() - batch_started)
+        pruned += count
+        if count == 0:
+            break
+    seconds = time.perf_counter() - started
+    app.close()
+    after = table_sizes(url)
+    vacuum_analyze(url)
+    vacuumed = table_sizes(url)
+    with App(url, workflows=[one_step]) as refill:  # as many new runs as were pruned
+        for offset in range(0, pruned, 1000):
+            refill.start_many(one_step, [{"i": i} for i in range(min(1000, pruned - offset))])
+    refilled = table_sizes(url)
+    print(
+        f"   pruned {pruned:,} runs in {seconds:.1f} s ({len(batches)} batches of "
+        f"{defaults.PRUNE_BATCH:,})",
+        flush=True,
+    )
+    return {
+        "pruned": pruned,
+        "rate": pruned / seconds,
+        "batch_p50": percentile(batches, 50) * 1000,
+        "batch_max": max(batches) * 1000,
+        "size_before": before / 2**20,
+        "size_after": after / 2**20,
+        "size_vacuumed": vacuumed / 2**20,
+        "size_refilled": refilled / 2**20,
+        # what the refill would have added had no deleted row's space been reused
+        "size_unreused": (vacuumed + before * pruned / rows) / 2**20,
+        "expected": pruned_span / 0.05,
+    }
 
 
 def main() -> None:
@@ -326,6 +405,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=10_000, help="pending runs to drain")
     parser.add_argument("--slots", type=int, default=100, help="the worker's slots")
     parser.add_argument("--list-calls", type=int, default=100, help="timed calls per listing")
+    parser.add_argument(
+        "--prune-hours",
+        type=float,
+        default=24.0,
+        help="hours of the history pruned, oldest first (at most its older half)",
+    )
     parser.add_argument(
         "--analyze",
         choices=["with-backlog", "before-backlog"],
@@ -364,6 +449,17 @@ def main() -> None:
                 loaded["lists"][label][index],
                 "ms",
             )
+    prune = loaded["prune"]
+    print(
+        f"\nretention of {args.finished:,} finished: pruned {prune['pruned']:,.0f} runs "
+        f"(expected ~{prune['expected']:,.0f}) at {prune['rate']:,.0f} runs/s; a batch of "
+        f"{defaults.PRUNE_BATCH:,} p50 {prune['batch_p50']:.1f} ms, longest "
+        f"{prune['batch_max']:.1f} ms (the longest a run lock is held); runs+tasks "
+        f"{prune['size_before']:,.0f} MiB before, {prune['size_after']:,.0f} MiB after, "
+        f"{prune['size_vacuumed']:,.0f} MiB after VACUUM (autovacuum's work), "
+        f"{prune['size_refilled']:,.0f} MiB once as many new runs are started (without reuse "
+        f"of the deleted rows' space: ~{prune['size_unreused']:,.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ class SqlBase(Engine, Generic[C]):
                 queue=queue,
                 priority=priority,
                 remaining_steps=remaining,
-                steps=steps_from_stored(self._json(steps)),
+                steps=steps_from_text(steps),
             )
         return runs
 
@@ -378,24 +378,43 @@ def _step_text(name: str, s: StepState) -> str:
     return json.dumps(name) + ":" + json.dumps(state, separators=(",", ":"))
 
 
-def steps_from_stored(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, StepState]:
-    """A run's steps from its steps column's decoded JSON, in position order."""
-    steps = {
-        name: StepState(
-            name=name,
-            position=state["position"],
-            status=StepStatus(state["status"]),
-            depends_on=tuple(state["depends_on"]),
-            remaining_deps=state["remaining_deps"],
-            max_attempts=state["max_attempts"],
-            is_map=state.get("is_map", False),
-            map_over=state.get("map_over"),
-            remaining_tasks=state.get("remaining_tasks"),
-            task_count=state.get("task_count"),
+def steps_from_text(text: str) -> dict[str, StepState]:
+    """A run's steps from its steps column's JSON text, in position order.
+
+    As in :func:`steps_text`, the same texts come back run after run (a workflow's steps pass
+    through few states), so each text's decoded fields are kept; every call still gets steps
+    of its own to change."""
+    fields = _stored_steps.get(text)
+    if fields is None:
+        fields = _decoded_steps(json.loads(text))
+        if len(_stored_steps) >= _STEP_TEXTS_KEPT:
+            _stored_steps.clear()
+        _stored_steps[text] = fields
+    return {f[0]: StepState(*f) for f in fields}
+
+
+#: decoded steps by their column's text (see steps_from_text)
+_stored_steps: dict[str, tuple[tuple[Any, ...], ...]] = {}
+
+
+def _decoded_steps(stored: Mapping[str, Mapping[str, Any]]) -> tuple[tuple[Any, ...], ...]:
+    """Each step's fields in StepState's order (without an output), in position order."""
+    fields = [
+        (
+            name,
+            state["position"],
+            StepStatus(state["status"]),
+            tuple(state["depends_on"]),
+            state["remaining_deps"],
+            state["max_attempts"],
+            state.get("is_map", False),
+            state.get("map_over"),
+            state.get("remaining_tasks"),
+            state.get("task_count"),
         )
         for name, state in stored.items()
-    }
-    return dict(sorted(steps.items(), key=lambda item: item[1].position))
+    ]
+    return tuple(sorted(fields, key=lambda f: f[1]))
 
 
 def task_rows(tasks: Sequence[orchestration.NewTask]) -> list[dict[str, Any]]:

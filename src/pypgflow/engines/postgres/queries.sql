@@ -159,8 +159,9 @@ CROSS JOIN LATERAL (
 -- name: lock_runs
 -- Every change to a run's steps and tasks (but claims) happens under its row lock, taken in id
 -- order so that transactions touching the same runs never deadlock. The row holds the run's
--- steps: one lock and one read give orchestration all it decides on.
-SELECT id::text, workflow, status, queue, priority, remaining_steps, steps
+-- steps: one lock and one read give orchestration all it decides on. The steps come as text:
+-- the engine decodes each distinct text once (see sqlbase.steps_from_text).
+SELECT id::text, workflow, status, queue, priority, remaining_steps, steps::text
 FROM {schema}.runs WHERE id = ANY(%(ids)s::uuid[])
 ORDER BY id
 FOR UPDATE;
