@@ -149,7 +149,7 @@ class PostgresStore(Store):
         return self.rows(query)[0][0]
 
     def reset(self) -> None:
-        self.rows("TRUNCATE pypgflow.runs, pypgflow.steps, pypgflow.tasks, pypgflow.instances")
+        self.rows("TRUNCATE pypgflow.runs, pypgflow.tasks, pypgflow.instances")
 
     def describe(self) -> str:
         row = self.rows(
@@ -232,7 +232,7 @@ class SqliteStore(Store):
         conn = self.connect()
         try:
             conn.executescript(
-                "BEGIN IMMEDIATE; DELETE FROM tasks; DELETE FROM steps; DELETE FROM runs;"
+                "BEGIN IMMEDIATE; DELETE FROM tasks; DELETE FROM runs;"
                 " DELETE FROM instances; COMMIT;"
             )
         finally:

@@ -359,14 +359,15 @@ def prune_history(url: str, finished: int, hours: float) -> dict[str, float]:
     batches: list[float] = []
     pruned = 0
     started = time.perf_counter()
-    while True:
+    position = None
+    while True:  # as the leader's pass: until a batch is not full
         batch_started = time.perf_counter()
-        count = engine.prune_runs(
-            completed_before=age, failed_before=age, batch=defaults.PRUNE_BATCH
+        count, position = engine.prune_runs(
+            completed_before=age, failed_before=age, batch=defaults.PRUNE_BATCH, after=position
         )
         batches.append(time.perf_counter() - batch_started)
         pruned += count
-        if count == 0:
+        if count < defaults.PRUNE_BATCH:
             break
     seconds = time.perf_counter() - started
     app.close()

@@ -450,13 +450,15 @@ class Leader:
         instances. Stops early if this instance stops leading (unless ``while_leader=False``)."""
         retention = self.retention or Retention()
         runs = batches = 0
+        position = None
         while not while_leader or self.is_leader:
-            deleted: int = await self._on(
+            deleted, position = await self._on(
                 self._work_thread,
                 self.engine.prune_runs,
                 completed_before=retention.completed_seconds,
                 failed_before=retention.failed_seconds,
                 batch=retention.batch,
+                after=position,
             )
             batches += 1
             runs += deleted

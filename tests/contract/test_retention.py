@@ -124,9 +124,10 @@ def test_prune_runs_deletes_old_runs_in_bounded_batches(
     assert db.count("runs") == total
     assert db.count("tasks") == total
     batches = []
+    position = None
     while True:
-        deleted = app.engine.prune_runs(
-            completed_before=7 * DAY, failed_before=30 * DAY, batch=1000
+        deleted, position = app.engine.prune_runs(
+            completed_before=7 * DAY, failed_before=30 * DAY, batch=1000, after=position
         )
         batches.append(deleted)
         if deleted < 1000:
@@ -142,9 +143,13 @@ def test_prune_runs_deletes_old_runs_in_bounded_batches(
     # Tasks went with their runs, and only theirs.
     assert db.count("tasks") == len(kept)
     assert {info.id for info in app.list_runs(limit=10_000)} == kept
-    assert app.engine.prune_runs(completed_before=7 * DAY, failed_before=30 * DAY, batch=1000) == 0
+    assert (
+        app.engine.prune_runs(completed_before=7 * DAY, failed_before=30 * DAY, batch=1000)[0] == 0
+    )
     # Failed runs are kept until their own, longer age.
-    assert app.engine.prune_runs(completed_before=7 * DAY, failed_before=9 * DAY, batch=1000) == 5
+    assert (
+        app.engine.prune_runs(completed_before=7 * DAY, failed_before=9 * DAY, batch=1000)[0] == 5
+    )
     assert db.run_ids() == kept - set(groups["failed_10_days"])
 
 

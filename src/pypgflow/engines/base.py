@@ -20,6 +20,12 @@ from pypgflow.orchestration import Changes, RunState, Verdict
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.status import RunStatus
 
+#: where a retention pass has got to, as its engine notes it (None: at the start). PostgreSQL
+#: keeps, per status, the creation time of the newest run deleted, so that each batch reads on
+#: from there instead of over the index entries of the runs deleted before it (dead until a
+#: VACUUM): a pass costs what it deletes, not the square of it.
+PrunePosition = Any
+
 
 @dataclass(frozen=True)
 class StartRequest:
@@ -296,11 +302,19 @@ class Engine(abc.ABC):
         """Every stored schedule, by name."""
 
     @abc.abstractmethod
-    def prune_runs(self, *, completed_before: float, failed_before: float, batch: int) -> int:
+    def prune_runs(
+        self,
+        *,
+        completed_before: float,
+        failed_before: float,
+        batch: int,
+        after: PrunePosition = None,
+    ) -> tuple[int, PrunePosition]:
         """Delete, in one transaction, up to ``batch`` runs that finished more than
         ``completed_before`` seconds ago (completed or cancelled) or ``failed_before`` seconds ago
-        (failed), with their steps and tasks; return how many. Call again until it returns fewer
-        than ``batch``."""
+        (failed), with their tasks; return how many, and where the next batch of the same pass
+        starts. Call again, passing that position as ``after``, until fewer than ``batch`` are
+        deleted; a new pass starts with ``after=None``."""
 
     @abc.abstractmethod
     def prune_instances(self, *, offline_for: float) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.cron import Schedule
-from pypgflow.engines.base import RescueResult, ScheduleState, ScheduleTicks
+from pypgflow.engines.base import PrunePosition, RescueResult, ScheduleState, ScheduleTicks
 from pypgflow.engines.sqlbase import C, Row, SqlBase
 from pypgflow.errors import AttemptError
 from pypgflow.orchestration import Changes
@@ -274,7 +274,15 @@ class FleetVerbs(SqlBase[C]):
             for row in rows
         ]
 
-    def prune_runs(self, *, completed_before: float, failed_before: float, batch: int) -> int:
+    def prune_runs(
+        self,
+        *,
+        completed_before: float,
+        failed_before: float,
+        batch: int,
+        after: PrunePosition = None,
+    ) -> tuple[int, PrunePosition]:
+        position: dict[str, Any] = dict(after or {})
         with self._write() as conn:
             rows = self._fetch(
                 conn,
@@ -283,16 +291,24 @@ class FleetVerbs(SqlBase[C]):
                     "completed_before": float(completed_before),
                     "failed_before": float(failed_before),
                     "batch": int(batch),
+                    **{f"{status}_after": position.get(status) for status in _PRUNED},
                 },
             )
             if rows:  # their tasks go with them
                 self._execute(conn, "delete_tasks_of_runs", {"ids": self._ids(r[0] for r in rows)})
-        return len(rows)
+        for _, status, created_at in rows:
+            if position.get(status) is None or created_at > position[status]:
+                position[status] = created_at
+        return len(rows), position
 
     def prune_instances(self, *, offline_for: float) -> int:
         with self._write() as conn:
             rows = self._fetch(conn, "prune_instances", {"offline_for": float(offline_for)})
         return len(rows)
+
+
+#: the statuses retention deletes, each read from where the pass got to (see PrunePosition)
+_PRUNED = ("completed", "cancelled", "failed")
 
 
 def _lost_by_silence(task: orchestration.LostTask, stale_after: float, rescuer: str) -> str:

@@ -1,12 +1,13 @@
-"""The PostgreSQL engine: runs, steps and tasks in their own schema; claims with SKIP LOCKED.
+"""The PostgreSQL engine: runs and tasks in their own schema; claims with SKIP LOCKED.
 
 Every statement lives in ``queries.sql``; this module owns what PostgreSQL does its own way:
-the connection pool, driver errors wrapped into pypgflow's, parameters as binary arrays, the
-claim, starts in one statement (also inside a caller's transaction, sync or async), and
-LISTEN/NOTIFY: new work on one channel (``{schema}_work``, for workers), finished runs on another
+the connection pool, driver errors wrapped into pypgflow's, lists and batches as one text
+parameter each (params.py), the claim, starts in one statement (also inside a caller's
+transaction, sync or async) or, for a large batch, by COPY, and LISTEN/NOTIFY (listen.py): new
+work on one channel (``{schema}_work``, for workers), finished runs on another
 (``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends it). Everything else is
-:class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is two round trips per batch of claims
-and a handful per batch of outcomes, whatever the batch size.
+:class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is one round trip per claim and a
+handful per batch of outcomes, whatever the batch size.
 """
 
 from __future__ import annotations

@@ -612,11 +612,16 @@ FROM {schema}.schedules ORDER BY name;
 -- (as lock_runs locks them) and deleted; their tasks go with them (delete_tasks_of_runs, in
 -- the same transaction). Each status is read through runs_status_created, oldest first, among
 -- the runs created before the cutoff (a run finishes after it is created): a pass reads only
--- what it deletes and the few runs that finished after the cutoff. The conditions are
--- repeated where the rows are locked: a run resumed meanwhile (retry) is re-checked and kept.
+-- what it deletes and the few runs that finished after the cutoff. Within a pass, each status
+-- is read on from the newest creation time the batch before deleted (%(completed_after)s and
+-- so on; NULL at the start): the index entries of the runs already deleted stay until a VACUUM,
+-- and reading over them again in every batch would make a pass cost the square of what it
+-- deletes. The conditions are repeated where the rows are locked: a run resumed meanwhile
+-- (retry) is re-checked and kept. Each deleted run's status and creation time are returned.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at) >= ('completed', '-infinity')
+     WHERE (status, created_at)
+           >= ('completed', coalesce(%(completed_after)s::timestamptz, '-infinity'))
        AND (status, created_at)
            < ('completed', now() - %(completed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
@@ -624,7 +629,8 @@ WITH doomed AS (
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at) >= ('cancelled', '-infinity')
+     WHERE (status, created_at)
+           >= ('cancelled', coalesce(%(cancelled_after)s::timestamptz, '-infinity'))
        AND (status, created_at)
            < ('cancelled', now() - %(completed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
@@ -632,7 +638,8 @@ WITH doomed AS (
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at) >= ('failed', '-infinity')
+     WHERE (status, created_at)
+           >= ('failed', coalesce(%(failed_after)s::timestamptz, '-infinity'))
        AND (status, created_at)
            < ('failed', now() - %(failed_before)s::float8 * interval '1 second')
        AND finished_at < now() - %(failed_before)s::float8 * interval '1 second'
@@ -651,7 +658,7 @@ WITH doomed AS (
 )
 DELETE FROM {schema}.runs r
 WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
-RETURNING r.id::text;
+RETURNING r.id::text, r.status, r.created_at;
 
 -- name: delete_tasks_of_runs
 -- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.

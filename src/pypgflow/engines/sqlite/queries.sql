@@ -513,7 +513,8 @@ FROM schedules ORDER BY name;
 -- One bounded batch of retention: up to :batch runs finished long enough ago (completed and
 -- cancelled after :completed_before seconds, failed after :failed_before), each kind found
 -- through the runs_finished index. Their tasks go with them (delete_tasks_of_runs, in the same
--- transaction).
+-- transaction). SQLite frees a deleted row's index entries at once: each batch reads from the
+-- start (the position a PostgreSQL pass keeps, :completed_after and so on, is not needed).
 DELETE FROM runs WHERE id IN (
     SELECT id FROM (
         SELECT id FROM runs
@@ -528,7 +529,7 @@ DELETE FROM runs WHERE id IN (
         LIMIT :batch)
     LIMIT :batch
 )
-RETURNING id;
+RETURNING id, status, created_at;
 
 -- name: delete_tasks_of_runs
 -- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.
