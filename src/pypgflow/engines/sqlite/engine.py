@@ -435,5 +435,10 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         commit."""
         return self._finish_listeners.add(on_finished)
 
+    # -- the operators' reads (engines/insight.py) -------------------------------------------
+
+    def _instant(self, moment: datetime) -> Any:
+        return moment.timestamp()  # REAL epoch seconds, as stored
+
 
 __all__ = ["NotSupported", "SqliteEngine"]
