@@ -343,7 +343,7 @@ class Engine(abc.ABC):
         raise NotSupported(f"{type(self).__name__} cannot list workflows")
 
     def workflow_stats(
-        self, workflow: str, *, recent: int = 1000, sample: int = 200
+        self, workflow: str, *, recent: int = 500, sample: int = 100
     ) -> WorkflowStats:
         """A workflow's recent outcomes, step durations and stored graph."""
         raise NotSupported(f"{type(self).__name__} cannot summarize workflows")

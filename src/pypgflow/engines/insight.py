@@ -185,7 +185,7 @@ class InsightVerbs(SqlBase[C]):
             return [row[0] for row in self._fetch(conn, "workflow_names")]
 
     def workflow_stats(
-        self, workflow: str, *, recent: int = 1000, sample: int = 200
+        self, workflow: str, *, recent: int = 500, sample: int = 100
     ) -> WorkflowStats:
         """The outcomes of the ``recent`` newest finished runs of ``workflow``, its steps'
         durations in its ``sample`` newest completed runs, and its graph as stored."""

@@ -813,9 +813,9 @@ GROUP BY l.status;
 
 -- name: workflow_step_durations
 -- Each step's time, first claim to last finish, in the %(sample)s newest completed runs of a
--- workflow (their tasks through tasks_run_step_index).
-SELECT t.step, extract(epoch FROM max(t.finished_at) - min(t.started_at))::float8
-FROM (
+-- workflow, their tasks found through tasks_run_step_index (run_id = ANY(ARRAY(...)): a join
+-- could be planned as a scan of every task).
+WITH newest AS (
     SELECT runs.id FROM {schema}.runs
     WHERE (ARRAY[workflow, status], created_at)
             >= (ARRAY[%(workflow)s::text, 'completed'], '-infinity')
@@ -823,11 +823,11 @@ FROM (
             <= (ARRAY[%(workflow)s::text, 'completed'], 'infinity')
     ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
     LIMIT %(sample)s
-) AS r
-JOIN LATERAL (
-    SELECT step, started_at, finished_at FROM {schema}.tasks k WHERE k.run_id = r.id
-) AS t ON true
-GROUP BY r.id, t.step;
+)
+SELECT t.step, extract(epoch FROM max(t.finished_at) - min(t.started_at))::float8
+FROM {schema}.tasks t
+WHERE t.run_id = ANY(ARRAY(SELECT id FROM newest))
+GROUP BY t.run_id, t.step;
 
 -- name: workflow_shape
 -- The steps of a workflow's newest run (its graph as stored): the newest of each status, the
