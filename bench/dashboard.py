@@ -159,7 +159,9 @@ def vacuum_analyze(url: str) -> float:
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         setting = conn.execute("SHOW autovacuum").fetchone()
-        print(f"  autovacuum is {setting[0] if setting else '?'} on this server: VACUUM ANALYZE now")
+        print(
+            f"  autovacuum is {setting[0] if setting else '?'} on this server: VACUUM ANALYZE now"
+        )
         conn.execute("VACUUM ANALYZE pypgflow.runs")
         conn.execute("VACUUM ANALYZE pypgflow.tasks")
     return time.perf_counter() - started
@@ -175,7 +177,9 @@ def free_port() -> int:
 def serving(app: App) -> Iterator[int]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(app, token=TOKEN), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(app, token=TOKEN), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -214,7 +218,9 @@ def endpoints(app: App) -> list[tuple[str, str]]:
         ),
         limit=1,
     ).runs[0]
-    second = app.engine.find_runs(__import__("pypgflow.insight", fromlist=["RunFilter"]).RunFilter(), limit=50)
+    second = app.engine.find_runs(
+        __import__("pypgflow.insight", fromlist=["RunFilter"]).RunFilter(), limit=50
+    )
     return [
         ("overview", "/"),
         ("runs", "/runs"),
@@ -253,7 +259,9 @@ def main() -> None:
         print(f"  loaded in {load(url, args.runs):.0f} s")
         print(f"  VACUUM ANALYZE in {vacuum_analyze(url):.0f} s")
         with serving(app) as port:
-            print(f"\n{'page or endpoint':<40} {'p50 ms':>8} {'p95 ms':>8}  ({args.requests} requests)")
+            print(
+                f"\n{'page or endpoint':<40} {'p50 ms':>8} {'p95 ms':>8}  ({args.requests} requests)"
+            )
             worst = 0.0
             for label, path in endpoints(app):
                 p50, p95, status = timings(port, path, args.requests)

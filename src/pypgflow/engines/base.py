@@ -328,12 +328,12 @@ class Engine(abc.ABC):
         """A run's tasks with every attempt's error, in the order they were made."""
         raise NotSupported(f"{type(self).__name__} cannot list a run's tasks")
 
-    def failures(self, *, window: int = 10_000) -> Failures:
+    def failures(self, *, window: int = 2000) -> Failures:
         """The most recent failed runs grouped by workflow, step and error type."""
         raise NotSupported(f"{type(self).__name__} cannot group failures")
 
     def failed_runs_in_group(
-        self, workflow: str, step: str, error_type: str, *, window: int = 10_000
+        self, workflow: str, step: str, error_type: str, *, window: int = 2000
     ) -> list[str]:
         """The ids of one failure group's runs, among the most recent failed runs."""
         raise NotSupported(f"{type(self).__name__} cannot group failures")
@@ -343,7 +343,7 @@ class Engine(abc.ABC):
         raise NotSupported(f"{type(self).__name__} cannot list workflows")
 
     def workflow_stats(
-        self, workflow: str, *, recent: int = 500, sample: int = 100
+        self, workflow: str, *, recent: int = 200, sample: int = 50
     ) -> WorkflowStats:
         """A workflow's recent outcomes, step durations and stored graph."""
         raise NotSupported(f"{type(self).__name__} cannot summarize workflows")

@@ -146,7 +146,7 @@ class InsightVerbs(SqlBase[C]):
 
     # -- failures -------------------------------------------------------------------------------
 
-    def failures(self, *, window: int = 10_000) -> Failures:
+    def failures(self, *, window: int = 2000) -> Failures:
         """The ``window`` most recent failed runs, grouped by workflow, step and error type."""
         with self._read() as conn:
             rows = self._fetch(conn, "failure_groups", {"window": window})
@@ -166,7 +166,7 @@ class InsightVerbs(SqlBase[C]):
         return Failures(groups, scanned, window_full=scanned >= window)
 
     def failed_runs_in_group(
-        self, workflow: str, step: str, error_type: str, *, window: int = 10_000
+        self, workflow: str, step: str, error_type: str, *, window: int = 2000
     ) -> list[str]:
         """The ids of the failed runs of one failure group, among the ``window`` most recent."""
         with self._read() as conn:
@@ -185,7 +185,7 @@ class InsightVerbs(SqlBase[C]):
             return [row[0] for row in self._fetch(conn, "workflow_names")]
 
     def workflow_stats(
-        self, workflow: str, *, recent: int = 500, sample: int = 100
+        self, workflow: str, *, recent: int = 200, sample: int = 50
     ) -> WorkflowStats:
         """The outcomes of the ``recent`` newest finished runs of ``workflow``, its steps'
         durations in its ``sample`` newest completed runs, and its graph as stored."""

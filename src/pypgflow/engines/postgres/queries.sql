@@ -657,8 +657,12 @@ RETURNING id;
 -- name: find_runs
 -- A page of runs newest first, of the statuses given, between two positions (created_at, id):
 -- the cursor's, exclusive, and the time range's. Each status is read through
--- runs_status_created in its order (as list_runs does), positions only (an index-only scan
--- once vacuumed), the newest %(scan)s of them merged; the runs of those positions are then
+-- runs_status_created in its order, positions only (an index-only scan once vacuumed), the
+-- newest %(scan)s of them merged. The status is an equality here and the positions a row
+-- comparison after it, so that the scan stops at the lower bound (the time range's start);
+-- bounded by row comparisons starting with the status (as list_runs is), a backward scan
+-- would read on through every older run of the status when the range holds fewer than
+-- %(scan)s. the runs of those positions are then
 -- read by primary key and the filters no index serves (queue, search in input and output)
 -- checked on them. %(scan)s is the page's size plus one when there are no such filters, else a
 -- window (insight.SCAN_WINDOW). Every row also says how many positions were read and the
@@ -668,8 +672,9 @@ WITH scanned AS (
     FROM unnest(%(statuses)s::text[]) AS s(status)
     CROSS JOIN LATERAL (
         SELECT runs.id AS uuid, created_at FROM {schema}.runs
-        WHERE (status, created_at, id) > (s.status, %(lo_at)s::timestamptz, %(lo_id)s::uuid)
-          AND (status, created_at, id) < (s.status, %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        WHERE status = s.status
+          AND (created_at, id) > (%(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (created_at, id) < (%(hi_at)s::timestamptz, %(hi_id)s::uuid)
         ORDER BY status DESC, created_at DESC, runs.id DESC
         LIMIT %(scan)s
     ) AS l
@@ -700,16 +705,15 @@ ORDER BY m.created_at DESC, m.uuid DESC;
 
 -- name: find_runs_of_workflow
 -- find_runs for one workflow: each status read through runs_workflow_status_created, the pair
--- (workflow, status) a range of that index as in list_runs_by_status_and_workflow.
+-- (workflow, status) an equality on its first key, as in find_runs.
 WITH scanned AS (
     SELECT l.uuid, l.created_at
     FROM unnest(%(statuses)s::text[]) AS s(status)
     CROSS JOIN LATERAL (
         SELECT runs.id AS uuid, created_at FROM {schema}.runs
-        WHERE (ARRAY[workflow, status], created_at, id)
-                > (ARRAY[%(workflow)s::text, s.status], %(lo_at)s::timestamptz, %(lo_id)s::uuid)
-          AND (ARRAY[workflow, status], created_at, id)
-                < (ARRAY[%(workflow)s::text, s.status], %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        WHERE ARRAY[workflow, status] = ARRAY[%(workflow)s::text, s.status]
+          AND (created_at, id) > (%(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (created_at, id) < (%(hi_at)s::timestamptz, %(hi_id)s::uuid)
         ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
         LIMIT %(scan)s
     ) AS l
@@ -848,7 +852,7 @@ LIMIT 1;
 
 -- name: throughput
 -- Runs created since %(since)s, at most %(cap)s of each status (the newest, through
--- runs_status_created), by bucket of %(bucket)s seconds (its number: epoch / bucket), workflow,
+-- runs_status_created: an equality on the status, a range on created_at, as in find_runs), by bucket of %(bucket)s seconds (its number: epoch / bucket), workflow,
 -- queue and status; the last column says how many of the status were read.
 SELECT floor(extract(epoch FROM l.created_at) / %(bucket)s)::bigint AS bucket, l.workflow,
        l.queue, l.status, count(*)::int, max(l.read)::int
@@ -857,8 +861,7 @@ CROSS JOIN LATERAL (
     SELECT workflow, queue, status, created_at, count(*) OVER () AS read
     FROM (
         SELECT workflow, queue, status, created_at FROM {schema}.runs
-        WHERE (status, created_at) >= (s.status, %(since)s::timestamptz)
-          AND (status, created_at) <= (s.status, 'infinity')
+        WHERE status = s.status AND created_at >= %(since)s::timestamptz
         ORDER BY status DESC, created_at DESC, runs.id DESC
         LIMIT %(cap)s
     ) AS newest
