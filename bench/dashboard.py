@@ -29,14 +29,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 import uvicorn
 from psycopg import sql
 
+from pypgflow import RunStatus
 from pypgflow.app import App
 from pypgflow.dashboard import create_app
+from pypgflow.insight import RunFilter
 
 ADMIN_URL = os.environ.get(
     "PYPGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -212,15 +213,8 @@ def timings(port: int, path: str, requests: int) -> tuple[float, float, int]:
 
 
 def endpoints(app: App) -> list[tuple[str, str]]:
-    failed = app.engine.find_runs(
-        __import__("pypgflow.insight", fromlist=["RunFilter"]).RunFilter(
-            statuses=(__import__("pypgflow").RunStatus.FAILED,)
-        ),
-        limit=1,
-    ).runs[0]
-    second = app.engine.find_runs(
-        __import__("pypgflow.insight", fromlist=["RunFilter"]).RunFilter(), limit=50
-    )
+    failed = app.engine.find_runs(RunFilter(statuses=(RunStatus.FAILED,)), limit=1).runs[0]
+    second = app.engine.find_runs(RunFilter(), limit=50)
     return [
         ("overview", "/"),
         ("runs", "/runs"),

@@ -55,6 +55,16 @@ def step_detail(
     return ""
 
 
+def step_options(step: reads.StepDefinition) -> str:
+    """A workflow graph node's second line: a map, its attempts and timeout."""
+    parts = ["map"] if step.is_map else []
+    if step.max_attempts:
+        parts.append(f"{step.max_attempts} attempts")
+    if step.timeout:
+        parts.append(f"{seconds(step.timeout)} timeout")
+    return " · ".join(parts)
+
+
 def run_graph(run: RunInfo, tasks: list[TaskInfo]) -> graph.Graph:
     """The run's DAG, each node coloured by its step's state (running when a task runs)."""
     by_step: dict[str, dict[str, int]] = {}
@@ -149,9 +159,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         graphs = {
             v.name: graph.layout(
                 [
-                    graph.GraphStep(
-                        s.name, s.depends_on, "defined", "map" if s.is_map else "", s.is_map
-                    )
+                    graph.GraphStep(s.name, s.depends_on, "defined", step_options(s), s.is_map)
                     for s in v.steps
                 ]
             )
