@@ -92,7 +92,8 @@ class InsightVerbs(SqlBase[C]):
         with self._read() as conn:
             rows = self._fetch(
                 conn,
-                "find_runs_of_workflow" if where.workflow else "find_runs",
+                ("find_runs_of_workflow" if where.workflow else "find_runs")
+                + ("_since" if where.created_after else ""),
                 {
                     "statuses": self._ids(statuses),
                     "workflow": where.workflow,

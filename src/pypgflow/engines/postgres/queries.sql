@@ -656,17 +656,59 @@ RETURNING id;
 
 -- name: find_runs
 -- A page of runs newest first, of the statuses given, between two positions (created_at, id):
--- the cursor's, exclusive, and the time range's. Each status is read through
--- runs_status_created in its order, positions only (an index-only scan once vacuumed), the
--- newest %(scan)s of them merged. The status is an equality here and the positions a row
--- comparison after it, so that the scan stops at the lower bound (the time range's start);
--- bounded by row comparisons starting with the status (as list_runs is), a backward scan
--- would read on through every older run of the status when the range holds fewer than
--- %(scan)s. the runs of those positions are then
--- read by primary key and the filters no index serves (queue, search in input and output)
--- checked on them. %(scan)s is the page's size plus one when there are no such filters, else a
--- window (insight.SCAN_WINDOW). Every row also says how many positions were read and the
--- oldest one (the last three columns); with no match at all, one row of NULL runs says so.
+-- the cursor's, exclusive, and the time range's end. Each status is read through
+-- runs_status_created in its order (as list_runs_by_status reads it: bounded by row
+-- comparisons starting with the status, whatever the statistics say), positions only (an
+-- index-only scan once vacuumed), the newest %(scan)s of them merged; the runs of those
+-- positions are then read by primary key and the filters no index serves (queue, search in
+-- input and output) checked on them. %(scan)s is the page's size plus one when there are no
+-- such filters, else a window (insight.SCAN_WINDOW). Every row also says how many positions
+-- were read and the oldest one (the last three columns); with no match at all, one row of
+-- NULL runs says so. Without a start of the time range, every run older than the cursor
+-- matches, and the scan stops after %(scan)s; with one, find_runs_since.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE (status, created_at, id) > (s.status, %(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (status, created_at, id) < (s.status, %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY status DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+
+-- name: find_runs_since
+-- find_runs with a start of the time range (lo_at): the status an equality, the positions a
+-- row comparison after it, so that a backward scan stops at the range's start (bounded by row
+-- comparisons starting with the status, it would read on through every older run of the
+-- status when the range holds fewer than %(scan)s). Without statistics the planner may read
+-- the range's runs and sort them rather than read the index in order: either way what it reads
+-- is bounded by the time range.
 WITH scanned AS (
     SELECT l.uuid, l.created_at
     FROM unnest(%(statuses)s::text[]) AS s(status)
@@ -703,9 +745,50 @@ FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.uuid DESC;
 
+
 -- name: find_runs_of_workflow
 -- find_runs for one workflow: each status read through runs_workflow_status_created, the pair
--- (workflow, status) an equality on its first key, as in find_runs.
+-- (workflow, status) a range of that index as in list_runs_by_status_and_workflow.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE (ARRAY[workflow, status], created_at, id)
+                > (ARRAY[%(workflow)s::text, s.status], %(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (ARRAY[workflow, status], created_at, id)
+                < (ARRAY[%(workflow)s::text, s.status], %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+
+-- name: find_runs_of_workflow_since
+-- find_runs_since for one workflow: the pair (workflow, status) an equality.
 WITH scanned AS (
     SELECT l.uuid, l.created_at
     FROM unnest(%(statuses)s::text[]) AS s(status)

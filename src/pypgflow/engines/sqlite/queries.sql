@@ -700,6 +700,154 @@ FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.id DESC;
 
+-- name: find_runs_since
+-- find_runs with a start of the time range: the same statement (SQLite's branches already read
+-- each status as an equality, and stop at the range's start).
+WITH scanned AS (
+    SELECT id, created_at FROM (
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'pending'
+              AND 'pending' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'running'
+              AND 'running' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'completed'
+              AND 'completed' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'failed'
+              AND 'failed' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'cancelled'
+              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+    )
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.id
+    FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
+), matched AS (
+    SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+    FROM runs r
+    WHERE r.id IN (SELECT id FROM scanned)
+      AND (:queue IS NULL OR r.queue = :queue)
+      AND (:search IS NULL
+           OR instr(lower(coalesce(r.input, '')), :search) > 0
+           OR instr(lower(coalesce(r.output, '')), :search) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT :limit
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.id
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.id DESC;
+
+
+-- name: find_runs_of_workflow_since
+-- find_runs_of_workflow with a start of the time range: the same statement.
+WITH scanned AS (
+    SELECT id, created_at FROM (
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'pending'
+              AND 'pending' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'running'
+              AND 'running' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'completed'
+              AND 'completed' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'failed'
+              AND 'failed' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'cancelled'
+              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :scan)
+    )
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.id
+    FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
+), matched AS (
+    SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+    FROM runs r
+    WHERE r.id IN (SELECT id FROM scanned)
+      AND (:queue IS NULL OR r.queue = :queue)
+      AND (:search IS NULL
+           OR instr(lower(coalesce(r.input, '')), :search) > 0
+           OR instr(lower(coalesce(r.output, '')), :search) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT :limit
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.id
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.id DESC;
+
 -- name: run_tasks
 -- A run's tasks through tasks_run_step_index, in the order they were made.
 SELECT id, step, task_index, status, attempt, max_attempts, rescues, instance_id, created_at,
