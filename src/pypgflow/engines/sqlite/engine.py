@@ -138,6 +138,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                 self._q("foreign_keys_on"),
                 self._q(f"synchronous_{self.synchronous}"),
             ],
+            writer_setup=[self._q("busy_timeout_none")],
         )
         self._listeners = CommitListeners(
             None if self.memory else self.path,

@@ -32,6 +32,10 @@ PRAGMA synchronous = FULL;
 -- name: synchronous_normal
 PRAGMA synchronous = NORMAL;
 
+-- name: busy_timeout_none
+-- The writer's, once set up: it waits for other processes' writers by taking turns (turns.py).
+PRAGMA busy_timeout = 0;
+
 -- name: data_version
 -- Changes whenever another connection (of any process) commits a change to the database.
 PRAGMA data_version;
