@@ -553,7 +553,8 @@ RETURNING id;
 -- ============================================================================================
 
 -- name: find_runs
--- A page of runs newest first, of the statuses given (:statuses, a JSON array), between two
+-- A page of runs newest first, of the statuses given (:statuses, a JSON array: a branch of a
+-- status not given has LIMIT 0, so that it reads nothing), between two
 -- positions (created_at, id): the cursor's, exclusive, and the time range's. Each status is
 -- read through runs_status_created, newest first, positions only, the newest :scan of them
 -- merged; the runs of those positions are then read and the filters no index serves (queue,
@@ -565,47 +566,42 @@ WITH scanned AS (
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'pending'
-              AND 'pending' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'running'
-              AND 'running' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'completed'
-              AND 'completed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'failed'
-              AND 'failed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'cancelled'
-              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
     )
     ORDER BY created_at DESC, id DESC
     LIMIT :scan
@@ -638,47 +634,42 @@ WITH scanned AS (
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'pending'
-              AND 'pending' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'running'
-              AND 'running' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'completed'
-              AND 'completed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'failed'
-              AND 'failed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'cancelled'
-              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
     )
     ORDER BY created_at DESC, id DESC
     LIMIT :scan
@@ -712,47 +703,42 @@ WITH scanned AS (
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'pending'
-              AND 'pending' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'running'
-              AND 'running' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'completed'
-              AND 'completed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'failed'
-              AND 'failed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE status = 'cancelled'
-              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
     )
     ORDER BY created_at DESC, id DESC
     LIMIT :scan
@@ -786,47 +772,42 @@ WITH scanned AS (
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'pending'
-              AND 'pending' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'running'
-              AND 'running' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'completed'
-              AND 'completed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'failed'
-              AND 'failed' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
         UNION ALL
         SELECT * FROM (
             SELECT id, created_at FROM runs
             WHERE workflow = :workflow AND status = 'cancelled'
-              AND 'cancelled' IN (SELECT value FROM json_each(:statuses))
               AND created_at >= :lo_at AND created_at <= :hi_at
               AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
             ORDER BY created_at DESC, id DESC
-            LIMIT :scan)
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
     )
     ORDER BY created_at DESC, id DESC
     LIMIT :scan
