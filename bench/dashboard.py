@@ -29,6 +29,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import psycopg
 import uvicorn
@@ -215,6 +217,7 @@ def timings(port: int, path: str, requests: int) -> tuple[float, float, int]:
 def endpoints(app: App) -> list[tuple[str, str]]:
     failed = app.engine.find_runs(RunFilter(statuses=(RunStatus.FAILED,)), limit=1).runs[0]
     second = app.engine.find_runs(RunFilter(), limit=50)
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     return [
         ("overview", "/"),
         ("runs", "/runs"),
@@ -222,6 +225,7 @@ def endpoints(app: App) -> list[tuple[str, str]]:
         ("runs by status (failed)", "/runs?status=failed"),
         ("runs by workflow", "/runs?workflow=billing"),
         ("runs by workflow and status", "/runs?workflow=billing&status=failed"),
+        ("runs created in the last hour", "/runs?" + urlencode({"after": hour_ago})),
         ("runs by queue (window)", "/runs?queue=bulk"),
         ("runs, search (window)", "/runs?search=c123"),
         ("run detail", f"/runs/{failed.id}"),

@@ -3,6 +3,8 @@ pagination and filters, its actions, and a clear 400 for bad input."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -88,6 +90,25 @@ def test_search_and_queue_filters_read_the_input(client: TestClient, app: App) -
     assert [r["input"]["name"] for r in found] == ["needle in a haystack"]
     assert [r["queue"] for r in get(client, "/api/runs", queue="special")["runs"]] == ["special"]
     assert get(client, "/api/runs", search="nothing like it")["runs"] == []
+
+
+def test_the_time_range_bounds_the_runs_by_creation(client: TestClient, app: App) -> None:
+    older = app.start("greet", {"name": "older"})
+    # half a millisecond past it: SQLite's clock has millisecond resolution
+    cut = app.get_run(older.id).created_at + timedelta(microseconds=500)
+    time.sleep(0.01)
+    newer = {app.start("greet", {"name": f"newer {i}"}).id for i in range(3)}
+    after = get(client, "/api/runs", after=cut.isoformat())["runs"]
+    assert {r["id"] for r in after} == newer
+    before = get(client, "/api/runs", before=cut.isoformat())
+    assert [r["id"] for r in before["runs"]] == [older.id]
+    paged = get(client, "/api/runs", after=cut.isoformat(), status="pending", limit=2)
+    rest = get(
+        client, "/api/runs", after=cut.isoformat(), status="pending", limit=2,
+        cursor=paged["next_cursor"],
+    )  # fmt: skip
+    assert {r["id"] for r in paged["runs"] + rest["runs"]} == newer
+    assert rest["next_cursor"] is None
 
 
 def test_retry_and_cancel_act_and_say_when_they_cannot(

@@ -64,7 +64,8 @@ def _moment(name: str, text: str) -> datetime:
 
 def run_query(params: Mapping[str, str]) -> RunQuery:
     """The listing a query string asks for: ``status`` (one or several, comma-separated),
-    ``workflow``, ``queue``, ``search``, ``after``/``before`` (ISO 8601), ``limit``, ``cursor``."""
+    ``workflow``, ``queue``, ``search``, ``after`` (inclusive) and ``before`` (exclusive) in ISO
+    8601, ``limit``, ``cursor``."""
     known = {"status", "workflow", "queue", "search", "after", "before", "limit", "cursor"}
     unknown = sorted(set(params) - known)
     if unknown:

@@ -52,6 +52,11 @@ class InsightVerbs(SqlBase[C]):
 
     # -- what each engine provides --------------------------------------------------------------
 
+    #: the engine reads a page with a start of its time range by statements of their own
+    #: (``find_runs_since``, ``find_runs_of_workflow_since``): PostgreSQL, whose backward scan
+    #: would not stop at a row comparison's start; SQLite's statements stop there already
+    _pages_since_apart: bool = False
+
     @abc.abstractmethod
     def _instant(self, moment: datetime) -> Any:
         """A moment as the engine's timestamp parameter (PostgreSQL: timestamptz; SQLite: epoch
@@ -79,8 +84,9 @@ class InsightVerbs(SqlBase[C]):
         if limit < 1:
             raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
         infinity = datetime.max.replace(tzinfo=UTC)
+        # [created_after, created_before): the start is in the range, the end is not
         hi_at: Any = self._instant(where.created_before or infinity)
-        hi_id = _MAX_ID
+        hi_id = _NIL_ID if where.created_before else _MAX_ID
         if cursor is not None:
             at, run_id = decode_cursor(cursor)
             at = self._bound(at)
@@ -93,7 +99,7 @@ class InsightVerbs(SqlBase[C]):
             rows = self._fetch(
                 conn,
                 ("find_runs_of_workflow" if where.workflow else "find_runs")
-                + ("_since" if where.created_after else ""),
+                + ("_since" if where.created_after and self._pages_since_apart else ""),
                 {
                     "statuses": self._ids(statuses),
                     "workflow": where.workflow,

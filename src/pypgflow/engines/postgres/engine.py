@@ -482,6 +482,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     # -- the operators' reads (engines/insight.py) -------------------------------------------
 
+    _pages_since_apart = True
+
     def _instant(self, moment: datetime) -> Any:
         return moment  # a timestamptz, exact to the microsecond
 
