@@ -44,9 +44,8 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def step_detail(
-    step_status: str, is_map: bool, task_count: int | None, counts: dict[str, int]
-) -> str:
+def step_detail(is_map: bool, task_count: int | None, counts: dict[str, int]) -> str:
+    """A run graph node's second line for a map step: its elements done (and failed)."""
     if is_map:
         done = counts.get("completed", 0)
         total = task_count if task_count is not None else sum(counts.values())
@@ -77,7 +76,7 @@ def run_graph(run: RunInfo, tasks: list[TaskInfo]) -> graph.Graph:
         state = step.status.value
         if step.status is StepStatus.READY and counts.get(TaskStatus.RUNNING.value):
             state = "running"
-        detail = step_detail(state, step.is_map, step.task_count, counts)
+        detail = step_detail(step.is_map, step.task_count, counts)
         if not detail and step.attempts > 1:
             detail = f"{step.attempts} attempts"
         if not detail and step.duration is not None:
