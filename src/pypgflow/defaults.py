@@ -17,6 +17,8 @@ DATABASE_URL_ENV = "PYPGFLOW_DATABASE_URL"
 DEFAULT_URL = "sqlite:///pypgflow.db"
 #: the PostgreSQL schema that holds pypgflow's tables
 DEFAULT_SCHEMA = "pypgflow"
+#: the environment variable holding the dashboard's token (pypgflow dashboard, create_app)
+DASHBOARD_TOKEN_ENV = "PYPGFLOW_DASHBOARD_TOKEN"
 
 # -- steps -------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ default comes from :mod:`pypgflow.defaults`.
 
 from __future__ import annotations
 
-from pypgflow.cli import demo, fleet, migrate, runs, start, worker
+from pypgflow.cli import dashboard, demo, fleet, migrate, runs, start, worker
 from pypgflow.cli.group import main
 from pypgflow.cli.loading import load_app
 
@@ -29,6 +29,7 @@ for _command in (
     fleet.instances,
     fleet.list_schedules,
     demo.demo,
+    dashboard.dashboard,
 ):
     main.add_command(_command)
 del _command

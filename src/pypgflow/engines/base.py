@@ -16,6 +16,16 @@ from typing import Any
 
 from pypgflow.cron import Schedule
 from pypgflow.errors import AttemptError, NotSupported
+from pypgflow.insight import (
+    Failures,
+    QueueDepth,
+    RunCount,
+    RunFilter,
+    RunPage,
+    TaskInfo,
+    Throughput,
+    WorkflowStats,
+)
 from pypgflow.orchestration import Changes, RunState, Verdict
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.status import RunStatus
@@ -319,6 +329,50 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def prune_instances(self, *, offline_for: float) -> int:
         """Delete instances whose last heartbeat is more than ``offline_for`` seconds old."""
+
+    # -- the operators' reads (the dashboard's; bounded whatever the number of runs) -----------
+    # Not abstract: an engine without them still runs workflows; the SQL engines have them all
+    # (pypgflow.engines.insight).
+
+    def find_runs(self, where: RunFilter, *, limit: int, cursor: str | None = None) -> RunPage:
+        """A page of runs matching ``where``, newest first, after ``cursor`` (keyset)."""
+        raise NotSupported(f"{type(self).__name__} cannot find runs by filters")
+
+    def run_tasks(self, run_id: str, *, limit: int = 1000) -> list[TaskInfo]:
+        """A run's tasks with every attempt's error, in the order they were made."""
+        raise NotSupported(f"{type(self).__name__} cannot list a run's tasks")
+
+    def failures(self, *, window: int = 2000) -> Failures:
+        """The most recent failed runs grouped by workflow, step and error type."""
+        raise NotSupported(f"{type(self).__name__} cannot group failures")
+
+    def failed_runs_in_group(
+        self, workflow: str, step: str, error_type: str, *, window: int = 2000
+    ) -> list[str]:
+        """The ids of one failure group's runs, among the most recent failed runs."""
+        raise NotSupported(f"{type(self).__name__} cannot group failures")
+
+    def workflow_names(self) -> list[str]:
+        """Every workflow that has runs."""
+        raise NotSupported(f"{type(self).__name__} cannot list workflows")
+
+    def workflow_stats(
+        self, workflow: str, *, recent: int = 200, sample: int = 50
+    ) -> WorkflowStats:
+        """A workflow's recent outcomes, step durations and stored graph."""
+        raise NotSupported(f"{type(self).__name__} cannot summarize workflows")
+
+    def throughput(self, *, since: datetime, bucket_seconds: int, cap: int = 5000) -> Throughput:
+        """Runs created since ``since`` by time bucket, workflow, queue and status."""
+        raise NotSupported(f"{type(self).__name__} cannot measure throughput")
+
+    def queue_depths(self, *, cap: int = 10_000) -> list[QueueDepth]:
+        """Every active queue's backlog, running tasks and lag."""
+        raise NotSupported(f"{type(self).__name__} cannot measure queues")
+
+    def run_counts(self, *, cap: int = 10_000) -> dict[RunStatus, RunCount]:
+        """Runs by status, exact up to ``cap``, estimated beyond where the engine can."""
+        raise NotSupported(f"{type(self).__name__} cannot count runs")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """SqlEngine: what both SQL engines share. Their run, step and task verbs are written here once
 (starts resolved by idempotency key, outcomes, operator transitions, reads and the records they
-return); the fleet verbs come from :class:`pypgflow.engines.fleet.FleetVerbs`, and the hooks
+return); the fleet verbs come from :class:`pypgflow.engines.fleet.FleetVerbs`, the operators'
+reads (the dashboard's) from :class:`pypgflow.engines.insight.InsightVerbs`, and the hooks
 each engine provides, the schema verbs, the run lock and the writing of orchestration's changes
 from :class:`pypgflow.engines.sqlbase.SqlBase`.
 
@@ -25,6 +26,7 @@ from pypgflow.engines.base import (
     StartRequest,
 )
 from pypgflow.engines.fleet import FleetVerbs
+from pypgflow.engines.insight import InsightVerbs
 from pypgflow.engines.sqlbase import C, Row, canonical_run_id
 from pypgflow.errors import AttemptError, RunNotFound
 from pypgflow.orchestration import Changes, RunState
@@ -45,7 +47,7 @@ _LIST_RUNS = {
 }
 
 
-class SqlEngine(FleetVerbs[C]):
+class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
     """An engine whose storage is SQL: everything here runs the same named statements."""
 
     # -- starting runs --------------------------------------------------------------------------

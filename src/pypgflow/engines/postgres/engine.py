@@ -473,6 +473,28 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def _listen_target(self, statement: str) -> ListenTarget:
         return ListenTarget(self.url, self._q(statement), self.connect_timeout)
 
+    # -- the operators' reads (engines/insight.py) -------------------------------------------
+
+    _pages_since_apart = True
+
+    def _instant(self, moment: datetime) -> Any:
+        return moment  # a timestamptz, exact to the microsecond
+
+    def _estimated_run_counts(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        """Runs by status from the statistics: the table's rows times each status's frequency
+        (what the planner would estimate), where counting would read every run. None before the
+        first VACUUM or ANALYZE."""
+        rows = self._fetch(
+            conn,
+            "run_counts_estimated",
+            {"schema": self.schema, "table": f'"{self.schema}".runs'},
+        )
+        if not rows or rows[0][0] is None or rows[0][0] < 0 or rows[0][1] is None:
+            return {}
+        total, values, freqs = rows[0]
+        statuses = values.strip("{}").split(",") if values else []
+        return {status: round(total * freq) for status, freq in zip(statuses, freqs, strict=False)}
+
 
 def _has_unread_input(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle connection's socket has something to read: the server spoke while it sat

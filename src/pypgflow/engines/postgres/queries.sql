@@ -669,3 +669,369 @@ DELETE FROM {schema}.tasks WHERE run_id = ANY(%(ids)s::uuid[]);
 DELETE FROM {schema}.instances
 WHERE heartbeat_at < now() - %(offline_for)s::float8 * interval '1 second'
 RETURNING id;
+
+-- ============================================================================================
+-- The operators' reads (engines/insight.py: the dashboard and its HTTP API). Each is bounded:
+-- read through an index in its order and stopped after a page, a window or a cap, whatever
+-- the number of runs; nothing here writes.
+-- ============================================================================================
+
+-- name: find_runs
+-- A page of runs newest first, of the statuses given, between two positions (created_at, id):
+-- the cursor's, exclusive, and the time range's end. Each status is read through
+-- runs_status_created in its order (as list_runs_by_status reads it: bounded by row
+-- comparisons starting with the status, whatever the statistics say), positions only (an
+-- index-only scan once vacuumed), the newest %(scan)s of them merged; the runs of those
+-- positions are then read by primary key and the filters no index serves (queue, search in
+-- input and output) checked on them. %(scan)s is the page's size plus one when there are no
+-- such filters, else a window (insight.SCAN_WINDOW). Every row also says how many positions
+-- were read and the oldest one (the last three columns); with no match at all, one row of
+-- NULL runs says so. Without a start of the time range, every run older than the cursor
+-- matches, and the scan stops after %(scan)s; with one, find_runs_since.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE (status, created_at, id) > (s.status, %(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (status, created_at, id) < (s.status, %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY status DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+
+-- name: find_runs_since
+-- find_runs with a start of the time range (lo_at): the status an equality, the positions a
+-- row comparison after it, so that a backward scan stops at the range's start (bounded by row
+-- comparisons starting with the status, it would read on through every older run of the
+-- status when the range holds fewer than %(scan)s). Without statistics the planner may read
+-- the range's runs and sort them rather than read the index in order: either way what it reads
+-- is bounded by the time range.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE status = s.status
+          AND (created_at, id) > (%(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (created_at, id) < (%(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY status DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+
+-- name: find_runs_of_workflow
+-- find_runs for one workflow: each status read through runs_workflow_status_created, the pair
+-- (workflow, status) a range of that index as in list_runs_by_status_and_workflow.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE (ARRAY[workflow, status], created_at, id)
+                > (ARRAY[%(workflow)s::text, s.status], %(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (ARRAY[workflow, status], created_at, id)
+                < (ARRAY[%(workflow)s::text, s.status], %(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+
+-- name: find_runs_of_workflow_since
+-- find_runs_since for one workflow: the pair (workflow, status) an equality.
+WITH scanned AS (
+    SELECT l.uuid, l.created_at
+    FROM unnest(%(statuses)s::text[]) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT runs.id AS uuid, created_at FROM {schema}.runs
+        WHERE ARRAY[workflow, status] = ARRAY[%(workflow)s::text, s.status]
+          AND (created_at, id) > (%(lo_at)s::timestamptz, %(lo_id)s::uuid)
+          AND (created_at, id) < (%(hi_at)s::timestamptz, %(hi_id)s::uuid)
+        ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+        LIMIT %(scan)s
+    ) AS l
+    ORDER BY l.created_at DESC, l.uuid DESC
+    LIMIT %(scan)s
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.uuid::text AS uuid
+    FROM (SELECT created_at, uuid FROM scanned ORDER BY created_at, uuid LIMIT 1) AS o
+), matched AS (
+    SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
+           r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
+           r.finished_at, r.id AS uuid
+    FROM {schema}.runs r
+    WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
+      AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(search)s::text IS NULL
+           OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
+           OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT %(limit)s
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.uuid
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.uuid DESC;
+
+-- name: run_tasks
+-- A run's tasks through tasks_run_step_index, in the order they were made.
+SELECT id, step, task_index, status, attempt, max_attempts, rescues, instance_id, created_at,
+       run_at, started_at, finished_at, errors
+FROM {schema}.tasks WHERE run_id = %(id)s::uuid
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: failure_groups
+-- The %(window)s newest failed runs (runs_status_created, newest first), grouped by workflow,
+-- the step that failed them and their error's type, most runs first; the latest failure of
+-- each group gives its message and run. The last column is how many failed runs were read.
+WITH failed AS (
+    SELECT id, workflow, error, created_at, finished_at FROM {schema}.runs
+    WHERE (status, created_at) >= ('failed', '-infinity')
+      AND (status, created_at) <= ('failed', 'infinity')
+    ORDER BY status DESC, created_at DESC, runs.id DESC
+    LIMIT %(window)s
+)
+SELECT workflow, error ->> 'step' AS step, error ->> 'type' AS type, count(*) AS runs,
+       max(finished_at) AS last_failed_at,
+       (array_agg(error ->> 'message' ORDER BY created_at DESC, id DESC))[1] AS message,
+       (array_agg(id::text ORDER BY created_at DESC, id DESC))[1] AS run_id,
+       (SELECT count(*) FROM failed) AS scanned
+FROM failed
+GROUP BY 1, 2, 3
+ORDER BY runs DESC, last_failed_at DESC NULLS LAST, 1, 2, 3;
+
+-- name: failed_runs_in_group
+-- The runs of one failure group among the %(window)s newest failed runs (as failure_groups).
+SELECT id::text FROM (
+    SELECT id, workflow, error, created_at FROM {schema}.runs
+    WHERE (status, created_at) >= ('failed', '-infinity')
+      AND (status, created_at) <= ('failed', 'infinity')
+    ORDER BY status DESC, created_at DESC, runs.id DESC
+    LIMIT %(window)s
+) AS failed
+WHERE workflow = %(workflow)s AND coalesce(error ->> 'step', '') = %(step)s
+  AND coalesce(error ->> 'type', '') = %(type)s
+ORDER BY created_at DESC, id DESC;
+
+-- name: workflow_names
+-- The workflows that have runs, by a walk over runs_workflow_status_created that jumps from
+-- one (workflow, status) pair to the next (one index probe per pair, not a read of every run).
+WITH RECURSIVE pairs(pair) AS (
+    (SELECT ARRAY[workflow, status] FROM {schema}.runs ORDER BY ARRAY[workflow, status] LIMIT 1)
+    UNION ALL
+    SELECT (SELECT ARRAY[r.workflow, r.status] FROM {schema}.runs r
+            WHERE ARRAY[r.workflow, r.status] > p.pair
+            ORDER BY ARRAY[r.workflow, r.status] LIMIT 1)
+    FROM pairs p WHERE p.pair IS NOT NULL
+)
+SELECT DISTINCT pair[1] FROM pairs WHERE pair IS NOT NULL ORDER BY 1;
+
+-- name: workflow_outcomes
+-- How the %(recent)s newest finished runs of a workflow ended: each final status read newest
+-- first through runs_workflow_status_created (positions only), merged, counted by status.
+SELECT l.status, count(*)::int FROM (
+    SELECT f.status FROM (VALUES ('completed'), ('failed'), ('cancelled')) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT status, created_at, runs.id FROM {schema}.runs
+        WHERE (ARRAY[workflow, status], created_at)
+                >= (ARRAY[%(workflow)s::text, s.status], '-infinity')
+          AND (ARRAY[workflow, status], created_at)
+                <= (ARRAY[%(workflow)s::text, s.status], 'infinity')
+        ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+        LIMIT %(recent)s
+    ) AS f
+    ORDER BY f.created_at DESC, f.id DESC
+    LIMIT %(recent)s
+) AS l
+GROUP BY l.status;
+
+-- name: workflow_step_durations
+-- Each step's time, first claim to last finish, in the %(sample)s newest completed runs of a
+-- workflow, their tasks found through tasks_run_step_index (run_id = ANY(ARRAY(...)): a join
+-- could be planned as a scan of every task).
+WITH newest AS (
+    SELECT runs.id FROM {schema}.runs
+    WHERE (ARRAY[workflow, status], created_at)
+            >= (ARRAY[%(workflow)s::text, 'completed'], '-infinity')
+      AND (ARRAY[workflow, status], created_at)
+            <= (ARRAY[%(workflow)s::text, 'completed'], 'infinity')
+    ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+    LIMIT %(sample)s
+)
+SELECT t.step, extract(epoch FROM max(t.finished_at) - min(t.started_at))::float8
+FROM {schema}.tasks t
+WHERE t.run_id = ANY(ARRAY(SELECT id FROM newest))
+GROUP BY t.run_id, t.step;
+
+-- name: workflow_shape
+-- The steps of a workflow's newest run (its graph as stored): the newest of each status, the
+-- newest of those.
+SELECT l.steps FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled'))
+    AS s(status)
+CROSS JOIN LATERAL (
+    SELECT steps, created_at, runs.id FROM {schema}.runs
+    WHERE (ARRAY[workflow, status], created_at)
+            >= (ARRAY[%(workflow)s::text, s.status], '-infinity')
+      AND (ARRAY[workflow, status], created_at)
+            <= (ARRAY[%(workflow)s::text, s.status], 'infinity')
+    ORDER BY ARRAY[workflow, status] DESC, created_at DESC, runs.id DESC
+    LIMIT 1
+) AS l
+ORDER BY l.created_at DESC, l.id DESC
+LIMIT 1;
+
+-- name: throughput
+-- Runs created since %(since)s, at most %(cap)s of each status (the newest, through
+-- runs_status_created: an equality on the status, a range on created_at, as in find_runs), by bucket of %(bucket)s seconds (its number: epoch / bucket), workflow,
+-- queue and status; the last column says how many of the status were read.
+SELECT floor(extract(epoch FROM l.created_at) / %(bucket)s)::bigint AS bucket, l.workflow,
+       l.queue, l.status, count(*)::int, max(l.read)::int
+FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled')) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT workflow, queue, status, created_at, count(*) OVER () AS read
+    FROM (
+        SELECT workflow, queue, status, created_at FROM {schema}.runs
+        WHERE status = s.status AND created_at >= %(since)s::timestamptz
+        ORDER BY status DESC, created_at DESC, runs.id DESC
+        LIMIT %(cap)s
+    ) AS newest
+) AS l
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4;
+
+-- name: queue_depths
+-- Every queue with queued tasks (a walk over tasks_claim, one probe per queue) or running ones
+-- (the small partial index tasks_running_instance): its due and delayed tasks counted up to
+-- %(cap)s, its running tasks, and the lag of its oldest due task (the first of each priority,
+-- as next_due reads them).
+WITH RECURSIVE queued(queue) AS (
+    (SELECT queue FROM {schema}.tasks WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.queue FROM {schema}.tasks t
+            WHERE t.status = 'queued' AND t.queue > q.queue ORDER BY t.queue LIMIT 1)
+    FROM queued q WHERE q.queue IS NOT NULL
+), running AS (
+    SELECT queue, count(*)::int AS n FROM {schema}.tasks
+    WHERE status = 'running' AND instance_id IS NOT NULL
+    GROUP BY queue
+), queues AS (
+    SELECT queue FROM queued WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM running
+)
+SELECT q.queue,
+       (SELECT count(*)::int FROM (
+            SELECT 1 FROM {schema}.tasks t
+            WHERE t.status = 'queued' AND t.queue = q.queue AND t.run_at <= now()
+            LIMIT %(cap)s) AS c) AS due,
+       (SELECT count(*)::int FROM (
+            SELECT 1 FROM {schema}.tasks t
+            WHERE t.status = 'queued' AND t.queue = q.queue AND t.run_at > now()
+            LIMIT %(cap)s) AS c) AS delayed,
+       coalesce((SELECT n FROM running r WHERE r.queue = q.queue), 0) AS running,
+       (SELECT extract(epoch FROM now() - min(first.run_at))::float8
+        FROM generate_series(0, 9) AS p(priority)
+        CROSS JOIN LATERAL (
+            SELECT t.run_at FROM {schema}.tasks t
+            WHERE t.status = 'queued' AND t.queue = q.queue AND t.priority = p.priority
+            ORDER BY t.run_at
+            LIMIT 1
+        ) AS first
+        WHERE first.run_at <= now()) AS lag
+FROM queues q
+ORDER BY q.queue;
+
+-- name: run_counts_capped
+-- Runs of each status, counted through runs_status_created up to %(cap)s (positions only).
+SELECT s.status, (
+    SELECT count(*)::int FROM (
+        SELECT 1 FROM {schema}.runs
+        WHERE (status, created_at) >= (s.status, '-infinity')
+          AND (status, created_at) <= (s.status, 'infinity')
+        LIMIT %(cap)s) AS c)
+FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled')) AS s(status);
+
+-- name: run_counts_estimated
+-- What the statistics say (as the planner reads them): the table's rows (pg_class.reltuples,
+-- as of the last VACUUM or ANALYZE; -1 if never) and the frequencies of its most common
+-- statuses. Nothing is read of runs itself. %(table)s is the table's qualified name as text.
+SELECT c.reltuples::float8, s.most_common_vals::text, s.most_common_freqs::float8[]
+FROM pg_class c
+LEFT JOIN pg_stats s
+    ON s.schemaname = %(schema)s AND s.tablename = 'runs' AND s.attname = 'status'
+WHERE c.oid = to_regclass(%(table)s);

@@ -42,15 +42,23 @@ def _process_writers(path: str) -> tuple[threading.Lock, WriterTurns]:
 class Connections:
     """The connections to ``path`` (or ``:memory:``, when ``memory``), each configured by
     ``setup`` (statements run once per connection) with a busy timeout of ``busy_timeout``
-    seconds for reads."""
+    seconds for reads; the writer then runs ``writer_setup`` (which takes its busy timeout
+    away: it waits by taking turns)."""
 
     def __init__(
-        self, path: str, *, memory: bool, busy_timeout: float, setup: Sequence[str]
+        self,
+        path: str,
+        *,
+        memory: bool,
+        busy_timeout: float,
+        setup: Sequence[str],
+        writer_setup: Sequence[str] = (),
     ) -> None:
         self.path = path
         self.memory = memory
         self.busy_timeout = busy_timeout
         self._setup = list(setup)
+        self._writer_setup = list(writer_setup)
         self._local = threading.local()
         self._generation = 0  # bumped by close(): threads then open new connections
         self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
@@ -67,13 +75,17 @@ class Connections:
         if not memory:
             self.write_lock, self.turns = _process_writers(path)
 
-    def open(self, *, busy_timeout: float | None = None) -> sqlite3.Connection:
-        """A new connection, configured; an error names the file."""
+    def open(self, *, writer: bool = False) -> sqlite3.Connection:
+        """A new connection, configured; an error names the file.
+
+        The setup runs under the busy timeout, the writer's too: switching a new file to WAL
+        needs a lock another process may hold for a moment (a concurrent migration), which a
+        writer without a timeout would take for an error. Only then does the writer lose it."""
         try:
             conn = sqlite3.connect(
                 self.path,
                 # SQLite's busy_timeout (reads rarely need it in WAL mode; the writer has none)
-                timeout=self.busy_timeout if busy_timeout is None else busy_timeout,
+                timeout=self.busy_timeout,
                 isolation_level=None,  # autocommit: transactions are explicit BEGIN ... COMMIT
                 check_same_thread=False,  # close() closes every thread's connection
                 cached_statements=256,
@@ -83,7 +95,7 @@ class Connections:
                 f"cannot open the SQLite database {self.path}: {exc}"
             ) from None
         try:
-            for statement in self._setup:
+            for statement in [*self._setup, *(self._writer_setup if writer else [])]:
                 conn.execute(statement).fetchall()
         except sqlite3.Error as exc:
             conn.close()
@@ -122,7 +134,7 @@ class Connections:
             return self._shared_connection()
         conn = self._writer
         if conn is None or self._writer_generation != self._generation:
-            conn = self._writer = self.open(busy_timeout=0)
+            conn = self._writer = self.open(writer=True)
             self._writer_generation = self._generation
         return conn
 

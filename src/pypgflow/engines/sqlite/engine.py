@@ -138,6 +138,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                 self._q("foreign_keys_on"),
                 self._q(f"synchronous_{self.synchronous}"),
             ],
+            writer_setup=[self._q("busy_timeout_none")],
         )
         self._listeners = CommitListeners(
             None if self.memory else self.path,
@@ -434,6 +435,11 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         and (for a file) ``on_finished("")`` within ``poll_interval`` of any other connection's
         commit."""
         return self._finish_listeners.add(on_finished)
+
+    # -- the operators' reads (engines/insight.py) -------------------------------------------
+
+    def _instant(self, moment: datetime) -> Any:
+        return moment.timestamp()  # REAL epoch seconds, as stored
 
 
 __all__ = ["NotSupported", "SqliteEngine"]

@@ -32,6 +32,10 @@ PRAGMA synchronous = FULL;
 -- name: synchronous_normal
 PRAGMA synchronous = NORMAL;
 
+-- name: busy_timeout_none
+-- The writer's, once set up: it waits for other processes' writers by taking turns (turns.py).
+PRAGMA busy_timeout = 0;
+
 -- name: data_version
 -- Changes whenever another connection (of any process) commits a change to the database.
 PRAGMA data_version;
@@ -540,3 +544,379 @@ DELETE FROM tasks WHERE run_id IN (SELECT value FROM json_each(:ids));
 DELETE FROM instances
 WHERE heartbeat_at < {now} - :offline_for
 RETURNING id;
+
+-- ============================================================================================
+-- The operators' reads (engines/insight.py: the dashboard and its HTTP API), the same names
+-- and columns as PostgreSQL's. Each is bounded: read through an index in its order and stopped
+-- after a page, a window or a cap; nothing here writes. SQLite has no LATERAL: a read "of each
+-- status" is one branch per status, each through its index (runs_status_created, or
+-- runs_workflow_status_created for one workflow) in its order, stopping at its LIMIT.
+-- ============================================================================================
+
+-- name: find_runs
+-- A page of runs newest first, of the statuses given (:statuses, a JSON array: a branch of a
+-- status not given has LIMIT 0, so that it reads nothing), between two
+-- positions (created_at, id): the cursor's, exclusive, and the time range's. Each status is
+-- read through runs_status_created, newest first, positions only, the newest :scan of them
+-- merged; the runs of those positions are then read and the filters no index serves (queue,
+-- search in input and output) checked on them. :scan is the page's size plus one without such
+-- filters, else a window (insight.SCAN_WINDOW). The last three columns: how many positions
+-- were read and the oldest one; with no match at all, one row of NULL runs says so.
+WITH scanned AS (
+    SELECT id, created_at FROM (
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'pending'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'running'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'completed'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'failed'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE status = 'cancelled'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+    )
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.id
+    FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
+), matched AS (
+    SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+    FROM runs r
+    WHERE r.id IN (SELECT id FROM scanned)
+      AND (:queue IS NULL OR r.queue = :queue)
+      AND (:search IS NULL
+           OR instr(lower(coalesce(r.input, '')), :search) > 0
+           OR instr(lower(coalesce(r.output, '')), :search) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT :limit
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.id
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.id DESC;
+
+-- name: find_runs_of_workflow
+-- find_runs for one workflow, each status through runs_workflow_status_created.
+WITH scanned AS (
+    SELECT id, created_at FROM (
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'pending'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'pending' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'running'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'running' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'completed'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'completed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'failed'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'failed' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, created_at FROM runs
+            WHERE workflow = :workflow AND status = 'cancelled'
+              AND created_at >= :lo_at AND created_at <= :hi_at
+              AND (created_at > :lo_at OR id > :lo_id) AND (created_at < :hi_at OR id < :hi_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT CASE WHEN 'cancelled' IN (SELECT value FROM json_each(:statuses)) THEN :scan ELSE 0 END)
+    )
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan
+), edge AS (
+    SELECT (SELECT count(*) FROM scanned) AS scanned, o.created_at, o.id
+    FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
+), matched AS (
+    SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+    FROM runs r
+    WHERE r.id IN (SELECT id FROM scanned)
+      AND (:queue IS NULL OR r.queue = :queue)
+      AND (:search IS NULL
+           OR instr(lower(coalesce(r.input, '')), :search) > 0
+           OR instr(lower(coalesce(r.output, '')), :search) > 0)
+    ORDER BY r.created_at DESC, r.id DESC
+    LIMIT :limit
+)
+SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
+       m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
+       e.scanned, e.created_at, e.id
+FROM edge e
+LEFT JOIN matched m ON true
+ORDER BY m.created_at DESC, m.id DESC;
+
+-- name: run_tasks
+-- A run's tasks through tasks_run_step_index, in the order they were made.
+SELECT id, step, task_index, status, attempt, max_attempts, rescues, instance_id, created_at,
+       run_at, started_at, finished_at, errors
+FROM tasks WHERE run_id = :id
+ORDER BY id
+LIMIT :limit;
+
+-- name: failure_groups
+-- The :window newest failed runs (runs_status_created), grouped by workflow, the step that
+-- failed them and their error's type, most runs first. The latest failure of each group gives
+-- its message and run: with max(), SQLite takes a group's bare columns from the row holding
+-- the maximum. The last column is how many failed runs were read.
+WITH failed AS (
+    SELECT id, workflow, error, created_at, finished_at FROM runs
+    WHERE status = 'failed'
+    ORDER BY created_at DESC, id DESC
+    LIMIT :window
+)
+SELECT workflow, error ->> '$.step' AS step, error ->> '$.type' AS type, count(*) AS runs,
+       max(finished_at) AS last_failed_at, message, run_id, scanned
+FROM (SELECT workflow, error, finished_at, error ->> '$.message' AS message, id AS run_id,
+             created_at, (SELECT count(*) FROM failed) AS scanned
+      FROM failed) AS f
+GROUP BY 1, 2, 3
+ORDER BY runs DESC, last_failed_at DESC, 1, 2, 3;
+
+-- name: failed_runs_in_group
+-- The runs of one failure group among the :window newest failed runs (as failure_groups).
+SELECT id FROM (
+    SELECT id, workflow, error, created_at FROM runs
+    WHERE status = 'failed'
+    ORDER BY created_at DESC, id DESC
+    LIMIT :window
+) AS failed
+WHERE workflow = :workflow AND coalesce(error ->> '$.step', '') = :step
+  AND coalesce(error ->> '$.type', '') = :type
+ORDER BY created_at DESC, id DESC;
+
+-- name: workflow_names
+-- The workflows that have runs, by a walk over runs_workflow_status_created that jumps from
+-- one workflow to the next (an index probe each: min() reads an index's first entry).
+WITH RECURSIVE names(name) AS (
+    SELECT min(workflow) FROM runs
+    UNION ALL
+    SELECT (SELECT min(r.workflow) FROM runs r WHERE r.workflow > n.name)
+    FROM names n WHERE n.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL ORDER BY name;
+
+-- name: workflow_outcomes
+-- How the :recent newest finished runs of a workflow ended (each final status newest first
+-- through runs_workflow_status_created, merged), counted by status.
+SELECT status, count(*) FROM (
+    SELECT status FROM (
+        SELECT * FROM (
+            SELECT status, created_at, id FROM runs
+            WHERE workflow = :workflow AND status = 'completed'
+            ORDER BY created_at DESC, id DESC
+            LIMIT :recent)
+        UNION ALL
+        SELECT * FROM (
+            SELECT status, created_at, id FROM runs
+            WHERE workflow = :workflow AND status = 'failed'
+            ORDER BY created_at DESC, id DESC
+            LIMIT :recent)
+        UNION ALL
+        SELECT * FROM (
+            SELECT status, created_at, id FROM runs
+            WHERE workflow = :workflow AND status = 'cancelled'
+            ORDER BY created_at DESC, id DESC
+            LIMIT :recent)
+    )
+    ORDER BY created_at DESC, id DESC
+    LIMIT :recent
+)
+GROUP BY status;
+
+-- name: workflow_step_durations
+-- Each step's time, first claim to last finish, in the :sample newest completed runs of a
+-- workflow (their tasks through tasks_run_step_index).
+SELECT t.step, max(t.finished_at) - min(t.started_at)
+FROM (
+    SELECT id FROM runs WHERE workflow = :workflow AND status = 'completed'
+    ORDER BY created_at DESC, id DESC
+    LIMIT :sample
+) AS r
+JOIN tasks t ON t.run_id = r.id
+GROUP BY r.id, t.step;
+
+-- name: workflow_shape
+-- The steps of a workflow's newest run (its graph as stored): the newest of each status, the
+-- newest of those.
+SELECT steps FROM (
+    SELECT * FROM (
+        SELECT steps, created_at, id FROM runs
+        WHERE workflow = :workflow AND status = 'pending'
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT steps, created_at, id FROM runs
+        WHERE workflow = :workflow AND status = 'running'
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT steps, created_at, id FROM runs
+        WHERE workflow = :workflow AND status = 'completed'
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT steps, created_at, id FROM runs
+        WHERE workflow = :workflow AND status = 'failed'
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT steps, created_at, id FROM runs
+        WHERE workflow = :workflow AND status = 'cancelled'
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1)
+)
+ORDER BY created_at DESC, id DESC
+LIMIT 1;
+
+-- name: throughput
+-- Runs created since :since, at most :cap of each status (the newest, through
+-- runs_status_created), by bucket of :bucket seconds (its number: epoch / bucket), workflow,
+-- queue and status; the last column says how many of the status were read.
+SELECT CAST(created_at / :bucket AS INTEGER) AS bucket, workflow, queue, status, count(*),
+       max(read)
+FROM (
+    SELECT *, count(*) OVER () AS read FROM (
+        SELECT workflow, queue, status, created_at FROM runs
+        WHERE status = 'pending' AND created_at >= :since
+        ORDER BY created_at DESC
+        LIMIT :cap)
+    UNION ALL
+    SELECT *, count(*) OVER () AS read FROM (
+        SELECT workflow, queue, status, created_at FROM runs
+        WHERE status = 'running' AND created_at >= :since
+        ORDER BY created_at DESC
+        LIMIT :cap)
+    UNION ALL
+    SELECT *, count(*) OVER () AS read FROM (
+        SELECT workflow, queue, status, created_at FROM runs
+        WHERE status = 'completed' AND created_at >= :since
+        ORDER BY created_at DESC
+        LIMIT :cap)
+    UNION ALL
+    SELECT *, count(*) OVER () AS read FROM (
+        SELECT workflow, queue, status, created_at FROM runs
+        WHERE status = 'failed' AND created_at >= :since
+        ORDER BY created_at DESC
+        LIMIT :cap)
+    UNION ALL
+    SELECT *, count(*) OVER () AS read FROM (
+        SELECT workflow, queue, status, created_at FROM runs
+        WHERE status = 'cancelled' AND created_at >= :since
+        ORDER BY created_at DESC
+        LIMIT :cap)
+)
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4;
+
+-- name: queue_depths
+-- Every queue with queued tasks (a walk over tasks_claim, one probe per queue) or running ones
+-- (the partial index tasks_running_instance): its due and delayed tasks counted up to :cap,
+-- its running tasks, and the lag of its oldest due task (the first of each priority).
+WITH RECURSIVE queued(queue) AS (
+    SELECT min(queue) FROM tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(t.queue) FROM tasks t WHERE t.status = 'queued' AND t.queue > q.queue)
+    FROM queued q WHERE q.queue IS NOT NULL
+), running AS (
+    SELECT queue, count(*) AS n FROM tasks
+    WHERE status = 'running' AND instance_id IS NOT NULL
+    GROUP BY queue
+), queues AS (
+    SELECT queue FROM queued WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM running
+), priorities(priority) AS (
+    VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)
+)
+SELECT q.queue,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM tasks t
+            WHERE t.status = 'queued' AND t.queue = q.queue AND t.run_at <= {now}
+            LIMIT :cap)) AS due,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM tasks t
+            WHERE t.status = 'queued' AND t.queue = q.queue AND t.run_at > {now}
+            LIMIT :cap)) AS delayed,
+       coalesce((SELECT n FROM running r WHERE r.queue = q.queue), 0) AS running,
+       (SELECT {now} - min(first) FROM (
+            SELECT (SELECT t.run_at FROM tasks t
+                    WHERE t.status = 'queued' AND t.queue = q.queue
+                      AND t.priority = p.priority
+                    ORDER BY t.run_at
+                    LIMIT 1) AS first
+            FROM priorities p)
+        WHERE first <= {now}) AS lag
+FROM queues q
+ORDER BY q.queue;
+
+-- name: run_counts_capped
+-- Runs of each status, counted through runs_status_created up to :cap.
+SELECT 'pending', (SELECT count(*) FROM (
+    SELECT 1 FROM runs WHERE status = 'pending' LIMIT :cap))
+UNION ALL
+SELECT 'running', (SELECT count(*) FROM (
+    SELECT 1 FROM runs WHERE status = 'running' LIMIT :cap))
+UNION ALL
+SELECT 'completed', (SELECT count(*) FROM (
+    SELECT 1 FROM runs WHERE status = 'completed' LIMIT :cap))
+UNION ALL
+SELECT 'failed', (SELECT count(*) FROM (
+    SELECT 1 FROM runs WHERE status = 'failed' LIMIT :cap))
+UNION ALL
+SELECT 'cancelled', (SELECT count(*) FROM (
+    SELECT 1 FROM runs WHERE status = 'cancelled' LIMIT :cap));
