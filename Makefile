@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench bench-peers clean
+.PHONY: demo test lint typecheck unit bench bench-peers screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -27,6 +27,10 @@ typecheck: $(BIN)/.installed
 # see tests/conftest.py, or set PYPGFLOW_TEST_DATABASE_URL).
 test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The dashboard's pages photographed by its browser tests, for the docs (docs/screenshots/).
+screenshots: $(BIN)/.installed
+	PYPGFLOW_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/executor_overhead.py

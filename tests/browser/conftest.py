@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,12 @@ from pypgflow.app import App
 CHROMIUM = os.environ.get("PYPGFLOW_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PYPGFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
 TOKEN = "browser-token"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: where the pages' screenshots go: a temporary folder, or docs/screenshots with
+#: `make screenshots` (PYPGFLOW_SCREENSHOTS=docs/screenshots), which the docs show
+SCREENSHOTS = Path(
+    os.environ.get("PYPGFLOW_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "pypgflow-screenshots"
+)
 
 
 def _missing() -> str | None:
@@ -78,7 +84,7 @@ class Served:
 
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+        assert self.browser.save_screenshot(str(SCREENSHOTS / f"{name}.png")), name
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: every page loads and draws, a run is followed from pending to
-completed without a reload, a failed run is retried by a click. Screenshots go to
-docs/screenshots/ (the docs show them)."""
+completed without a reload, a failed run is retried by a click. Each page's screenshot is saved (`make screenshots` puts
+them in docs/screenshots/, which the docs show)."""
 
 from __future__ import annotations
 
