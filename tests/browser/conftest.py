@@ -24,8 +24,7 @@ TOKEN = "browser-token"
 #: where the pages' screenshots go: a temporary folder, or docs/screenshots with
 #: `make screenshots` (PYPGFLOW_SCREENSHOTS=docs/screenshots), which the docs show
 SCREENSHOTS = Path(
-    os.environ.get("PYPGFLOW_SCREENSHOTS")
-    or Path(tempfile.gettempdir()) / "pypgflow-screenshots"
+    os.environ.get("PYPGFLOW_SCREENSHOTS") or Path(tempfile.gettempdir()) / "pypgflow-screenshots"
 )
 
 
