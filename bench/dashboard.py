@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import socket
 import statistics
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -34,16 +32,13 @@ from urllib.parse import urlencode
 
 import psycopg
 import uvicorn
-from psycopg import sql
 
+from bench_db import database
 from pypgflow import RunStatus
 from pypgflow.app import App
 from pypgflow.dashboard import create_app
 from pypgflow.insight import RunFilter
 
-ADMIN_URL = os.environ.get(
-    "PYPGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BATCH = 100_000
 TOKEN = "bench-token"
 WORKFLOWS = ("ingest", "report", "billing", "notify")
@@ -121,26 +116,6 @@ CREATE OR REPLACE FUNCTION uuid_generate_v7(at timestamptz) RETURNS uuid LANGUAG
         FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
 $$
 """
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    name = f"pypgflow_bench_dashboard_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_dbname(ADMIN_URL, name)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def load(url: str, total: int) -> float:
@@ -250,7 +225,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000, help="runs to store (default 1M)")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per endpoint")
     args = parser.parse_args()
-    with database() as url:
+    with database("pypgflow_bench_dashboard") as url:
         app = App(url)
         app.migrate()
         print(f"Loading {args.runs:,} runs ({2 * args.runs:,} tasks) in SQL, {BATCH:,} a batch ...")

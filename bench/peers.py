@@ -109,11 +109,9 @@ from psycopg import sql
 
 import peers_pgqueuer
 import peers_pypgflow
+from bench_db import ADMIN_URL, admin, with_dbname
 from pypgflow.app import App
 
-ADMIN_URL = os.environ.get(
-    "PYPGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BENCH = Path(__file__).resolve().parent
 #: seconds between two looks of the poller
 POLL_INTERVAL = 0.015
@@ -153,15 +151,6 @@ QUICK = Counts(
 
 
 # -- databases ---------------------------------------------------------------------------------
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
-
-
-def admin(statement: sql.Composed) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 @contextmanager

@@ -38,20 +38,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from bench_db import ADMIN_URL, database
 from pypgflow import RunStatus, Workflow, defaults
 from pypgflow.app import App
 
-ADMIN_URL = os.environ.get(
-    "PYPGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BATCH = 100_000
 
 one_step = Workflow("bench_scale")
@@ -271,30 +267,10 @@ def list_latencies(app: App, calls: int) -> dict[str, tuple[float, float]]:
     return found
 
 
-def with_dbname(url: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    name = f"pypgflow_scale_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_dbname(ADMIN_URL, name)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 def measure(finished: int, args: argparse.Namespace) -> dict[str, Any]:
     label = f"{finished:,} finished runs" if finished else "empty database"
     print(f"== {label}, beside a backlog of {args.backlog:,} runs", flush=True)
-    with database() as url:
+    with database("pypgflow_scale") as url:
         App(url).migrate()
         if finished:
             seconds = load_history(url, finished)

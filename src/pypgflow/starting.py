@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,14 @@ def prepare_start(
 ) -> StartRequest:
     """A run of ``flow`` on ``input``, ready to insert; InvalidArgument (or SerializationError,
     MapInputError) naming the problem if anything is wrong. ``what`` names the input in errors."""
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+    ):
+        raise InvalidArgument(
+            f"idempotency_key must be a non-empty string of up to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            "characters"
+        )
     (request,) = prepare_starts(
         flow,
         [input],
@@ -46,10 +55,9 @@ def prepare_start(
         priority=priority,
         delay=delay,
         run_at=run_at,
-        idempotency_key=idempotency_key,
         what=lambda _: what,
     )
-    return request
+    return replace(request, idempotency_key=idempotency_key)
 
 
 def prepare_starts(
@@ -60,11 +68,11 @@ def prepare_starts(
     priority: int,
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,
-    idempotency_key: str | None = None,
     what: Callable[[int], str] = lambda index: f"input {index}",
 ) -> list[StartRequest]:
     """A run of ``flow`` on each input, the options shared by all checked once; as
-    :func:`prepare_start`. ``what(index)`` names an input in errors."""
+    :func:`prepare_start` (an idempotency key is one run's: none here). ``what(index)`` names an
+    input in errors."""
     queue = check_queue(queue)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise InvalidArgument(f"priority must be an integer from 0 (first) to 9, got {priority!r}")
@@ -74,14 +82,6 @@ def prepare_starts(
             raise InvalidArgument("give delay= or run_at=, not both")
         if not isinstance(run_at, datetime) or run_at.tzinfo is None:
             raise InvalidArgument("run_at must be a timezone-aware datetime")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str)
-        or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-    ):
-        raise InvalidArgument(
-            f"idempotency_key must be a non-empty string of up to {MAX_IDEMPOTENCY_KEY_LENGTH} "
-            "characters"
-        )
     requests = []
     for index, input in enumerate(inputs):
         input_json = dumps(input, what=f"{what(index)} of workflow {flow.name!r}")
@@ -101,7 +101,7 @@ def prepare_starts(
             StartRequest(
                 run=run,
                 changes=changes,
-                idempotency_key=idempotency_key,
+                idempotency_key=None,
                 delay=seconds,
                 run_at=run_at,
             )

@@ -175,7 +175,7 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_time(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
@@ -187,10 +187,10 @@ def run_json(info: RunInfo, *, steps: bool) -> dict[str, Any]:
         "queue": info.queue,
         "priority": info.priority,
         "idempotency_key": info.idempotency_key,
-        "created_at": _iso(info.created_at),
-        "scheduled_at": _iso(info.scheduled_at),
-        "started_at": _iso(info.started_at),
-        "finished_at": _iso(info.finished_at),
+        "created_at": iso_time(info.created_at),
+        "scheduled_at": iso_time(info.scheduled_at),
+        "started_at": iso_time(info.started_at),
+        "finished_at": iso_time(info.finished_at),
         "duration": info.duration,
         "input": info.input,
         "output": info.output,
@@ -209,8 +209,8 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "depends_on": list(step.depends_on),
         "is_map": step.is_map,
         "task_count": step.task_count,
-        "started_at": _iso(step.started_at),
-        "finished_at": _iso(step.finished_at),
+        "started_at": iso_time(step.started_at),
+        "finished_at": iso_time(step.finished_at),
         "duration": step.duration,
         "instance_id": step.instance_id,
         "output": step.output,
@@ -226,8 +226,8 @@ def instance_json(instance: InstanceInfo) -> dict[str, Any]:
         "status": instance.status,
         "queues": instance.queues,
         "load": instance.load,
-        "started_at": _iso(instance.started_at),
-        "heartbeat_at": _iso(instance.heartbeat_at),
+        "started_at": iso_time(instance.started_at),
+        "heartbeat_at": iso_time(instance.heartbeat_at),
         "leader": instance.leader,
     }
 
@@ -241,6 +241,6 @@ def schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
         "input": schedule.input,
         "queue": schedule.queue,
         "priority": schedule.priority,
-        "last_tick_at": _iso(schedule.last_tick_at),
-        "next_tick_at": _iso(schedule.next_tick_at),
+        "last_tick_at": iso_time(schedule.last_tick_at),
+        "next_tick_at": iso_time(schedule.next_tick_at),
     }

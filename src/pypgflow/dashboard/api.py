@@ -19,15 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from pypgflow.cli.output import instance_json, run_json, schedule_json
+from pypgflow.cli.output import instance_json, iso_time, run_json, schedule_json
 from pypgflow.dashboard import reads
 from pypgflow.dashboard.site import Dashboard
 from pypgflow.errors import InvalidArgument
 from pypgflow.insight import FailureGroup, TaskInfo
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
 
 
 def task_json(task: TaskInfo) -> dict[str, Any]:
@@ -40,10 +36,10 @@ def task_json(task: TaskInfo) -> dict[str, Any]:
         "max_attempts": task.max_attempts,
         "rescues": task.rescues,
         "instance_id": task.instance_id,
-        "created_at": _iso(task.created_at),
-        "run_at": _iso(task.run_at),
-        "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at),
+        "created_at": iso_time(task.created_at),
+        "run_at": iso_time(task.run_at),
+        "started_at": iso_time(task.started_at),
+        "finished_at": iso_time(task.finished_at),
         "errors": [e.to_dict() for e in task.errors],
     }
 
@@ -54,7 +50,7 @@ def failure_json(group: FailureGroup) -> dict[str, Any]:
         "step": group.step,
         "error_type": group.error_type,
         "count": group.count,
-        "last_failed_at": _iso(group.last_failed_at),
+        "last_failed_at": iso_time(group.last_failed_at),
         "message": group.message,
         "run_id": group.run_id,
     }
@@ -225,12 +221,12 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                     for q in data.queues
                 ],
                 "throughput": {
-                    "since": _iso(data.throughput.since),
+                    "since": iso_time(data.throughput.since),
                     "bucket_seconds": data.throughput.bucket_seconds,
                     "capped": data.throughput.capped,
                     "rows": [
                         {
-                            "bucket_start": _iso(r.bucket_start),
+                            "bucket_start": iso_time(r.bucket_start),
                             "workflow": r.workflow,
                             "queue": r.queue,
                             "status": r.status.value,
