@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pypgflow.errors import SerializationError
@@ -18,8 +19,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def dumps(value: Any, *, what: str) -> str:
-    """``value`` as compact JSON text; ``what`` names it in the error (e.g. "the input of run X").
+def dumps(value: Any, *, what: str | Callable[[], str]) -> str:
+    """``value`` as compact JSON text; ``what`` names it in the error (e.g. "the input of run X"),
+    or makes that name when an error needs it (a batch's inputs spare the formatting).
 
     Besides what JSON itself refuses (sets, dates, NaN, ...), strings must be valid Unicode
     (no lone surrogates) without the NUL character, which PostgreSQL cannot store in JSON: such
@@ -28,25 +30,29 @@ def dumps(value: Any, *, what: str) -> str:
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from exc
+        raise SerializationError(f"{_name(what)} is not JSON-serializable: {exc}") from exc
     except RecursionError:  # a self-referencing or absurdly deep value
         raise SerializationError(
-            f"{what} is not JSON-serializable: it is nested too deeply"
+            f"{_name(what)} is not JSON-serializable: it is nested too deeply"
         ) from None
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise SerializationError(
-                f"{what} is not storable: a string holds a lone surrogate "
+                f"{_name(what)} is not storable: a string holds a lone surrogate "
                 f"({text[exc.start : exc.end]!r}), which is not valid Unicode"
             ) from None
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise SerializationError(
-            f"{what} is not storable: a string holds the NUL character (\\u0000), which "
+            f"{_name(what)} is not storable: a string holds the NUL character (\\u0000), which "
             "PostgreSQL cannot store in JSON"
         )
     return text
+
+
+def _name(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 def loads(text: str | bytes | None) -> Any:

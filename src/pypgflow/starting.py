@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pypgflow import orchestration
@@ -83,8 +84,16 @@ def prepare_starts(
         if not isinstance(run_at, datetime) or run_at.tzinfo is None:
             raise InvalidArgument("run_at must be a timezone-aware datetime")
     requests = []
+    # A run's state at start depends on its input only through a root map step: without one,
+    # every run of the batch starts as the first one did, so the first is built by
+    # orchestration and the others are made from it (a tenth of the cost of a large batch).
+    template: StartRequest | None = None
+    same_start = not any(step.is_map and not step.depends_on for step in flow.steps.values())
     for index, input in enumerate(inputs):
-        input_json = dumps(input, what=f"{what(index)} of workflow {flow.name!r}")
+        input_json = dumps(input, what=partial(_input_name, what, index, flow.name))
+        if template is not None:
+            requests.append(_like(template, new_run_id(), input_json))
+            continue
         changes = orchestration.Changes()
         run = orchestration.new_run(
             flow,
@@ -97,16 +106,53 @@ def prepare_starts(
         if run.status is RunStatus.FAILED:  # a root map step over an input that is not a list
             message = run.error.message if run.error is not None else "invalid input"
             raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
-        requests.append(
-            StartRequest(
-                run=run,
-                changes=changes,
-                idempotency_key=None,
-                delay=seconds,
-                run_at=run_at,
-            )
+        request = StartRequest(
+            run=run, changes=changes, idempotency_key=None, delay=seconds, run_at=run_at
         )
+        requests.append(request)
+        if same_start:
+            template = request
     return requests
+
+
+def _input_name(what: Callable[[int], str], index: int, workflow: str) -> str:
+    return f"{what(index)} of workflow {workflow!r}"
+
+
+def _like(template: StartRequest, run_id: str, input_json: str) -> StartRequest:
+    """A start request as ``template`` for another run and input. The runs share their step
+    states, which is safe since a start request is only read: engines insert it as it is."""
+    run = template.run
+    new_tasks = [
+        orchestration.NewTask(
+            run_id=run_id,
+            step=task.step,
+            task_index=task.task_index,
+            workflow=task.workflow,
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+            input=task.input,
+        )
+        for task in template.changes.new_tasks
+    ]
+    return StartRequest(
+        run=orchestration.RunState(
+            id=run_id,
+            workflow=run.workflow,
+            status=run.status,
+            queue=run.queue,
+            priority=run.priority,
+            remaining_steps=run.remaining_steps,
+            steps=run.steps,
+            input=input_json,
+            output=run.output,
+        ),
+        changes=orchestration.Changes(new_tasks=new_tasks),
+        idempotency_key=None,
+        delay=template.delay,
+        run_at=template.run_at,
+    )
 
 
 def check_queue(queue: Any) -> str:

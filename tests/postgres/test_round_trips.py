@@ -111,3 +111,31 @@ def test_outcomes_that_finish_runs_cost_no_statement_more(
         assert app.get_run(app.list_runs(limit=1)[0].id).status.finished
     finally:
         app.close()
+
+
+def test_a_single_start_of_several_root_steps_inserts_each_root_task_in_one_statement(
+    pg_url: str, statements: list[str]
+) -> None:
+    flow = Workflow("roots")
+    flow.step(name="a")(lambda input: input)
+    flow.step(name="b", depends_on=[], max_attempts=5)(lambda input: -input)
+    flow.step(name="joined", depends_on=["a", "b"])(lambda a, b: [a, b])
+    app = App(pg_url, workflows=[flow])
+    try:
+        app.start(flow, 0)
+        statements.clear()
+        run = app.start(flow, 7, idempotency_key="roots-7", delay=0.2)
+        assert len(statements) == 1, statements
+        assert "unnest" in statements[0]  # insert_run, not insert_runs
+        assert app.start(flow, 7, idempotency_key="roots-7").id == run.id
+        with psycopg.connect(pg_url) as conn:
+            tasks = conn.execute(
+                "SELECT step, max_attempts, run_at > now() FROM pypgflow.tasks"
+                " WHERE run_id = %s ORDER BY id",
+                (run.id,),
+            ).fetchall()
+        assert tasks == [("a", 3, True), ("b", 5, True)]
+        with running_worker(app, {"default": 4}):
+            assert run.result(timeout=10) == [7, -7]
+    finally:
+        app.close()

@@ -40,7 +40,7 @@ from pypgflow.engines.postgres.params import (
     json_rows,
     root_task_rows,
     run_rows,
-    start_params,
+    start_statement,
     storable,
 )
 from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
@@ -354,8 +354,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     def _insert_runs(
         self, conn: psycopg.Connection[Any], requests: Sequence[StartRequest]
     ) -> list[str]:
-        params = {**start_params(requests), "channel": self.channel}
-        inserted = {row[0] for row in self._fetch(conn, "insert_runs", params)}
+        statement, params = start_statement(requests)
+        params["channel"] = self.channel
+        inserted = {row[0] for row in self._fetch(conn, statement, params)}
         ids = self._resolve_ids(conn, requests, inserted)
         # Runs finished at start (an empty map) are rare: their announcement is one more statement.
         self._notify_finished(conn, finished_at_start(requests, inserted))
@@ -386,11 +387,12 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
         if not requests:
             return []
-        params = {**start_params(requests), "channel": self.channel}
+        statement, params = start_statement(requests)
+        params["channel"] = self.channel
         with self._translated_errors():
             # Tuples whatever the row factory of the caller's connection.
             async with connection.cursor(row_factory=tuple_row) as cursor:
-                await cursor.execute(self._q("insert_runs"), params)
+                await cursor.execute(self._q(statement), params)
                 inserted = {row[0] for row in await cursor.fetchall()}
                 taken = keys_taken(requests, inserted)
                 existing: list[tuple[Any, ...]] = []

@@ -13,6 +13,35 @@ from pypgflow.engines.base import StartRequest
 from pypgflow.engines.sqlbase import steps_text
 
 
+def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, Any]]:
+    """The statement that inserts a batch of starts (but a large plain one: see
+    :func:`copyable`), and its parameters: insert_run for one run whose root tasks are plain
+    steps (most single starts: plain parameters, cheaper for the server than the JSON
+    documents), else insert_runs."""
+    if len(requests) == 1:
+        request = requests[0]
+        tasks = request.changes.new_tasks
+        if all(task.task_index is None for task in tasks):
+            run = request.run
+            return "insert_run", {
+                "id": run.id,
+                "workflow": run.workflow,
+                "status": run.status.value,
+                "queue": run.queue,
+                "priority": run.priority,
+                "idempotency_key": request.idempotency_key,
+                "input": run.input,
+                "remaining_steps": run.remaining_steps,
+                "run_at": request.run_at,
+                "delay": request.delay,
+                "output": run.output,
+                "steps": steps_text(run.steps),
+                "task_steps": array_literal(task.step for task in tasks),
+                "task_max_attempts": array_literal(task.max_attempts for task in tasks),
+            }
+    return "insert_runs", start_params(requests)
+
+
 def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
     """The JSON documents of insert_runs (runs, with their steps; root tasks) for a batch of
     start requests: each one ``json.dumps`` call, whatever the batch size (inputs, outputs and

@@ -73,6 +73,33 @@ WITH new_runs AS (
 -- no run inserted there is no task to announce.
 SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 
+-- name: insert_run
+-- insert_runs for one run whose root tasks are plain steps (no map element), the most common
+-- start: its values as plain parameters, the tasks' steps and attempt budgets as two arrays in
+-- the order of the run's steps. The same results, and the same notification.
+WITH new_run AS (
+    INSERT INTO {schema}.runs
+        (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
+         scheduled_at, output, steps)
+    VALUES (%(id)s::uuid, %(workflow)s, %(status)s, %(queue)s, %(priority)s,
+            %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
+            coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
+            %(output)s::jsonb, %(steps)s::jsonb)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, workflow, queue, priority, scheduled_at
+), new_tasks AS (
+    INSERT INTO {schema}.tasks (run_id, step, workflow, queue, priority, max_attempts, run_at)
+    SELECT n.id, t.step, n.workflow, n.queue, n.priority, t.max_attempts, n.scheduled_at
+    FROM new_run n
+    CROSS JOIN unnest(%(task_steps)s::text[], %(task_max_attempts)s::int[]) WITH ORDINALITY
+        AS t(step, max_attempts, ord)
+    ORDER BY t.ord
+    RETURNING queue
+), notified AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM new_tasks) AS q
+)
+SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_run;
+
 -- name: copy_runs
 -- A large batch of plain starts, rows streamed by COPY (see params.copyable), in one
 -- transaction with copy_tasks and notify: due now (scheduled_at and created_at default to the
