@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import traceback as traceback_module
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 
@@ -37,13 +38,43 @@ class SerializationError(PypgflowError, TypeError):
     """A value cannot be stored: step inputs and outputs must be JSON."""
 
 
-class StepTimeout(PypgflowError):
-    """A step ran past its timeout."""
+class StepTimeout(PypgflowError, TimeoutError):
+    """A step ran past its timeout.
+
+    Also a ``TimeoutError``, so that ``retry_on=(TimeoutError,)`` retries a step's timeouts."""
 
     def __init__(self, message: str | None = None, *, step: str = "", timeout: float = 0.0) -> None:
         super().__init__(message)
         self.step = step
         self.timeout = timeout
+
+
+class NonRetryable(PypgflowError):
+    """The step failed, and no retry can change that: raise it (or a subclass of it) from a step
+    to fail the step at once, whatever attempts remain (a card declined, a record that does not
+    exist). Under ``execute(retry="workflow")`` it ends the workflow at once too."""
+
+
+class RetryAfter(PypgflowError):
+    """Retry this step after ``seconds`` rather than after the backoff's delay: raise it from a
+    step, e.g. with the ``Retry-After`` of a rate-limited API's answer. The attempt counts
+    against ``max_attempts`` as any failed attempt does."""
+
+    def __init__(self, seconds: float | timedelta, message: str | None = None) -> None:
+        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not 0 <= delay < float("inf")
+        ):
+            raise InvalidArgument(
+                f"RetryAfter takes a number of seconds >= 0 or a timedelta, got {seconds!r}"
+            )
+        super().__init__(message or f"retry after {delay:g} s")
+        self.delay = float(delay)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.delay, self.message))
 
 
 @dataclass(frozen=True)

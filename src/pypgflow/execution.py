@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pypgflow import orchestration
@@ -106,9 +107,9 @@ class StepRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            verdict = orchestration.attempt_failed(
-                attempt=task.attempt, max_attempts=task.max_attempts, backoff=options.backoff
-            )
+            # The stored budget rules: it was fixed when the task was made.
+            budget = replace(options, max_attempts=task.max_attempts)
+            verdict = orchestration.step_failed(exc, attempt=task.attempt, options=budget)
             return self.failed(task, exc, verdict)
 
     def failed(
@@ -123,9 +124,11 @@ class StepRunner:
         )
         where = error.where
         if isinstance(verdict, orchestration.GiveUp):
+            why = "" if verdict.why is None else f"; {verdict.why}"
             self.log.error(
-                "step %s of run %s failed for good (attempt %d of %d): %s: %s",
-                where, task.run_id, task.attempt, task.max_attempts, error.type, error.message,
+                "step %s of run %s failed for good (attempt %d of %d%s): %s: %s",
+                where, task.run_id, task.attempt, task.max_attempts, why, error.type,
+                error.message,
                 extra={"run_id": task.run_id, "step": task.step, "attempt": task.attempt},
             )  # fmt: skip
         else:

@@ -33,8 +33,10 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
+from pypgflow import orchestration
 from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
 from pypgflow.context import StepContext, context_logger
 from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS
@@ -42,6 +44,7 @@ from pypgflow.errors import (
     AttemptError,
     InvalidArgument,
     MapInputError,
+    RetryAfter,
     StepTimeout,
     WorkflowFailed,
     WorkflowTimedOut,
@@ -106,6 +109,7 @@ class _StepFailed(Exception):
         cause: BaseException,
         retryable: bool = True,
         *,
+        delay: float | None = None,
         task_index: int | None = None,
     ):
         super().__init__(step)
@@ -114,6 +118,8 @@ class _StepFailed(Exception):
         self.attempts = attempts
         self.cause = cause
         self.retryable = retryable
+        #: the delay the step asked for before the next pass (RetryAfter), if any
+        self.delay = delay
 
     @property
     def where(self) -> str:
@@ -305,7 +311,7 @@ class _Execution:
             except _StepFailed as failed:
                 if attempt >= self.max_attempts or not failed.retryable:
                     raise self._failure(failed, attempts=attempt) from failed.cause
-                delay = self.backoff.delay(attempt)
+                delay = self.backoff.delay(attempt) if failed.delay is None else failed.delay
                 self.log.warning(
                     "workflow %s attempt %d failed at step %s; retrying from the first step in %.3g s",
                     self.workflow.name,
@@ -477,7 +483,13 @@ class _Execution:
                         exc, step=step.name, attempt=attempt, task_index=index
                     )
                 )
-                last = not step_retries or attempt >= options.max_attempts
+                # Under workflow retries the step has one attempt per pass: the pass's verdict
+                # (retryable or not, after what delay) is taken from a budget of one more.
+                verdict = orchestration.step_failed(
+                    exc,
+                    attempt=attempt if step_retries else 1,
+                    options=options if step_retries else replace(options, max_attempts=2),
+                )
                 self.log.warning(
                     "step %s attempt %d failed: %s: %s",
                     where,
@@ -486,9 +498,16 @@ class _Execution:
                     exc,
                     extra=_extra("step.failed", step, attempt, index),
                 )
-                if last:
-                    raise _StepFailed(step.name, attempt, exc, task_index=index) from exc
-                delay = options.backoff.delay(attempt)
+                if not step_retries or isinstance(verdict, orchestration.GiveUp):
+                    raise _StepFailed(
+                        step.name,
+                        attempt,
+                        exc,
+                        retryable=isinstance(verdict, orchestration.Retry),
+                        delay=exc.delay if isinstance(exc, RetryAfter) else None,
+                        task_index=index,
+                    ) from exc
+                delay = verdict.delay
                 self.log.info(
                     "step %s will retry in %.3g s (attempt %d of %d)",
                     where,

@@ -2,7 +2,8 @@
 
 Every decision about a run's or a step's state is made here, as pure functions:
 
-- what a failed attempt means (:func:`attempt_failed`: retry after a delay, or give up);
+- what a failed attempt means (:func:`step_failed`, :func:`attempt_failed`: retry after a
+  delay, or give up);
 - what a lost attempt means (:func:`task_lost`: back to the queue, or failed for good, a
   ``WorkerLost`` or a ``PoisonPill``);
 - what becomes runnable when a step completes, when a run is finished, what a step failing for
@@ -28,10 +29,18 @@ from datetime import datetime
 from typing import Protocol
 
 from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
-from pypgflow.errors import AttemptError, MapInputError, PoisonPill, WorkerLost
+from pypgflow.errors import (
+    AttemptError,
+    MapInputError,
+    NonRetryable,
+    PoisonPill,
+    RetryAfter,
+    SerializationError,
+    WorkerLost,
+)
 from pypgflow.serialization import dumps, join_array, join_object, loads
 from pypgflow.status import RunStatus, StepStatus
-from pypgflow.workflow import Workflow, resolve_options
+from pypgflow.workflow import StepOptions, Workflow, resolve_options
 
 
 @dataclass
@@ -172,7 +181,10 @@ class Retry:
 
 @dataclass(frozen=True)
 class GiveUp:
-    """The step fails for good, and its run with it."""
+    """The step fails for good, and its run with it; ``why`` says why when attempts remained
+    (the failure cannot be retried)."""
+
+    why: str | None = None
 
 
 #: what happens to a task after a failed or lost attempt
@@ -180,14 +192,43 @@ Verdict = Retry | GiveUp
 
 
 def attempt_failed(
-    *, attempt: int, max_attempts: int, backoff: Backoff = DEFAULT_BACKOFF, retryable: bool = True
+    *,
+    attempt: int,
+    max_attempts: int,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    retryable: bool = True,
+    why: str | None = None,
 ) -> Verdict:
     """A step's attempt number ``attempt`` raised: retry after the backoff's delay for that
     attempt while attempts remain, else give up. A failure that no retry can cure
-    (``retryable=False``: the worker has no definition of the step) gives up at once."""
-    if not retryable or attempt >= max_attempts:
+    (``retryable=False``, ``why`` saying why) gives up at once."""
+    if not retryable:
+        return GiveUp(why)
+    if attempt >= max_attempts:
         return GiveUp()
     return Retry(delay=float(backoff.delay(attempt)))
+
+
+def step_failed(exc: BaseException, *, attempt: int, options: StepOptions) -> Verdict:
+    """What the exception ``exc`` raised by attempt ``attempt`` of a step means, by the step's
+    options and the exception's kind, in this order:
+
+    - :class:`NonRetryable` (or a subclass), or an output that is not JSON
+      (:class:`SerializationError`): give up at once;
+    - :class:`RetryAfter`: retry after its delay while attempts remain;
+    - one of ``give_up_on``, or not one of ``retry_on`` when that is set: give up at once;
+    - anything else: retry after the backoff's delay while attempts remain.
+    """
+    max_attempts = options.max_attempts
+    if isinstance(exc, NonRetryable | SerializationError):
+        return GiveUp(f"{type(exc).__name__} is not retried")
+    if isinstance(exc, RetryAfter):
+        return Retry(delay=exc.delay) if attempt < max_attempts else GiveUp()
+    if options.give_up_on is not None and isinstance(exc, options.give_up_on):
+        return GiveUp(f"{type(exc).__name__} is one of give_up_on")
+    if options.retry_on is not None and not isinstance(exc, options.retry_on):
+        return GiveUp(f"{type(exc).__name__} is not one of retry_on")
+    return attempt_failed(attempt=attempt, max_attempts=max_attempts, backoff=options.backoff)
 
 
 @dataclass(frozen=True)
@@ -522,6 +563,7 @@ __all__ = [
     "cancel_run",
     "new_run",
     "resume_run",
+    "step_failed",
     "task_lost",
     "tasks_completed",
     "tasks_failed",

@@ -64,6 +64,9 @@ class Step:
     max_attempts: int | None = None
     timeout: float | None = None
     backoff: Backoff | None = None
+    #: the exception types retried (None: every one), and those never retried
+    retry_on: tuple[type[BaseException], ...] | None = None
+    give_up_on: tuple[type[BaseException], ...] | None = None
     isolation: Isolation = "thread"
     is_map: bool = False
     #: for a map step, the step whose list output it maps over; None maps over the workflow input
@@ -118,11 +121,29 @@ def _check_options(
         raise WorkflowDefinitionError(f"{where}: backoff must be a pypgflow.Backoff")
 
 
+#: what ``retry_on`` and ``give_up_on`` take: an exception class, or a tuple of them
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def exception_types(
+    where: str, option: str, value: ExceptionTypes | None
+) -> tuple[type[BaseException], ...] | None:
+    """``value`` as a tuple of exception classes (None stays None), or WorkflowDefinitionError."""
+    if value is None:
+        return None
+    types = value if isinstance(value, tuple) else (value,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise WorkflowDefinitionError(
+            f"{where}: {option} takes an exception class or a tuple of them, got {value!r}"
+        )
+    return types
+
+
 class Workflow:
     """A named graph of steps. The name is the workflow's stable identifier.
 
-    ``max_attempts``, ``timeout`` and ``backoff`` set this workflow's defaults; a step's own setting
-    wins over them.
+    ``max_attempts``, ``timeout``, ``backoff``, ``retry_on`` and ``give_up_on`` set this
+    workflow's defaults; a step's own setting wins over them.
     """
 
     def __init__(
@@ -132,12 +153,17 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
     ) -> None:
         self.name = _check_name("workflow", name)
-        _check_options(f"workflow {name!r}", max_attempts, timeout, backoff)
+        where = f"workflow {name!r}"
+        _check_options(where, max_attempts, timeout, backoff)
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.backoff = backoff
+        self.retry_on = exception_types(where, "retry_on", retry_on)
+        self.give_up_on = exception_types(where, "give_up_on", give_up_on)
         self._steps: dict[str, Step] = {}
         self._order: tuple[str, ...] | None = None
         self._options: dict[tuple[Any, ...], StepOptions] = {}
@@ -156,6 +182,8 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
     ) -> Callable[[F], F]: ...
 
@@ -168,6 +196,8 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
     ) -> Any:
         """Declare a step. Used bare (``@flow.step``) or with options; returns the function unchanged.
@@ -184,6 +214,8 @@ class Workflow:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 backoff=backoff,
+                retry_on=retry_on,
+                give_up_on=give_up_on,
                 isolation=isolation,
                 is_map=False,
                 map_over=None,
@@ -202,6 +234,8 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
     ) -> F: ...
 
@@ -215,6 +249,8 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
     ) -> Callable[[F], F]: ...
 
@@ -227,6 +263,8 @@ class Workflow:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
     ) -> Any:
         """Declare a map step: the function runs once per element of the list that step ``over``
@@ -242,6 +280,8 @@ class Workflow:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 backoff=backoff,
+                retry_on=retry_on,
+                give_up_on=give_up_on,
                 isolation=isolation,
                 is_map=True,
                 map_over=None if over is None else self._ref_name(over, "map over"),
@@ -304,6 +344,8 @@ class Workflow:
         max_attempts: int | None,
         timeout: float | None,
         backoff: Backoff | None,
+        retry_on: ExceptionTypes | None,
+        give_up_on: ExceptionTypes | None,
         isolation: Isolation,
         is_map: bool,
         map_over: str | None,
@@ -357,6 +399,8 @@ class Workflow:
             max_attempts=max_attempts,
             timeout=None if timeout is None else float(timeout),
             backoff=backoff,
+            retry_on=exception_types(where, "retry_on", retry_on),
+            give_up_on=exception_types(where, "give_up_on", give_up_on),
             isolation=isolation,
             is_map=is_map,
             map_over=map_over,
@@ -596,6 +640,10 @@ class StepOptions:
     max_attempts: int
     timeout: float
     backoff: Backoff
+    #: a failure is retried only if it is one of ``retry_on`` (None: any) and none of
+    #: ``give_up_on`` (see :func:`pypgflow.orchestration.step_failed`)
+    retry_on: tuple[type[BaseException], ...] | None = None
+    give_up_on: tuple[type[BaseException], ...] | None = None
 
 
 def resolve_options(
@@ -611,11 +659,15 @@ def resolve_options(
     cached = workflow._options.get(key)
     if cached is not None:
         return cached
+    own_filters = step.retry_on is not None or step.give_up_on is not None
     options = workflow._options[key] = StepOptions(
         max_attempts=_first(step.max_attempts, max_attempts, workflow.max_attempts)
         or DEFAULT_MAX_ATTEMPTS,
         timeout=_first(step.timeout, timeout, workflow.timeout) or DEFAULT_TIMEOUT,
         backoff=_first(step.backoff, backoff, workflow.backoff) or DEFAULT_BACKOFF,
+        # the two filters are one policy: a step that sets either replaces the workflow's
+        retry_on=step.retry_on if own_filters else workflow.retry_on,
+        give_up_on=step.give_up_on if own_filters else workflow.give_up_on,
     )
     return options
 

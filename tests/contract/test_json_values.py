@@ -89,26 +89,26 @@ def test_a_large_batch_of_map_runs_round_trips(make_app: Callable[..., App]) -> 
         assert [r.result(timeout=10) for r in runs] == [[{"n\t": n * 2} for n in i] for i in inputs]
 
 
-def test_non_json_output_fails_the_attempt_clearly(make_app: Callable[..., App]) -> None:
-    flow = Workflow("bad-output", max_attempts=2)
+def test_non_json_output_fails_the_step_clearly_without_retrying(
+    make_app: Callable[..., App],
+) -> None:
+    flow = Workflow("bad-output", max_attempts=3)
     calls: list[int] = []
 
     @flow.step
     def produce(input: object, ctx) -> object:  # type: ignore[no-untyped-def]
         calls.append(ctx.attempt)
-        if ctx.attempt == 1:
-            return {"when": datetime.datetime(2024, 1, 1)}
-        return {"when": "2024-01-01"}
+        return {"when": datetime.datetime(2024, 1, 1)}
 
     @flow.step
-    def consume(produce: dict[str, str]) -> str:
+    def consume(produce: dict[str, str]) -> str:  # pragma: no cover - never runs
         return produce["when"]
 
     app = make_app(flow)
     run = app.start(flow, None)
-    with running_worker(app):
-        assert run.result(timeout=5) == "2024-01-01"
-    assert calls == [1, 2]
+    with running_worker(app), pytest.raises(WorkflowFailed):
+        run.result(timeout=5)
+    assert calls == [1]  # the same output would fail again: not retried
     (error,) = app.get_run(run.id).steps[0].errors
     assert error.type == "SerializationError"
     assert "the output of step 'produce' is not JSON-serializable" in error.message
