@@ -218,6 +218,10 @@ class ResultTimeout(PypgflowError, TimeoutError):
     """The run did not finish in time."""
 
 
+class IdempotencyConflict(PypgflowError):
+    """The idempotency key is held by a run of the same workflow started with another input."""
+
+
 class RunNotFound(PypgflowError, LookupError):
     """No run has that id."""
 

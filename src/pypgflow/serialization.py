@@ -59,6 +59,18 @@ def loads(text: str | bytes | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def same_json(a: str | None, b: str | None) -> bool:
+    """Whether two JSON texts hold the same value, whatever their spacing and key order (a
+    database may store an object's keys in an order of its own)."""
+    if a == b:
+        return True
+    return _canonical(loads(a)) == _canonical(loads(b))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def join_array(texts: list[str]) -> str:
     """A JSON array made of already-encoded elements (no decoding and re-encoding)."""
     return "[" + ",".join(texts) + "]"

@@ -78,8 +78,13 @@ def test_start_prints_the_run_id_and_stores_the_options(cli: Invoke, app: App) -
     assert info.scheduled_at is not None
     assert (info.scheduled_at - info.created_at).total_seconds() > 50
 
-    again = cli("start", SAMPLE, "hello", "--input", "{}", "--idempotency-key", "order-42")
+    again = cli(
+        "start", SAMPLE, "hello", "--input", '{"name": "World"}', "--idempotency-key", "order-42"
+    )  # fmt: skip
     assert again.stdout.strip() == run_id
+    other = cli("start", SAMPLE, "hello", "--input", "{}", "--idempotency-key", "order-42")
+    assert other.exit_code != 0
+    assert f"is held by run {run_id}" in other.output
 
 
 def test_start_uses_the_workflows_own_queue_unless_told_otherwise(cli: Invoke, app: App) -> None:

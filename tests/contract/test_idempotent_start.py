@@ -1,5 +1,6 @@
-"""idempotency_key: starting a workflow twice with the same key returns the same run, also when
-the starts race each other from several threads, and the run executes once."""
+"""idempotency_key: starting a workflow twice with the same key and input returns the same run,
+also when the starts race each other from several threads, and the run executes once. Keys are
+scoped to their workflow, and the same key with another input is a conflict."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pypgflow import InvalidArgument, Workflow
+from pypgflow import IdempotencyConflict, InvalidArgument, Workflow
 from pypgflow.app import App
 from tests.conftest import running_worker
 
@@ -34,8 +35,9 @@ def test_same_key_returns_the_same_run(make_app: Callable[..., App]) -> None:
     calls: list[object] = []
     flow = make_flow(calls)
     app = make_app(flow)
-    first = app.start(flow, {"amount": 5}, idempotency_key="order-1")
-    again = app.start(flow, {"amount": 999}, idempotency_key="order-1")
+    first = app.start(flow, {"amount": 5, "currency": "EUR"}, idempotency_key="order-1")
+    # the same input, its keys in another order
+    again = app.start(flow, {"currency": "EUR", "amount": 5}, idempotency_key="order-1")
     other = app.start(flow, {"amount": 7}, idempotency_key="order-2")
     assert again.id == first.id
     assert other.id != first.id
@@ -44,9 +46,11 @@ def test_same_key_returns_the_same_run(make_app: Callable[..., App]) -> None:
     with running_worker(app):
         assert first.result(timeout=5) == 5
         assert other.result(timeout=5) == 7
-    assert calls == [{"amount": 5}, {"amount": 7}]
+    assert calls == [{"amount": 5, "currency": "EUR"}, {"amount": 7}]
     # Still the same run after it finished.
-    assert app.start(flow, {"amount": 1}, idempotency_key="order-1").id == first.id
+    assert app.start(flow, {"amount": 5, "currency": "EUR"}, idempotency_key="order-1").id == (
+        first.id
+    )
 
 
 def test_concurrent_starts_with_one_key_make_one_run(make_app: Callable[..., App]) -> None:
@@ -58,7 +62,7 @@ def test_concurrent_starts_with_one_key_make_one_run(make_app: Callable[..., App
 
     def start(i: int) -> str:
         barrier.wait(5)
-        return app.start(flow, {"amount": i}, idempotency_key="race").id
+        return app.start(flow, {"amount": 3}, idempotency_key="race").id
 
     for _ in range(3):  # several rounds, new keys each time would hide nothing: reuse the key
         with ThreadPoolExecutor(threads) as pool:
@@ -95,7 +99,7 @@ def test_async_start_with_a_key(make_app: Callable[..., App]) -> None:
 
     async def scenario() -> list[str]:
         runs = await asyncio.gather(
-            *(app.start_async(flow, {"amount": i}, idempotency_key="async-key") for i in range(5))
+            *(app.start_async(flow, {"amount": 2}, idempotency_key="async-key") for _ in range(5))
         )
         return [r.id for r in runs]
 
@@ -109,3 +113,60 @@ def test_invalid_keys_are_rejected(make_app: Callable[..., App]) -> None:
         with pytest.raises(InvalidArgument, match="idempotency_key"):
             app.start(flow, {"amount": 1}, idempotency_key=key)  # type: ignore[arg-type]
     assert app.list_runs() == []
+
+
+def test_keys_are_scoped_to_their_workflow(make_app: Callable[..., App]) -> None:
+    charge = make_flow([])
+    refund = Workflow("refund")
+    refund.step(name="refund")(lambda input: -input["amount"])
+    app = make_app(charge, refund)
+    charged = app.start(charge, {"amount": 5}, idempotency_key="order-9")
+    refunded = app.start(refund, {"amount": 5}, idempotency_key="order-9")
+    assert refunded.id != charged.id
+    assert app.start(refund, {"amount": 5}, idempotency_key="order-9").id == refunded.id
+    with running_worker(app):
+        assert (charged.result(timeout=5), refunded.result(timeout=5)) == (5, -5)
+
+
+def test_the_same_key_with_another_input_is_a_conflict(make_app: Callable[..., App]) -> None:
+    flow = make_flow([])
+    app = make_app(flow)
+    first = app.start(flow, {"amount": 5}, idempotency_key="order-1")
+    for other in ({"amount": 6}, {"amount": 5, "tip": 1}, None, [5]):
+        with pytest.raises(IdempotencyConflict) as caught:
+            app.start(flow, other, idempotency_key="order-1")
+        assert "'order-1'" in str(caught.value)
+        assert first.id in str(caught.value)
+    assert [r.id for r in app.list_runs()] == [first.id]  # nothing was written
+
+    async def conflicting() -> None:
+        await app.start_async(flow, {"amount": 6}, idempotency_key="order-1")
+
+    with pytest.raises(IdempotencyConflict):
+        asyncio.run(conflicting())
+
+
+def test_concurrent_conflicting_starts_make_one_run_and_conflicts(
+    make_app: Callable[..., App],
+) -> None:
+    flow = make_flow([])
+    apps = [make_app(flow) for _ in range(4)]
+    for app in apps:
+        app.start(flow, {"amount": 0})  # open the pools before the race
+    barrier = threading.Barrier(len(apps))
+
+    def start(pair: tuple[int, App]) -> str:
+        amount, app = pair
+        barrier.wait(5)
+        try:
+            return app.start(flow, {"amount": amount}, idempotency_key="contested").id
+        except IdempotencyConflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(len(apps)) as pool:
+        outcomes = list(pool.map(start, enumerate(apps)))
+    winners = [o for o in outcomes if o != "conflict"]
+    assert len(winners) == 1, outcomes
+    (run,) = [r for r in apps[0].list_runs() if r.idempotency_key == "contested"]
+    assert run.id == winners[0]
+    assert run.input == {"amount": outcomes.index(winners[0])}

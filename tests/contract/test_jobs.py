@@ -61,7 +61,7 @@ def test_job_options_and_direct_call(make_app: Callable[..., App]) -> None:
     assert add([1, 2, 3]) == 6  # a plain call, nothing stored
     assert app.list_runs() == []
     urgent = add.enqueue([1, 1], priority=0, queue="fast", idempotency_key="sum-1")
-    assert add.enqueue([9], idempotency_key="sum-1").id == urgent.id
+    assert add.enqueue([1, 1], idempotency_key="sum-1").id == urgent.id
     assert app.get_run(urgent.id).queue == "fast"
     with running_worker(app, ["fast"]):
         assert urgent.result(timeout=5) == 2

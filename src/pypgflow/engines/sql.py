@@ -28,9 +28,10 @@ from pypgflow.engines.base import (
 from pypgflow.engines.fleet import FleetVerbs
 from pypgflow.engines.insight import InsightVerbs
 from pypgflow.engines.sqlbase import C, Row, canonical_run_id
-from pypgflow.errors import AttemptError, RunNotFound
+from pypgflow.errors import AttemptError, IdempotencyConflict, RunNotFound
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import RunInfo, StepInfo
+from pypgflow.serialization import same_json
 from pypgflow.status import RunStatus, StepStatus
 
 #: step_infos' columns, in order: what every engine selects, then (where the engine aggregates
@@ -57,11 +58,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
     ) -> list[str]:
         """Each request's run id, inside the transaction that inserted what it could."""
         taken = keys_taken(requests, inserted)
-        rows = (
-            self._fetch(conn, "runs_by_idempotency_key", {"keys": self._ids(taken)})
-            if taken
-            else []
-        )
+        rows = self._fetch(conn, "runs_by_idempotency_key", self._batch(taken)) if taken else []
         return resolved_ids(requests, inserted, rows)
 
     # -- recording outcomes ---------------------------------------------------------------------
@@ -326,15 +323,36 @@ def finished_at_start(requests: Sequence[StartRequest], inserted: set[str]) -> s
     return {r.run.id for r in requests if r.run.id in inserted and r.run.status.finished}
 
 
-def keys_taken(requests: Sequence[StartRequest], inserted: set[str]) -> list[str]:
-    """The idempotency keys of the requests whose run was not inserted: a run holds each."""
-    return [r.idempotency_key for r in requests if r.run.id not in inserted and r.idempotency_key]
+def keys_taken(requests: Sequence[StartRequest], inserted: set[str]) -> list[dict[str, str]]:
+    """The (workflow, idempotency key) pairs of the requests whose run was not inserted, as
+    rows for runs_by_idempotency_key: a run of that workflow holds each."""
+    return [
+        {"workflow": r.run.workflow, "key": r.idempotency_key}
+        for r in requests
+        if r.run.id not in inserted and r.idempotency_key
+    ]
 
 
 def resolved_ids(
     requests: Sequence[StartRequest], inserted: set[str], existing: Iterable[Row]
 ) -> list[str]:
     """Each request's run id: its own if inserted, else that of the run holding its key
-    (``existing``: the ``(id, idempotency_key)`` rows of runs_by_idempotency_key)."""
-    by_key = {key: run_id for run_id, key in existing}
-    return [r.run.id if r.run.id in inserted else by_key[r.idempotency_key or ""] for r in requests]
+    (``existing``: the ``(id, workflow, idempotency_key, input)`` rows of
+    runs_by_idempotency_key), provided that run was started with the same input (compared as
+    JSON values); IdempotencyConflict if not."""
+    by_key = {(workflow, key): (run_id, input) for run_id, workflow, key, input in existing}
+    ids = []
+    for request in requests:
+        run = request.run
+        if run.id in inserted:
+            ids.append(run.id)
+            continue
+        run_id, input = by_key[run.workflow, request.idempotency_key or ""]
+        if not same_json(input, run.input):
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} of workflow {run.workflow!r} "
+                f"is held by run {run_id}, which was started with another input; a retried "
+                "start must send the same input, and other data needs another key"
+            )
+        ids.append(run_id)
+    return ids

@@ -397,9 +397,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 taken = keys_taken(requests, inserted)
                 existing: list[tuple[Any, ...]] = []
                 if taken:
-                    await cursor.execute(
-                        self._q("runs_by_idempotency_key"), {"keys": self._ids(taken)}
-                    )
+                    await cursor.execute(self._q("runs_by_idempotency_key"), self._batch(taken))
                     existing = await cursor.fetchall()
                 finished = finished_at_start(requests, inserted)
                 if finished:

@@ -51,7 +51,7 @@ WITH new_runs AS (
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
              delay float8, output text, steps text)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at
 ), new_tasks AS (
     INSERT INTO {schema}.tasks
@@ -85,7 +85,7 @@ WITH new_run AS (
             %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
             coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
             %(output)s::jsonb, %(steps)s::jsonb)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workflow, queue, priority, scheduled_at
 ), new_tasks AS (
     INSERT INTO {schema}.tasks (run_id, step, workflow, queue, priority, max_attempts, run_at)
@@ -115,7 +115,11 @@ COPY {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_at
 FROM STDIN;
 
 -- name: runs_by_idempotency_key
-SELECT id::text, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)s::text[]);
+-- The runs holding the (workflow, idempotency key) pairs of %(rows)s, with their inputs (as
+-- text: a start is compared with the run its key found).
+SELECT r.id::text, r.workflow, r.idempotency_key, r.input::text
+FROM json_to_recordset(%(rows)s::json) AS k(workflow text, key text)
+JOIN {schema}.runs r ON r.workflow = k.workflow AND r.idempotency_key = k.key;
 
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks of one queue, best first: priority, then due time, then age.

@@ -36,7 +36,7 @@ CREATE TABLE {schema}.runs (
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
     CONSTRAINT runs_remaining_steps_not_negative CHECK (remaining_steps >= 0)
 );
-CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (idempotency_key)
+CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 -- list_runs, newest first, by status and by workflow and status (the pair as one key), each
 -- listing stopping after its limit; id breaks the ties of runs started together. A listing of

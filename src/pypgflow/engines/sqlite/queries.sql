@@ -64,7 +64,7 @@ SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
 -- name: insert_root_tasks
@@ -78,8 +78,11 @@ FROM json_each(:tasks) AS t
 JOIN runs r ON r.id = t.value ->> '$.run_id';
 
 -- name: runs_by_idempotency_key
-SELECT id, idempotency_key FROM runs
-WHERE idempotency_key IN (SELECT value FROM json_each(:keys));
+-- The runs holding the (workflow, idempotency key) pairs of :rows, with their inputs (a start
+-- is compared with the run its key found).
+SELECT r.id, r.workflow, r.idempotency_key, r.input
+FROM json_each(:rows) AS k
+JOIN runs r ON r.workflow = k.value ->> '$.workflow' AND r.idempotency_key = k.value ->> '$.key';
 
 -- name: claim_tasks
 -- Claims up to :limit due tasks of one queue, best first: priority, then due time, then age.

@@ -39,8 +39,6 @@ CREATE TABLE runs (
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
     CONSTRAINT runs_remaining_steps_not_negative CHECK (remaining_steps >= 0)
 ) STRICT;
-CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX runs_status_created ON runs (status, created_at);
 CREATE INDEX runs_workflow_created ON runs (workflow, created_at);
 
@@ -119,3 +117,6 @@ CREATE INDEX runs_finished ON runs (status, finished_at) WHERE finished_at IS NO
 -- the migrations create them: SQLite lists a table's indexes in the order they were made.)
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_workflow_status_created ON runs (workflow, status, created_at);
+-- Idempotency keys, scoped to their workflow (last, as migration 0005 makes it).
+CREATE UNIQUE INDEX runs_idempotency_key ON runs (workflow, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
