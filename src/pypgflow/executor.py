@@ -444,7 +444,6 @@ class _Execution:
                 if _wants_context(step)
                 else None
             )
-            args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
             started = 0.0
             if self.debug:
                 started = time.perf_counter()
@@ -455,6 +454,8 @@ class _Execution:
                     extra=_extra("step.started", step, attempt, index),
                 )
             try:
+                # in the attempt: a value that does not fit a parameter's type fails it
+                args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
                 if step.isolation == "process":
                     assert self.process_slots is not None
                     async with self.process_slots:

@@ -1,4 +1,5 @@
-"""JSON in and out of storage: inputs and outputs are JSON, never pickled.
+"""JSON in and out of storage: inputs and outputs are JSON, never pickled (typed values such as
+datetimes and dataclasses are stored in their JSON form: see :mod:`pypgflow.values`).
 
 Values are encoded once, where they are produced, and travel as JSON text to the database.
 """
@@ -11,9 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pypgflow.errors import SerializationError
+from pypgflow.values import json_form
 
 #: one encoder for every value (json.dumps with options would make one per call)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=json_form
+)
 
 # An escaped NUL character: ``\u0000`` preceded by an even number of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")

@@ -13,9 +13,11 @@ declaration, graph validation and parameter binding are one piece of work, done 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -24,7 +26,8 @@ from typing import Any, Literal, TypeVar, overload
 
 from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
 from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
-from pypgflow.errors import WorkflowDefinitionError
+from pypgflow.errors import SerializationError, WorkflowDefinitionError
+from pypgflow.values import Decoder, decoder_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 Isolation = Literal["thread", "process"]
@@ -50,6 +53,8 @@ class Param:
     source: ArgSource
     positional_only: bool
     dependency: str | None = None
+    #: makes the annotated type of the parameter from its JSON form (None: given as it is)
+    decode: Decoder | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -88,11 +93,22 @@ class Step:
             else:
                 assert param.dependency is not None
                 value = outputs[param.dependency]
+            if param.decode is not None:
+                value = self._decoded(param, value)
             if param.positional_only:
                 args.append(value)
             else:
                 kwargs[param.name] = value
         return args, kwargs
+
+    def _decoded(self, param: Param, value: Any) -> Any:
+        assert param.decode is not None
+        try:
+            return param.decode(value)
+        except ValueError as exc:
+            raise SerializationError(
+                f"step {self.name!r}, parameter {param.name!r}: {exc}"
+            ) from exc
 
 
 def _check_name(kind: str, name: Any) -> str:
@@ -593,7 +609,24 @@ def _bind_parameters(
                 f"default, and comes before {param.name!r}, which must be passed"
             )
         kept.append(param)
-    return tuple(kept)
+    hints = _type_hints(fn)
+    return tuple(
+        param
+        if param.source is ArgSource.CONTEXT
+        or (decode := decoder_for(hints.get(param.name))) is None
+        else dataclasses.replace(param, decode=decode)
+        for param in kept
+    )
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved parameter annotations; none when they cannot be resolved (the
+    parameters then get their values as stored)."""
+    target = getattr(fn, "__call__", fn) if not inspect.isroutine(fn) else fn  # noqa: B004
+    try:
+        return typing.get_type_hints(target)
+    except Exception:
+        return {}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -4,8 +4,11 @@ non-JSON output fails that attempt with a clear error; JSON values round-trip ex
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
+import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -27,7 +30,7 @@ def echo_flow() -> Workflow:
     "value",
     [
         {1, 2},
-        {"when": datetime.date(2024, 1, 1)},
+        {"when": datetime.timedelta(days=1)},
         [float("nan")],
         {"inf": float("inf")},
         b"bytes",
@@ -36,7 +39,7 @@ def echo_flow() -> Workflow:
         ["lone \ud800 surrogate"],
         {"key\x00": 1},
     ],
-    ids=["set", "date", "nan", "inf", "bytes", "object", "nul", "surrogate", "nul-key"],
+    ids=["set", "timedelta", "nan", "inf", "bytes", "object", "nul", "surrogate", "nul-key"],
 )
 def test_non_json_input_is_refused_and_nothing_is_written(
     make_app: Callable[..., App], value: Any
@@ -98,7 +101,7 @@ def test_non_json_output_fails_the_step_clearly_without_retrying(
     @flow.step
     def produce(input: object, ctx) -> object:  # type: ignore[no-untyped-def]
         calls.append(ctx.attempt)
-        return {"when": datetime.datetime(2024, 1, 1)}
+        return {"tags": {"a", "b"}}
 
     @flow.step
     def consume(produce: dict[str, str]) -> str:  # pragma: no cover - never runs
@@ -112,7 +115,7 @@ def test_non_json_output_fails_the_step_clearly_without_retrying(
     (error,) = app.get_run(run.id).steps[0].errors
     assert error.type == "SerializationError"
     assert "the output of step 'produce' is not JSON-serializable" in error.message
-    assert "datetime" in error.message
+    assert "type set" in error.message
 
 
 def test_non_json_output_on_every_attempt_fails_the_run(make_app: Callable[..., App]) -> None:
@@ -176,3 +179,45 @@ def test_exception_messages_with_any_character_are_kept(make_app: Callable[..., 
     assert error.message.startswith("binary ")
     assert "in a message" in error.message
     assert app.get_run(run.id).error is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Invoice:
+    number: uuid.UUID
+    issued: datetime.datetime
+    amount: Decimal
+
+
+typed = Workflow("typed")
+
+
+@typed.step
+def issue(input: Invoice) -> Invoice:
+    assert isinstance(input.issued, datetime.datetime)
+    return dataclasses.replace(input, amount=input.amount * 2)
+
+
+@typed.step
+def receipt(issue: Invoice) -> dict[str, object]:
+    assert isinstance(issue.amount, Decimal)
+    return {"number": issue.number, "amount": issue.amount, "day": issue.issued.date()}
+
+
+def test_typed_values_round_trip_through_the_database(make_app: Callable[..., App]) -> None:
+    invoice = Invoice(
+        number=uuid.UUID("01890a5d-ac96-774b-bcce-b302099a8057"),
+        issued=datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC),
+        amount=Decimal("10.05"),
+    )
+    app = make_app(typed)
+    run = app.start(typed, invoice)
+    with running_worker(app):
+        # run.result() gives the stored JSON, as plain JSON values
+        assert run.result(timeout=5) == {
+            "number": "01890a5d-ac96-774b-bcce-b302099a8057",
+            "amount": "20.10",
+            "day": "2026-12-02",
+        }
+    steps = {s.name: s.output for s in app.get_run(run.id).steps}
+    assert steps["issue"]["issued"] == "2026-12-02T12:00:00+00:00"
+    assert app.get_run(run.id).input["amount"] == "10.05"

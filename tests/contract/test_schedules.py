@@ -62,7 +62,7 @@ def test_unknown_workflows_and_bad_options_fail_at_definition(
     with pytest.raises(UnknownWorkflow, match=r"no workflow named 'missing'.*registered: report"):
         app.schedule("nightly", "0 3 * * *", "missing")
     with pytest.raises(SerializationError):
-        app.schedule("nightly", "0 3 * * *", "report", {"when": datetime.now(UTC)})
+        app.schedule("nightly", "0 3 * * *", "report", {"every": timedelta(hours=1)})
     with pytest.raises(InvalidArgument, match="priority"):
         app.schedule("nightly", "0 3 * * *", "report", priority=10)
     with pytest.raises(InvalidArgument, match="queue"):
