@@ -74,6 +74,14 @@ class StepRunner:
             return self.failed(task, error, verdict)
         options = resolve_options(workflow, step)
         try:
+            if step.when is not None and not await step.should_run(
+                input=task.run_input, outputs=task.dependency_outputs, ctx=ctx
+            ):
+                self.log.info(
+                    "step %s of run %s skipped: its condition is false", _where(task),
+                    task.run_id, extra=_extra(task),
+                )  # fmt: skip
+                return Completed(task, "null", skipped=True)
             args, kwargs = step.bind(
                 input=task.run_input,
                 outputs=task.dependency_outputs,

@@ -251,6 +251,8 @@ class _Execution:
         self.inline = False
         self.run_id = uuid.uuid4().hex
         self.errors: list[AttemptError] = []
+        #: the steps of the current pass whose condition was false
+        self.skipped: set[str] = set()
         self.log = context_logger(run_id=self.run_id, workflow=workflow.name)
         self.debug = False
         self.dependents = workflow.dependents()
@@ -345,6 +347,7 @@ class _Execution:
         """One pass over the graph: launch each step once its dependencies are done."""
         steps = self.workflow.steps
         outputs: dict[str, Any] = {}
+        self.skipped.clear()
         remaining = {step.name: len(step.depends_on) for step in steps.values()}
         ready = deque(self.workflow.roots)
         running: dict[asyncio.Task[Any], str] = {}
@@ -395,7 +398,10 @@ class _Execution:
             return await self._run_attempts(
                 step, outputs, workflow_attempt, step_retries, inline=inline
             )
-        items = self.input if step.map_over is None else outputs[step.map_over]
+        if step.map_over in self.skipped:
+            items: Any = []  # nothing to map over
+        else:
+            items = self.input if step.map_over is None else outputs[step.map_over]
         if not isinstance(items, list):
             source = "the workflow input" if step.map_over is None else f"step {step.map_over!r}"
             error = MapInputError(
@@ -454,6 +460,16 @@ class _Execution:
                     extra=_extra("step.started", step, attempt, index),
                 )
             try:
+                if step.when is not None and not await step.should_run(
+                    input=self.input, outputs=outputs, ctx=ctx
+                ):
+                    self.skipped.add(step.name)
+                    self.log.info(
+                        "step %s skipped: its condition is false",
+                        where,
+                        extra=_extra("step.skipped", step, attempt, index),
+                    )
+                    return None
                 # in the attempt: a value that does not fit a parameter's type fails it
                 args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
                 if step.isolation == "process":
@@ -540,7 +556,7 @@ def _extra(event: str, step: Step, attempt: int, index: int | None) -> dict[str,
 
 
 def _wants_context(step: Step) -> bool:
-    return any(p.source is ArgSource.CONTEXT for p in step.params)
+    return any(p.source is ArgSource.CONTEXT for p in (*step.params, *step.when_params))
 
 
 _F = TypeVar("_F", bound="asyncio.Future[Any]")

@@ -156,6 +156,8 @@ class TaskDone:
     step: str
     task_index: int | None
     output: str
+    #: the step's condition was false: the step is skipped (its output is null)
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -370,7 +372,8 @@ def tasks_completed(
                     run, step, join_array(reader.map_outputs(run.id, step.name)), changes, reader
                 )
         else:
-            _step_completed(run, step, task.output, changes, reader)
+            status = StepStatus.SKIPPED if task.skipped else StepStatus.COMPLETED
+            _step_completed(run, step, task.output, changes, reader, status=status)
 
 
 def tasks_failed(
@@ -417,7 +420,7 @@ def resume_run(run: RunState, reader: StateReader, changes: Changes) -> bool:
     run.error = None
     changes.touch_run(run)
     for step in sorted(run.steps.values(), key=lambda s: s.position):
-        if step.status is StepStatus.COMPLETED:
+        if step.status.done:
             continue
         if step.remaining_deps > 0:
             step.status = StepStatus.WAITING
@@ -448,6 +451,8 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
         if run.input is None:
             run.input = reader.run_input(run.id)
         source_text, source = run.input, "the workflow input"
+    elif run.steps[step.map_over].status is StepStatus.SKIPPED:
+        source_text, source = "[]", "a skipped step"  # nothing to map over
     else:
         over = run.steps[step.map_over]
         _load_outputs(run, [over], reader)
@@ -488,9 +493,15 @@ def _task(run: RunState, step: StepState, index: int | None, item: str | None) -
 
 
 def _step_completed(
-    run: RunState, step: StepState, output: str, changes: Changes, reader: StateReader
+    run: RunState,
+    step: StepState,
+    output: str,
+    changes: Changes,
+    reader: StateReader,
+    *,
+    status: StepStatus = StepStatus.COMPLETED,
 ) -> None:
-    step.status = StepStatus.COMPLETED
+    step.status = status
     step.output = output
     step.remaining_tasks = 0
     changes.touch_step(run, step)

@@ -20,13 +20,21 @@ class RunStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """``waiting`` for dependencies, ``ready`` once its tasks exist, then a final state."""
+    """``waiting`` for dependencies, ``ready`` once its tasks exist, then a final state:
+    ``skipped`` is a step whose ``when=`` condition was false (its dependents run, and receive
+    None for it)."""
 
     WAITING = "waiting"
     READY = "ready"
     COMPLETED = "completed"
+    SKIPPED = "skipped"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        """Completed or skipped: its dependents may run."""
+        return self in (StepStatus.COMPLETED, StepStatus.SKIPPED)
 
 
 class TaskStatus(StrEnum):

@@ -76,39 +76,62 @@ class Step:
     is_map: bool = False
     #: for a map step, the step whose list output it maps over; None maps over the workflow input
     map_over: str | None = None
+    #: the condition: called before the step, bound as a step is (``when_params``); when it
+    #: returns something false the step is skipped
+    when: Callable[..., Any] | None = None
+    when_params: tuple[Param, ...] = ()
+
+    async def should_run(self, *, input: Any, outputs: Mapping[str, Any], ctx: Any) -> bool:
+        """Whether the step runs: what its ``when`` condition (awaited if it is async) says of
+        its bound arguments; a step without one always runs. The condition is called where the
+        step would be, on the event loop: it should be quick."""
+        if self.when is None:
+            return True
+        args, kwargs = _arguments(self, self.when_params, input, outputs, ctx, _MISSING)
+        verdict = self.when(*args, **kwargs)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return bool(verdict)
 
     def bind(
         self, *, input: Any, outputs: Mapping[str, Any], ctx: Any, item: Any = _MISSING
     ) -> tuple[list[Any], dict[str, Any]]:
         """The positional and keyword arguments to call the step function with."""
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
-        for param in self.params:
-            if param.source is ArgSource.INPUT:
-                value = input
-            elif param.source is ArgSource.CONTEXT:
-                value = ctx
-            elif param.source is ArgSource.ITEM:
-                value = item
-            else:
-                assert param.dependency is not None
-                value = outputs[param.dependency]
-            if param.decode is not None:
-                value = self._decoded(param, value)
-            if param.positional_only:
-                args.append(value)
-            else:
-                kwargs[param.name] = value
-        return args, kwargs
+        return _arguments(self, self.params, input, outputs, ctx, item)
 
-    def _decoded(self, param: Param, value: Any) -> Any:
-        assert param.decode is not None
-        try:
-            return param.decode(value)
-        except ValueError as exc:
-            raise SerializationError(
-                f"step {self.name!r}, parameter {param.name!r}: {exc}"
-            ) from exc
+
+def _arguments(
+    step: Step,
+    params: tuple[Param, ...],
+    input: Any,
+    outputs: Mapping[str, Any],
+    ctx: Any,
+    item: Any,
+) -> tuple[list[Any], dict[str, Any]]:
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for param in params:
+        if param.source is ArgSource.INPUT:
+            value = input
+        elif param.source is ArgSource.CONTEXT:
+            value = ctx
+        elif param.source is ArgSource.ITEM:
+            value = item
+        else:
+            assert param.dependency is not None
+            value = outputs[param.dependency]
+        if param.decode is not None:
+            try:
+                value = param.decode(value)
+            except ValueError as exc:
+                raise SerializationError(
+                    f"step {step.name!r}, parameter {param.name!r}: {exc}"
+                ) from exc
+        if param.positional_only:
+            args.append(value)
+        else:
+            kwargs[param.name] = value
+    return args, kwargs
 
 
 def _check_name(kind: str, name: Any) -> str:
@@ -201,6 +224,7 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
+        when: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -215,11 +239,16 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
+        when: Callable[..., Any] | None = None,
     ) -> Any:
         """Declare a step. Used bare (``@flow.step``) or with options; returns the function unchanged.
 
         Without ``depends_on`` the step depends on the step declared just before it (a linear
         chain); ``depends_on=[]`` makes it a root that receives the workflow input.
+
+        ``when``: a condition, bound by parameter name as a step is (a dependency's output,
+        ``input``, ``ctx``) and called once its dependencies are done; when it returns something
+        false the step is ``skipped`` without running, and its dependents receive None for it.
         """
 
         def decorate(func: F) -> F:
@@ -235,6 +264,7 @@ class Workflow:
                 isolation=isolation,
                 is_map=False,
                 map_over=None,
+                when=when,
             )
             return func
 
@@ -365,6 +395,7 @@ class Workflow:
         isolation: Isolation,
         is_map: bool,
         map_over: str | None,
+        when: Callable[..., Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise WorkflowDefinitionError(
@@ -406,6 +437,11 @@ class Workflow:
             raise WorkflowDefinitionError(f"{where}: a step cannot depend on itself")
 
         params = _bind_parameters(where, fn, deps, is_map)
+        when_params: tuple[Param, ...] = ()
+        if when is not None:
+            if not callable(when):
+                raise WorkflowDefinitionError(f"{where}: when= takes a function, got {when!r}")
+            when_params = _bind_parameters(f"{where}, its when= condition", when, deps, False)
         step = Step(
             name=step_name,
             fn=fn,
@@ -420,6 +456,8 @@ class Workflow:
             isolation=isolation,
             is_map=is_map,
             map_over=map_over,
+            when=when,
+            when_params=when_params,
         )
         self._steps[step_name] = step
         self._order = None

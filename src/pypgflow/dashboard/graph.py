@@ -25,7 +25,8 @@ class GraphStep:
 
     name: str
     depends_on: tuple[str, ...]
-    #: a CSS state class: waiting, ready, running, completed, failed, cancelled, or "defined"
+    #: a CSS state class: waiting, ready, running, completed, skipped, failed, cancelled, or
+    #: "defined"
     state: str = "defined"
     #: a second line: a map step's element counts, attempts, a duration
     detail: str = ""

@@ -69,10 +69,12 @@ class ClaimedTask:
 
 @dataclass(frozen=True)
 class Completed:
-    """A completed attempt and its output."""
+    """A completed attempt and its output; ``skipped``: the step's ``when=`` was false (its
+    output is then ``null``)."""
 
     task: ClaimedTask
     output: str  # JSON text
+    skipped: bool = False
 
 
 @dataclass(frozen=True)

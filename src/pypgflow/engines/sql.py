@@ -129,8 +129,11 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             ran: list[str] = []
             if read_done is not None:
                 outputs = {o.task.id: o.output for o in completed}
+                skipped = {o.task.id for o in completed if o.skipped}
                 done = [
-                    orchestration.TaskDone(run_id, step, index, outputs[task_id])
+                    orchestration.TaskDone(
+                        run_id, step, index, outputs[task_id], skipped=task_id in skipped
+                    )
                     for task_id, run_id, step, index in read_done()
                 ]
                 ran += [d.run_id for d in done]
