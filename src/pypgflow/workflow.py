@@ -14,7 +14,9 @@ declaration, graph validation and parameter binding are one piece of work, done 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import re
 import typing
@@ -179,7 +181,8 @@ def exception_types(
 
 
 class Workflow:
-    """A named graph of steps. The name is the workflow's stable identifier.
+    """A named graph of steps. The name is the workflow's stable identifier; ``version`` names
+    this definition of it (by default, a fingerprint of its shape: see :attr:`version`).
 
     ``max_attempts``, ``timeout``, ``backoff``, ``retry_on`` and ``give_up_on`` set this
     workflow's defaults; a step's own setting wins over them.
@@ -194,9 +197,17 @@ class Workflow:
         backoff: Backoff | None = None,
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
+        version: str | None = None,
     ) -> None:
         self.name = _check_name("workflow", name)
         where = f"workflow {name!r}"
+        if version is not None and not (isinstance(version, str) and _NAME_RE.match(version)):
+            raise WorkflowDefinitionError(
+                f"{where}: version must be 1 to 200 letters, digits and _ . : - (not starting "
+                f"with one of . : -), got {version!r}"
+            )
+        #: the version given, or None: :attr:`version` is then the shape's fingerprint
+        self.declared_version = version
         _check_options(where, max_attempts, timeout, backoff)
         self.max_attempts = max_attempts
         self.timeout = timeout
@@ -206,6 +217,7 @@ class Workflow:
         self._steps: dict[str, Step] = {}
         self._order: tuple[str, ...] | None = None
         self._options: dict[tuple[Any, ...], StepOptions] = {}
+        self._fingerprint: str | None = None
 
     # -- definition ---------------------------------------------------------------------------
 
@@ -462,6 +474,7 @@ class Workflow:
         self._steps[step_name] = step
         self._order = None
         self._options.clear()
+        self._fingerprint = None
         cycle = _find_cycle(self._steps)
         if cycle:
             del self._steps[step_name]
@@ -502,6 +515,22 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, steps={list(self._steps)!r})"
+
+    @property
+    def version(self) -> str:
+        """The ``version=`` given, else a fingerprint of the workflow's shape (its steps, their
+        dependencies and kinds): a deploy that changes the shape makes a new version, whose
+        runs workers of the old code never take, and the other way round."""
+        if self.declared_version is not None:
+            return self.declared_version
+        if self._fingerprint is None:
+            shape = [
+                [s.name, list(s.depends_on), s.is_map, s.map_over, s.when is not None]
+                for s in self._steps.values()
+            ]
+            digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode())
+            self._fingerprint = digest.hexdigest()[:12]
+        return self._fingerprint
 
     def topological_order(self) -> tuple[str, ...]:
         """Step names so that every step comes after its dependencies (declaration order on ties)."""
