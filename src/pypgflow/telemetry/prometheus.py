@@ -132,8 +132,10 @@ class Metrics:
             self.claim_batch,
             self.leader,
         ]
-        if database:
-            self._collectors.append(DatabaseGauges(app, cache_seconds=cache_seconds))
+        #: the database-wide gauges (None with ``database=False``)
+        self.gauges = DatabaseGauges(app, cache_seconds=cache_seconds) if database else None
+        if self.gauges is not None:
+            self._collectors.append(self.gauges)
         for collector in self._collectors:
             registry.register(collector)
         events = app.events
