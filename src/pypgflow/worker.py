@@ -432,8 +432,8 @@ class Worker:
         """A batch of outcomes was recorded: claim again if it made work here or freed slots."""
         if result.queues_with_new_work & self.queues.keys() or self.slots.has_room():
             self._wake_up()
-        if result.finished and self.events.active:
-            observing.runs_finished(self.events, result.finished, self.instance_id)
+        if self.events.active:
+            observing.runs_finished(self.events, result.finished_runs(), self.instance_id)
 
     def _on_work(self, queues: Collection[str]) -> None:
         """Work came back to these queues (a rescue, a hand-back): claim it if it is ours."""

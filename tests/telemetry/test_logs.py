@@ -167,3 +167,20 @@ def test_the_worker_command_logs_json_and_serves_metrics(
     assert len(step_lines) == 2  # "fetching 2", at each attempt
     assert {line["instance_id"] for line in step_lines} == {"json-worker"}
     assert {line["trace_id"] for line in step_lines} == {trace_id}
+
+
+@pytest.mark.slow
+def test_the_demo_command_logs_json_lines(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = subprocess.run(
+        [*_command(), "demo", "--database-url", url, "--log-format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Summary: 5 of 5 runs completed" in done.stdout
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert any("started: queues" in line["message"] for line in lines)
+    assert any(line.get("run_id") and line["logger"] == "pypgflow.step" for line in lines)

@@ -113,14 +113,18 @@ class FinishedRun:
     trace_context: str | None = None
 
 
+def _none_finished() -> list[FinishedRun]:
+    return []
+
+
 @dataclass
 class FinishResult:
-    """What a batch of outcomes changed, for the worker: which queues got new work, and which
-    runs it finished."""
+    """What a batch of outcomes changed, for the worker: which queues got new work, and (worked
+    out only when asked, for events) which runs it finished."""
 
     accepted: int = 0
     queues_with_new_work: set[str] = field(default_factory=set)
-    finished: list[FinishedRun] = field(default_factory=list)
+    finished_runs: Callable[[], list[FinishedRun]] = _none_finished
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             orchestration.tasks_ran(runs, [*ran, *(began & runs.keys())], changes)
             self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
-            result.finished = finished_runs(changes, outcomes)
+            result.finished_runs = lambda: finished_runs(changes, outcomes)
         return result
 
     # -- operator verbs -------------------------------------------------------------------------
