@@ -200,3 +200,20 @@ def test_a_worker_in_another_process_joins_the_starting_process_trace(
     assert inner == {"fetch.http": step_ids["fetch"], "store.db": step_ids["store"]}
     (run_span,) = [s for s in there if s["name"] == "pypgflow.run"]
     assert run_span["parent_id"] == start_id
+
+
+def test_run_spans_can_be_left_out(
+    make_app: Callable[..., App], spans: InMemorySpanExporter
+) -> None:
+    app = make_app(traced)
+    tracing = otel.instrument(app, run_spans=False)
+    run = app.start(traced, {"n": 2})
+    with running_worker(app):
+        assert run.result() == 4
+    tracing.close()
+    finished = spans.get_finished_spans()
+    (start,) = by_name(finished, "pypgflow.start")
+    steps = by_name(finished, "pypgflow.step")
+    assert len(steps) == 2
+    assert all(s.parent is not None and s.parent.span_id == start.context.span_id for s in steps)
+    assert not by_name(finished, "pypgflow.run")

@@ -54,11 +54,23 @@ _OUTCOMES = {
 }
 
 
+#: parsed stored trace contexts kept (a run's steps and its finish share one)
+_CACHED_CONTEXTS = 4096
+
+
 class Tracing:
     """The spans of one app's events; :meth:`close` stops them (see :func:`instrument`)."""
 
-    def __init__(self, app: Definitions, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        app: Definitions,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        run_spans: bool = True,
+    ) -> None:
         self.tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        #: stored trace context -> its context, for the runs in flight (parsed once per run)
+        self._contexts: dict[str, otel_context.Context | None] = {}
         #: open pypgflow.start spans and the context tokens they were made current with
         self._starts: dict[int, tuple[Span, object]] = {}
         #: open pypgflow.step spans, by attempt
@@ -70,9 +82,12 @@ class Tracing:
             events.on("step_started", self._step_started),
             events.on("step_timed_out", self._step_timed_out),
             *(events.on(name, self._step_ended) for name in _OUTCOMES),
-            events.on("run_completed", self._run_finished),
-            events.on("run_failed", self._run_finished),
         ]
+        if run_spans:
+            self._unsubscribe += [
+                events.on("run_completed", self._run_finished),
+                events.on("run_failed", self._run_finished),
+            ]
 
     def close(self) -> None:
         """Unsubscribe: no more spans."""
@@ -131,11 +146,9 @@ class Tracing:
             attributes["pypgflow.instance_id"] = event.instance_id
         if event.task_index is not None:
             attributes["pypgflow.task_index"] = event.task_index
-        if event.max_attempts is not None:
-            attributes["pypgflow.max_attempts"] = event.max_attempts
         span = self.tracer.start_span(
             "pypgflow.step",
-            context=stored_context(event.trace_context),
+            context=self._stored(event.trace_context),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         )
@@ -165,7 +178,9 @@ class Tracing:
     # -- runs ---------------------------------------------------------------------------------
 
     def _run_finished(self, event: RunEvent) -> None:
-        parent = stored_context(event.trace_context)
+        parent = self._stored(event.trace_context)
+        if event.trace_context is not None:
+            self._contexts.pop(event.trace_context, None)  # the run is over
         if parent is None:
             return
         end = time.time_ns()
@@ -187,11 +202,28 @@ class Tracing:
             _record_error(span, event.error)
         span.end(end_time=end)
 
+    def _stored(self, text: str | None) -> otel_context.Context | None:
+        """:func:`stored_context`, parsed once for all the steps of a run and its finish."""
+        if text is None:
+            return None
+        try:
+            return self._contexts[text]
+        except KeyError:
+            pass
+        if len(self._contexts) >= _CACHED_CONTEXTS:
+            self._contexts.clear()
+        context = self._contexts[text] = stored_context(text)
+        return context
 
-def instrument(app: Definitions, *, tracer_provider: TracerProvider | None = None) -> Tracing:
+
+def instrument(
+    app: Definitions, *, tracer_provider: TracerProvider | None = None, run_spans: bool = True
+) -> Tracing:
     """Trace ``app``'s starts and its workers' steps (see the module's docstring), with
-    ``tracer_provider`` or the global one (``opentelemetry.trace.set_tracer_provider``)."""
-    return Tracing(app, tracer_provider)
+    ``tracer_provider`` or the global one (``opentelemetry.trace.set_tracer_provider``).
+    ``run_spans=False`` leaves out the ``pypgflow.run`` spans: one span fewer per run, where
+    the cost of making spans counts (a one-step run then costs one span on its worker)."""
+    return Tracing(app, tracer_provider, run_spans=run_spans)
 
 
 def stored_context(text: str | None) -> otel_context.Context | None:

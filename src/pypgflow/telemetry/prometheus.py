@@ -138,6 +138,8 @@ class Metrics:
             self._collectors.append(self.gauges)
         for collector in self._collectors:
             registry.register(collector)
+        #: labelled children by label values: ``labels()`` costs a lock and a lookup per event
+        self._children: dict[tuple[Any, ...], Any] = {}
         events = app.events
         self._unsubscribe: list[Callable[[], bool]] = [
             *(events.on(name, self._run) for name in _RUN_STATUSES),
@@ -158,26 +160,33 @@ class Metrics:
             self.registry.unregister(collector)
         self._collectors = []
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _run(self, event: RunEvent) -> None:
         status = _RUN_STATUSES[event.name]
         workflow = event.workflow or ""
-        self.runs.labels(workflow, status).inc()
+        self._child(self.runs, workflow, status).inc()
         if status != "started" and event.duration is not None:
-            self.run_duration.labels(workflow, status).observe(event.duration)
+            self._child(self.run_duration, workflow, status).observe(event.duration)
 
     def _step(self, event: StepEvent) -> None:
-        self.steps.labels(event.workflow, event.step, _STEP_OUTCOMES[event.name]).inc()
+        self._child(self.steps, event.workflow, event.step, _STEP_OUTCOMES[event.name]).inc()
         if event.duration is not None and event.name != "step_cancelled":
-            self.step_duration.labels(event.workflow, event.step).observe(event.duration)
+            self._child(self.step_duration, event.workflow, event.step).observe(event.duration)
 
     def _timed_out(self, event: StepEvent) -> None:
-        self.step_timeouts.labels(event.workflow, event.step).inc()
+        self._child(self.step_timeouts, event.workflow, event.step).inc()
 
     def _rescued(self, event: StepEvent) -> None:
         self.rescues.inc()
 
     def _claimed(self, event: ClaimBatch) -> None:
-        self.claim_batch.labels(event.queue).observe(event.claimed)
+        self._child(self.claim_batch, event.queue).observe(event.claimed)
 
     def _leadership(self, event: Leadership) -> None:
         self.leader.set(1 if event.name == "leadership_gained" else 0)
