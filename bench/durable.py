@@ -5,6 +5,7 @@ latency, and a bare SQL queue loop as the reference, on both engines.
     python bench/durable.py --engine sqlite       # one of them
     python bench/durable.py --quick               # smaller workloads, one pass: a smoke run
     python bench/durable.py --slots 100           # the worker with queues={"default": 100}
+    python bench/durable.py --telemetry           # (1) and (2) with telemetry off, then on
 
 How it measures
 ---------------
@@ -49,6 +50,11 @@ The figures
      p50 / p95 / p99 in ms.
 (5)  the reference: a bare SQL queue loop on the same engine (jobs inserted first, then batches
      of 100 claimed, each job completed in its own commit), timed around the loop.
+
+With ``--telemetry``, only (1a), (1b) and (2) are measured, each pass twice: with telemetry off
+(as above), then on in the producer and in the worker (bench/bench_telemetry.py: traces through
+an OpenTelemetry SDK tracer provider to an exporter that drops them, and the Prometheus
+collectors), with the ratio of on to off.
 """
 
 from __future__ import annotations
@@ -97,8 +103,13 @@ diamond = bench_flows.diamond
 WORKFLOWS = {flow.name: flow for flow in (one_step, one_step_sync, diamond)}
 
 
-def make_app(url: str, workflow: Workflow) -> App:
-    return App(url, workflows=[workflow])
+def make_app(url: str, workflow: Workflow, telemetry: bool = False) -> App:
+    app = App(url, workflows=[workflow])
+    if telemetry:
+        import bench_telemetry
+
+        bench_telemetry.turn_on(app)
+    return app
 
 
 # -- the databases -----------------------------------------------------------------------------
@@ -345,7 +356,12 @@ class Worker:
 
 @contextmanager
 def spawn_worker(
-    url: str, workflow: Workflow, slots: int | None, directory: Path, calls: Path | None = None
+    url: str,
+    workflow: Workflow,
+    slots: int | None,
+    directory: Path,
+    calls: Path | None = None,
+    telemetry: bool = False,
 ) -> Iterator[Worker]:
     """Start a worker process (at its defaults unless ``slots``); stop it with SIGTERM
     (graceful) at the end."""
@@ -357,6 +373,8 @@ def spawn_worker(
         command += ["--calls", str(calls)]
     if slots is not None:
         command += ["--slots", str(slots)]
+    if telemetry:
+        command += ["--telemetry"]
     with stderr.open("wb") as err:
         spawned_at = time.time()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
@@ -400,10 +418,10 @@ def check_all_completed(store: Store, expected: int) -> None:
 
 
 def bench_starts(
-    store: Store, one_by_one: int, batched: int, batch_size: int
+    store: Store, one_by_one: int, batched: int, batch_size: int, telemetry: bool = False
 ) -> tuple[float, float]:
     """Runs per second started one call at a time, and ``batch_size`` per call."""
-    with make_app(store.url, one_step) as app:
+    with make_app(store.url, one_step, telemetry) as app:
         app.start(one_step, {"i": -1})  # warm up: the pool's connection, prepared statements
         started = time.perf_counter()
         for i in range(one_by_one):
@@ -427,14 +445,16 @@ class Processed:
     from_first_call: float
 
 
-def bench_processing(store: Store, workflow: Workflow, runs: int, slots: int | None) -> Processed:
+def bench_processing(
+    store: Store, workflow: Workflow, runs: int, slots: int | None, telemetry: bool = False
+) -> Processed:
     """Start the runs, spawn the worker, and time until the poller sees them all finished."""
-    with make_app(store.url, workflow) as app:
+    with make_app(store.url, workflow, telemetry) as app:
         inputs = [{"i": i} for i in range(runs)]
         for offset in range(0, runs, FILL_BATCH):
             app.start_many(workflow, inputs[offset : offset + FILL_BATCH])
     with tempfile.TemporaryDirectory() as tmp:
-        with spawn_worker(store.url, workflow, slots, Path(tmp)) as worker:
+        with spawn_worker(store.url, workflow, slots, Path(tmp), telemetry=telemetry) as worker:
             done_at = watch(store, worker, timeout=max(120.0, runs / 50))
             first_call = worker.first_call()
         check_all_completed(store, runs)
@@ -542,6 +562,35 @@ def measure(engine: str, args: argparse.Namespace) -> None:
     print(flush=True)
 
 
+def measure_telemetry(engine: str, args: argparse.Namespace) -> None:
+    """(1a), (1b) and (2) with telemetry off and on, pass by pass, and the ratios."""
+    with bench_store(engine) as store:
+        print(
+            f"== {engine}: {store.describe()}; cores: {os.cpu_count()}; telemetry off, then on; "
+            f"passes per figure: {args.repeat} (median); wall clock"
+            f"{'; QUICK counts' if args.quick else ''}",
+            flush=True,
+        )
+        figures: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        for _ in range(args.repeat):
+            for telemetry in (False, True):
+                single, batched = bench_starts(store, 2000, 20_000, 1000, telemetry)
+                one = bench_processing(store, one_step, args.runs, args.slots, telemetry)
+                figures[telemetry].append((single, batched, one.runs / one.from_spawn))
+    labels = (
+        "(1a) starts, one by one (app.start)",
+        "(1b) starts, batched (app.start_many, 1000 per call)",
+        f"(2)  {args.runs:,} one-step runs, async step: spawn->done",
+    )
+    width = max(len(label) for label in labels)
+    print(f"{'figure':<{width}} {'off':>10} {'on':>10} {'on/off':>7}  (runs/s)")
+    for index, label in enumerate(labels):
+        off = median(f[index] for f in figures[False])
+        on = median(f[index] for f in figures[True])
+        print(f"{label:<{width}} {off:>10,.0f} {on:>10,.0f} {on / off:>7.2f}")
+    print(flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -556,6 +605,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="passes per figure (median)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads, one pass")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="only (1) and (2), each with tracing and metrics off, then on (needs the otel and "
+        "prometheus extras)",
+    )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -564,7 +619,7 @@ def main() -> None:
     if args.quick:
         args.runs, args.diamonds, args.repeat = min(args.runs, 2000), min(args.diamonds, 200), 1
     for engine in ("postgres", "sqlite") if args.engine == "both" else (args.engine,):
-        measure(engine, args)
+        (measure_telemetry if args.telemetry else measure)(engine, args)
 
 
 def worker_main() -> None:
@@ -573,9 +628,10 @@ def worker_main() -> None:
     parser.add_argument("worker")
     add_arguments(parser)
     parser.add_argument("--slots", type=int, help="queues={'default': SLOTS} (default: none)")
+    parser.add_argument("--telemetry", action="store_true", help="trace and measure it")
     args = parser.parse_args()
     PROBE.configure(args.first_call, args.calls)
-    app = make_app(args.url, WORKFLOWS[args.job])
+    app = make_app(args.url, WORKFLOWS[args.job], args.telemetry)
     if args.slots is None:
         app.run_worker()
     else:

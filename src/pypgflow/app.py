@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from pypgflow import defaults
+from pypgflow import defaults, observing
 from pypgflow.backoff import Backoff
 from pypgflow.cron import Schedule, check_cron, check_timezone
 from pypgflow.engines import engine_for_url
@@ -30,6 +30,7 @@ from pypgflow.errors import (
     RunNotFound,
     UnknownWorkflow,
 )
+from pypgflow.events import Events, Handler
 from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
@@ -150,6 +151,8 @@ class App:
             engine = engine_for_url(url, schema=schema)
         self.engine = engine
         self.url = url
+        #: this process's lifecycle events and their subscribers (see ``on``)
+        self.events = Events()
         #: the callers of result() waiting, and the listener that wakes them (started lazily)
         self._waiters = ResultWaiters(engine)
         self.instance_id = instance_id or default_instance_id()
@@ -182,6 +185,19 @@ class App:
     def close(self) -> None:
         self._waiters.close()
         self.engine.close()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> Callable[[], bool]:
+        """Call ``handler(event)`` whenever this process emits ``event`` (a name of
+        :data:`pypgflow.events.EVENT_NAMES`, e.g. ``"step_failed"``, or ``"*"`` for every one);
+        returns a function that unsubscribes it. Handlers run where the event happens and must
+        be quick; an exception in one is logged and ignored."""
+        return self.events.on(event, handler)
+
+    def off(self, event: str, handler: Handler) -> bool:
+        """Unsubscribe ``handler`` from ``event``; False if it was not subscribed."""
+        return self.events.off(event, handler)
 
     # -- definitions ---------------------------------------------------------------------------
 
@@ -332,7 +348,7 @@ class App:
         """
         request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
         self._check_connection(connection)
-        (run_id,) = self.engine.start_runs([request], connection=connection)
+        (run_id,) = self._start_runs([request], connection)
         return Run(self, run_id)
 
     async def start_async(
@@ -349,7 +365,7 @@ class App:
     ) -> Run:
         request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
         self._check_connection(connection)
-        (run_id,) = await self.engine.start_runs_async([request], connection=connection)
+        (run_id,) = await self._start_runs_async([request], connection)
         return Run(self, run_id)
 
     def start_many(
@@ -366,7 +382,7 @@ class App:
         """Start one run per input in a single round trip; all or nothing."""
         requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
         self._check_connection(connection)
-        return [Run(self, run_id) for run_id in self.engine.start_runs(requests, connection)]
+        return [Run(self, run_id) for run_id in self._start_runs(requests, connection)]
 
     async def start_many_async(
         self,
@@ -381,8 +397,27 @@ class App:
     ) -> list[Run]:
         requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
         self._check_connection(connection)
-        ids = await self.engine.start_runs_async(requests, connection)
+        ids = await self._start_runs_async(requests, connection)
         return [Run(self, run_id) for run_id in ids]
+
+    def _start_runs(self, requests: Sequence[StartRequest], connection: Any) -> list[str]:
+        """Write the starts, told to subscribers (see pypgflow.observing)."""
+        return observing.start_runs(
+            self.events,
+            requests,
+            self.instance_id,
+            lambda ready: self.engine.start_runs(ready, connection=connection),
+        )
+
+    async def _start_runs_async(
+        self, requests: Sequence[StartRequest], connection: Any
+    ) -> list[str]:
+        return await observing.start_runs_async(
+            self.events,
+            requests,
+            self.instance_id,
+            lambda ready: self.engine.start_runs_async(ready, connection=connection),
+        )
 
     def _check_connection(self, connection: Any) -> None:
         if connection is not None and not self.engine.supports_transactional_start:
@@ -486,7 +521,13 @@ class App:
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: pending steps are cancelled, running ones see ``ctx.cancelled`` (async
         ones are cancelled). False if the run had already finished."""
-        return self.engine.cancel_run(str(run_id))
+        cancelled = self.engine.cancel_run(str(run_id))
+        if cancelled and self.events.wants("run_cancelled"):
+            info = self.engine.get_run(str(run_id))
+            observing.run_cancelled(
+                self.events, str(run_id), info.workflow if info else None, self.instance_id
+            )
+        return cancelled
 
     async def cancel_async(self, run_id: str) -> bool:
         return await asyncio.to_thread(self.cancel, run_id)

@@ -71,6 +71,7 @@ class StepContext:
                 step=self.step,
                 attempt=self.attempt,
                 task_index=self.task_index,
+                instance_id=self.instance_id,
             )
         return self._logger
 

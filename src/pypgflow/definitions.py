@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pypgflow.cron import Schedule
 from pypgflow.engines.base import Engine
+from pypgflow.events import Events
 from pypgflow.workflow import Workflow
 
 
@@ -41,4 +42,9 @@ class Definitions(Protocol):
     @property
     def defined_schedules(self) -> Mapping[str, Schedule]:
         """The cron schedules defined in code, by name."""
+        ...
+
+    @property
+    def events(self) -> Events:
+        """Where the worker and the leader tell what they do (see pypgflow.events)."""
         ...

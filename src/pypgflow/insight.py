@@ -165,6 +165,15 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class FleetGauges:
+    """What a metrics scrape shows of the whole database: every active queue's depth, and the
+    registered instances by state (``online``, ``offline``)."""
+
+    queues: list[QueueDepth]
+    instances: dict[str, int]
+
+
+@dataclass(frozen=True)
 class RunCount:
     """How many runs are in a status: exact, at least ``value`` (``capped``), or ``estimated``
     from the database's statistics where counting would read them all."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pypgflow import defaults
+from pypgflow import defaults, observing
 from pypgflow.context import context_logger
 from pypgflow.cron import Schedule
 from pypgflow.definitions import Definitions
@@ -151,6 +151,7 @@ class Leader:
             )
         self.app = app
         self.engine = app.engine
+        self.events = app.events
         self.instance_id = instance_id or app.instance_id
         self.retention = retention
         self.tick_interval = _seconds(tick_interval, "tick_interval", positive=True)
@@ -193,6 +194,8 @@ class Leader:
         else:
             self._lease_until = 0.0
             self.log.warning("instance %s is no longer the leader: %s", self.instance_id, why)
+        if self.events.active:
+            observing.leadership(self.events, leader, self.instance_id, why)
 
     async def acquire(self) -> bool:
         """Take or renew the leader lease once; True if this instance now leads."""
@@ -388,7 +391,9 @@ class Leader:
                     ScheduleTicks(schedule.name, ticks[-1] if ticks else None, next_tick)
                 )
         if requests:
-            run_ids = self.engine.start_runs(requests)
+            run_ids = observing.start_runs(
+                self.events, requests, self.instance_id, self.engine.start_runs
+            )
             for request, (schedule, tick), run_id in zip(requests, started, run_ids, strict=True):
                 # Another id: the tick's key was taken, its run started by an earlier leader.
                 self.log.info(

@@ -27,10 +27,11 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pypgflow import defaults
+from pypgflow import defaults, observing
 from pypgflow.context import ContextLogger
 from pypgflow.engines.base import Engine, RescueResult
 from pypgflow.errors import DatabaseError, InvalidArgument
+from pypgflow.events import Events
 
 T = TypeVar("T")
 
@@ -68,7 +69,7 @@ class Registration:
     when it hands back the rest after a time cut off. ``on_cut_off(silent)`` is called once when
     contact is lost and returns how many steps the worker abandoned; ``on_contact_restored()``
     when the database answers again; ``on_work(queues)`` when a rescue or a hand-back put work
-    back in these queues.
+    back in these queues. What it rescues is told to ``events`` (``step_rescued``).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Registration:
         on_contact_restored: Callable[[], None],
         on_work: Callable[[Collection[str]], None],
         log: ContextLogger,
+        events: Events | None = None,
     ) -> None:
         check_rescue_options(heartbeat_interval, stale_after, max_rescues)
         self.engine = engine
@@ -100,6 +102,7 @@ class Registration:
         self._on_contact_restored = on_contact_restored
         self._on_work = on_work
         self.log = log
+        self.events = Events() if events is None else events
         #: when the last heartbeat that reached the database was sent (time.monotonic())
         self._last_contact = time.monotonic()
         #: no heartbeat for more than stale_after: the worker's steps abandoned, nothing claimed
@@ -128,6 +131,7 @@ class Registration:
             max_rescues=self.max_rescues,
             reason="an earlier process with this instance id stopped without handing it back",
         )
+        self._tell(result)
         if result.requeued or result.failed:
             self.log.warning(
                 "handed back %d steps an earlier process of instance %s held (%d failed for good)",
@@ -219,6 +223,7 @@ class Registration:
                 " s and abandoned the step"
             ),
         )
+        self._tell(result)
         await self._register()
         self.cut_off = False
         self._on_contact_restored()
@@ -248,6 +253,7 @@ class Registration:
                 except DatabaseError as exc:
                     self.log.debug("rescue failed: %s", exc)
                 else:
+                    self._tell(result)
                     if result.requeued or result.failed:
                         self.log.warning(
                             "rescued %d steps of lost instances: %d queued again, %d failed for "
@@ -257,3 +263,8 @@ class Registration:
                         )  # fmt: skip
                         self._on_work(result.queues)
             await asyncio.sleep(self.heartbeat_interval)
+
+    def _tell(self, result: RescueResult) -> None:
+        """Tell subscribers what a rescue or a hand-back changed (see pypgflow.events)."""
+        if result.rescued and self.events.active:
+            observing.rescued(self.events, result, self.instance_id)

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pypgflow import defaults
+from pypgflow import defaults, observing
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
@@ -97,6 +97,7 @@ class Worker:
         self.app = app
         self.engine = app.engine
         self.instance_id = app.instance_id
+        self.events = app.events  # lifecycle events (see pypgflow.events)
         self.queues = dict(queues)
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
@@ -143,6 +144,7 @@ class Worker:
             on_contact_restored=self._abandoned.clear,
             on_work=self._on_work,
             log=self.log,
+            events=self.events,
         )
         #: outcomes, written in batches (see pypgflow.outcomes)
         self.outcomes = OutcomeWriter(
@@ -233,7 +235,8 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             await self.outcomes.flush_remaining(timeout=max(self.shutdown_timeout, 5.0))
             await registration.leave()
-            self._remove_signals(handlers)
+            for sig in handlers:
+                self._loop.remove_signal_handler(sig)
             pool = self.runner.pool
             pool.shutdown(wait=False, cancel_futures=True)
             # Sync steps cancelled above see ctx.cancelled: give them a moment to return.
@@ -260,11 +263,6 @@ class Worker:
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
                 pass
         return installed
-
-    def _remove_signals(self, installed: list[signal.Signals]) -> None:
-        assert self._loop is not None
-        for sig in installed:
-            self._loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping:
@@ -335,6 +333,7 @@ class Worker:
             want = self.slots.room(queue)
             if want <= 0 or self._stopping:
                 continue
+            began = time.monotonic()
             tasks: list[ClaimedTask] = await self._db_call(
                 self.engine.claim_tasks,
                 queue,
@@ -344,6 +343,8 @@ class Worker:
             )
             if len(tasks) == want:
                 full = True
+            if tasks and self.events.active:
+                observing.claimed(self.events, queue, want, len(tasks), began, self.instance_id)
             for task in tasks:
                 if self.slots.free(queue) and not self.stopping:
                     self._start(task, queue)
@@ -399,6 +400,9 @@ class Worker:
     async def _execute(self, held: _Held) -> None:
         task = held.task
         started = time.monotonic()
+        events = self.events if self.events.active else None
+        if events is not None:  # in this task: a tracer's span is current for the step
+            observing.step_started(events, task, held.queue, self.instance_id)
         try:
             outcome = await self.runner.run(task, held.ctx)
         except asyncio.CancelledError:
@@ -408,7 +412,7 @@ class Worker:
         finally:
             queue = held.queue
             self._held.pop(task.id, None)
-            following = self.slots.finished(queue, time.monotonic() - started)
+            following = self.slots.finished(queue, ran := time.monotonic() - started)
             if following is not None:
                 if self._stopping or self.registration.cut_off:
                     self.slots.wait(queue, following)  # stays with the ones handed back
@@ -419,6 +423,8 @@ class Worker:
                 # while this outcome is being recorded, rather than after; in batches of half
                 # the slots at least, which leaves other workers their turn at the queue.
                 self._wake_up()
+        if events is not None:
+            observing.step_ended(events, task, held.queue, self.instance_id, outcome, ran)
         if outcome is not None:
             self.outcomes.add(outcome)
 
@@ -426,6 +432,8 @@ class Worker:
         """A batch of outcomes was recorded: claim again if it made work here or freed slots."""
         if result.queues_with_new_work & self.queues.keys() or self.slots.has_room():
             self._wake_up()
+        if self.events.active:
+            observing.runs_finished(self.events, result.finished_runs(), self.instance_id)
 
     def _on_work(self, queues: Collection[str]) -> None:
         """Work came back to these queues (a rescue, a hand-back): claim it if it is ours."""

@@ -6,6 +6,7 @@ import click
 
 from pypgflow import defaults
 from pypgflow.cli.loading import config
+from pypgflow.cli.logs import LOG_FORMATS, configure_logging
 from pypgflow.demo import DEMO_DATABASE_URL, run_demo
 
 
@@ -18,8 +19,13 @@ from pypgflow.demo import DEMO_DATABASE_URL, run_demo
     f"[default: {DEMO_DATABASE_URL}, in the current directory; {defaults.DATABASE_URL_ENV} "
     "is not used].",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="Also log the worker's records to stderr (from INFO), as text or one JSON object each.",
+)
 @click.pass_context
-def demo(ctx: click.Context, demo_url: str | None) -> None:
+def demo(ctx: click.Context, demo_url: str | None, log_format: str | None) -> None:
     """Run example workflows durably and show their progress.
 
     Stores 5 runs of two workflows in a database (migrated first), runs a
@@ -35,5 +41,11 @@ def demo(ctx: click.Context, demo_url: str | None) -> None:
     given = ctx.parent.get_parameter_source("database_url") if ctx.parent else None
     if demo_url is None and given is click.core.ParameterSource.COMMANDLINE:
         demo_url = config(ctx).database_url
-    if not run_demo(demo_url).succeeded:
+    undo_logging = configure_logging("INFO", log_format) if log_format else None
+    try:
+        succeeded = run_demo(demo_url).succeeded
+    finally:
+        if undo_logging is not None:
+            undo_logging()
+    if not succeeded:
         ctx.exit(1)

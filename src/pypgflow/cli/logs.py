@@ -1,5 +1,6 @@
-"""Logging for the commands that run work (``worker``): records to stderr, each tagged with the
-run and step it comes from."""
+"""Logging for the commands that run work (``worker``, ``demo``): records to stderr, each tagged
+with the run and step it comes from; as text, or one JSON object per line (``--log-format
+json``: :class:`pypgflow.telemetry.logs.JsonFormatter`)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,19 @@ class _LogFormatter(logging.Formatter):
         return super().format(record)
 
 
-def configure_logging(level: str) -> Callable[[], None]:
-    """Log to stderr at ``level`` (unless the app configured logging itself); returns an undo."""
+#: the choices of ``--log-format``
+LOG_FORMATS = ("text", "json")
+
+
+def configure_logging(level: str, log_format: str = "text") -> Callable[[], None]:
+    """Log to stderr at ``level`` (unless the app configured logging itself), as text or JSON
+    lines; returns an undo."""
     root = logging.getLogger()
     previous_level = root.level
     handler: logging.Handler | None = None
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_LogFormatter(LOG_FORMAT))
+        handler.setFormatter(_formatter(log_format))
         root.addHandler(handler)
     root.setLevel(level.upper())
 
@@ -45,3 +51,11 @@ def configure_logging(level: str) -> Callable[[], None]:
         root.setLevel(previous_level)
 
     return undo
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        from pypgflow.telemetry.logs import JsonFormatter
+
+        return JsonFormatter()
+    return _LogFormatter(LOG_FORMAT)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import click
 
 from pypgflow import defaults
 from pypgflow.cli.loading import user_app
-from pypgflow.cli.logs import configure_logging
+from pypgflow.cli.logs import LOG_FORMATS, configure_logging
+from pypgflow.errors import ConfigurationError
 from pypgflow.leader import Retention
 
 DAY = 86400.0
@@ -133,6 +135,19 @@ def parse_queues(values: Sequence[str], default_slots: int) -> dict[str, int]:
     show_default=True,
     help="Log to stderr from this level up.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object each (run_id, step, trace_id, ...).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs pypgflow[prometheus]).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -148,6 +163,8 @@ def worker(
     keep_failed: float,
     instance_id: str | None,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
 ) -> None:
     """Run a worker for the workflows of MODULE:APP.
 
@@ -171,7 +188,8 @@ def worker(
     app = user_app(ctx, app_spec)
     if instance_id:
         app.instance_id = instance_id
-    undo_logging = configure_logging(log_level)
+    undo_logging = configure_logging(log_level, log_format)
+    metrics = None if metrics_port is None else serve_metrics(app, metrics_port)
     try:
         app.run_worker(
             queues,
@@ -185,4 +203,20 @@ def worker(
             ),
         )
     finally:
+        if metrics is not None:
+            metrics.close()
         undo_logging()
+
+
+def serve_metrics(app: Any, port: int) -> Any:
+    """The app's Prometheus metrics served on ``port`` (see pypgflow.telemetry.prometheus)."""
+    try:
+        from pypgflow.telemetry.prometheus import serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--metrics-port needs prometheus-client ({exc}): pip install 'pypgflow[prometheus]'"
+        ) from None
+    try:
+        return serve(app, port)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on port {port}: {exc}") from None

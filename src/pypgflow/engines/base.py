@@ -18,6 +18,7 @@ from pypgflow.cron import Schedule
 from pypgflow.errors import AttemptError, NotSupported
 from pypgflow.insight import (
     Failures,
+    FleetGauges,
     QueueDepth,
     RunCount,
     RunFilter,
@@ -46,6 +47,8 @@ class StartRequest:
     idempotency_key: str | None = None
     delay: float = 0.0
     run_at: datetime | None = None
+    #: the trace context the run is started in (a W3C carrier as JSON text; see pypgflow.events)
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class ClaimedTask:
     #: the run was still pending when the task was claimed: its worker marks it running if
     #: the step runs long (see pypgflow.worker), else its outcome does
     run_pending: bool = False
+    #: the trace context its run was started in, as stored (untrusted: parsed with care)
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,31 @@ class Began:
 Outcome = Completed | Failed | Began
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run a transaction finished: completed, failed or cancelled (for events)."""
+
+    run_id: str
+    workflow: str
+    queue: str
+    status: RunStatus
+    error: AttemptError | None = None
+    #: the trace context its run was started in, where the outcome that finished it says
+    trace_context: str | None = None
+
+
+def _none_finished() -> list[FinishedRun]:
+    return []
+
+
 @dataclass
 class FinishResult:
-    """What a batch of outcomes changed, for the worker: which queues got new work."""
+    """What a batch of outcomes changed, for the worker: which queues got new work, and (worked
+    out only when asked, for events) which runs it finished."""
 
     accepted: int = 0
     queues_with_new_work: set[str] = field(default_factory=set)
+    finished_runs: Callable[[], list[FinishedRun]] = _none_finished
 
 
 @dataclass(frozen=True)
@@ -115,14 +139,32 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class RescuedTask:
+    """An attempt of a lost instance rescued: queued again, or ``failed`` for good."""
+
+    run_id: str
+    workflow: str
+    step: str
+    task_index: int | None
+    attempt: int
+    queue: str
+    lost_instance: str | None
+    error: AttemptError
+    failed: bool = False
+
+
+@dataclass(frozen=True)
 class RescueResult:
     """What a rescue changed: tasks of lost instances queued again, tasks failed for good (their
-    runs failed), the runs touched, and the queues that got work back."""
+    runs failed), the runs touched, and the queues that got work back; each task rescued, and
+    the runs it finished (for events)."""
 
     requeued: int = 0
     failed: int = 0
     runs: list[str] = field(default_factory=list)
     queues: frozenset[str] = frozenset()
+    rescued: tuple[RescuedTask, ...] = ()
+    finished: tuple[FinishedRun, ...] = ()
 
 
 class Engine(abc.ABC):
@@ -371,6 +413,10 @@ class Engine(abc.ABC):
     def queue_depths(self, *, cap: int = 10_000) -> list[QueueDepth]:
         """Every active queue's backlog, running tasks and lag."""
         raise NotSupported(f"{type(self).__name__} cannot measure queues")
+
+    def fleet_gauges(self, *, stale_after: float, cap: int = 10_000) -> FleetGauges:
+        """Every active queue's depth and the instances by state, in one round trip."""
+        raise NotSupported(f"{type(self).__name__} cannot measure the fleet")
 
     def run_counts(self, *, cap: int = 10_000) -> dict[RunStatus, RunCount]:
         """Runs by status, exact up to ``cap``, estimated beyond where the engine can."""

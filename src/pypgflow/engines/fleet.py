@@ -17,10 +17,16 @@ from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.cron import Schedule
-from pypgflow.engines.base import PrunePosition, RescueResult, ScheduleState, ScheduleTicks
-from pypgflow.engines.sqlbase import C, Row, SqlBase
+from pypgflow.engines.base import (
+    PrunePosition,
+    RescuedTask,
+    RescueResult,
+    ScheduleState,
+    ScheduleTicks,
+)
+from pypgflow.engines.sqlbase import C, Row, SqlBase, finished_runs
 from pypgflow.errors import AttemptError
-from pypgflow.orchestration import Changes
+from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import InstanceInfo, ScheduleInfo
 
 #: at most this many lost tasks are rescued per transaction (the next heartbeat takes the rest)
@@ -173,12 +179,15 @@ class FleetVerbs(SqlBase[C]):
         guard = {"stale_after": stale_after}
         run_ids: set[str] = set()
         queues: set[str] = set()
+        by_id = {task.id: task for task in lost}
+        rescued: list[RescuedTask] = []
         requeued = 0
         if requeue:
             rows = self._fetch(conn, "requeue_lost_tasks", {**self._batch(requeue), **guard})
             requeued = len(rows)
             run_ids.update(row[1] for row in rows)
             queues.update(row[2] for row in rows)
+            rescued += [_rescued(by_id[row[0]], runs, errors, failed=False) for row in rows]
         failed: list[orchestration.TaskFailedForGood] = []
         if fail:
             rows = self._fetch(conn, "fail_lost_tasks", {**self._batch(fail), **guard})
@@ -187,6 +196,7 @@ class FleetVerbs(SqlBase[C]):
                 for task_id, run_id, step, index, _attempt in rows
             ]
             run_ids.update(f.run_id for f in failed)
+            rescued += [_rescued(by_id[row[0]], runs, errors, failed=True) for row in rows]
         changes = Changes()
         orchestration.tasks_failed(runs, failed, changes)
         self._apply(conn, changes)
@@ -196,6 +206,8 @@ class FleetVerbs(SqlBase[C]):
             failed=len(failed),
             runs=sorted(run_ids),
             queues=frozenset(queues | changes.queues_with_new_work),
+            rescued=tuple(rescued),
+            finished=tuple(finished_runs(changes)),
         )
 
     # -- leadership, schedules, retention -------------------------------------------------------
@@ -321,3 +333,25 @@ def _lost_by_silence(task: orchestration.LostTask, stale_after: float, rescuer: 
             f"{task.silent_for or 0.0:.1f} s before this rescue (stale after {stale_after:g} s)"
         )
     return f"{seen}; rescued by {rescuer!r}"
+
+
+def _rescued(
+    task: orchestration.LostTask,
+    runs: dict[str, RunState],
+    errors: dict[int, AttemptError],
+    *,
+    failed: bool,
+) -> RescuedTask:
+    """A lost task the rescue changed, as its record (for the rescuer's events)."""
+    run = runs.get(task.run_id)
+    return RescuedTask(
+        run_id=task.run_id,
+        workflow=run.workflow if run is not None else "",
+        step=task.step,
+        task_index=task.task_index,
+        attempt=task.attempt,
+        queue=task.queue,
+        lost_instance=task.instance_id,
+        error=errors[task.id],
+        failed=failed,
+    )

@@ -27,6 +27,7 @@ from pypgflow.errors import AttemptError, InvalidArgument
 from pypgflow.insight import (
     FailureGroup,
     Failures,
+    FleetGauges,
     QueueDepth,
     RunCount,
     RunFilter,
@@ -253,17 +254,22 @@ class InsightVerbs(SqlBase[C]):
         """Every queue with queued or running tasks: its backlog, counted up to ``cap``."""
         with self._read() as conn:
             rows = self._fetch(conn, "queue_depths", {"cap": cap})
-        return [
-            QueueDepth(
-                queue=row[0],
-                due=row[1],
-                delayed=row[2],
-                running=row[3],
-                lag=None if row[4] is None else max(0.0, float(row[4])),
-                capped=row[1] >= cap or row[2] >= cap,
-            )
-            for row in rows
-        ]
+        return _queue_depths(rows, cap)
+
+    def fleet_gauges(self, *, stale_after: float, cap: int = 10_000) -> FleetGauges:
+        """The queues' depths (as :meth:`queue_depths`) and the instances by state, offline
+        once silent for ``stale_after`` seconds: two bounded statements sent together (one
+        round trip on PostgreSQL), for a metrics scrape."""
+        with self._read() as conn:
+            with self._batched(conn):
+                read_queues = self._submit(conn, "queue_depths", {"cap": cap})
+                read_instances = self._submit(
+                    conn, "instance_states", {"stale_after": float(stale_after)}
+                )
+            queues, instances = read_queues(), read_instances()
+        states = {"online": 0, "offline": 0}
+        states.update((state, int(count)) for state, count in instances)
+        return FleetGauges(_queue_depths(queues, cap), states)
 
     def run_counts(self, *, cap: int = 10_000) -> dict[RunStatus, RunCount]:
         """Runs by status: exact up to ``cap``; beyond it estimated where the engine can."""
@@ -321,3 +327,18 @@ def percentile(values: Sequence[float], p: float) -> float:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _queue_depths(rows: Sequence[Row], cap: int) -> list[QueueDepth]:
+    """queue_depths' rows, as their records."""
+    return [
+        QueueDepth(
+            queue=row[0],
+            due=row[1],
+            delayed=row[2],
+            running=row[3],
+            lag=None if row[4] is None else max(0.0, float(row[4])),
+            capped=row[1] >= cap or row[2] >= cap,
+        )
+        for row in rows
+    ]

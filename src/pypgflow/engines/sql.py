@@ -27,7 +27,7 @@ from pypgflow.engines.base import (
 )
 from pypgflow.engines.fleet import FleetVerbs
 from pypgflow.engines.insight import InsightVerbs
-from pypgflow.engines.sqlbase import C, Row, canonical_run_id
+from pypgflow.engines.sqlbase import C, Row, canonical_run_id, finished_runs
 from pypgflow.errors import AttemptError, IdempotencyConflict, RunNotFound
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import RunInfo, StepInfo
@@ -152,6 +152,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             orchestration.tasks_ran(runs, [*ran, *(began & runs.keys())], changes)
             self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
+            result.finished_runs = lambda: finished_runs(changes, outcomes)
         return result
 
     # -- operator verbs -------------------------------------------------------------------------

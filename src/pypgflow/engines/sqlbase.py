@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pypgflow import orchestration
-from pypgflow.engines.base import Engine
+from pypgflow.engines.base import Engine, FinishedRun, Outcome
 from pypgflow.errors import AttemptError, SchemaNotMigrated
 from pypgflow.orchestration import Changes, RunState, StepState
 from pypgflow.status import RunStatus, StepStatus
@@ -415,6 +415,19 @@ def _decoded_steps(stored: Mapping[str, Mapping[str, Any]]) -> tuple[tuple[Any, 
         for name, state in stored.items()
     ]
     return tuple(sorted(fields, key=lambda f: f[1]))
+
+
+def finished_runs(changes: Changes, outcomes: Sequence[Outcome] = ()) -> list[FinishedRun]:
+    """The runs these changes finish (completed, failed or cancelled), for the worker's events,
+    with the trace context their tasks were claimed with (among ``outcomes``)."""
+    finished = [r for r in changes.runs.values() if r.status.finished]
+    if not finished:
+        return []
+    contexts = {o.task.run_id: o.task.trace_context for o in outcomes}
+    return [
+        FinishedRun(r.id, r.workflow, r.queue, r.status, r.error, contexts.get(r.id))
+        for r in finished
+    ]
 
 
 def task_rows(tasks: Sequence[orchestration.NewTask]) -> list[dict[str, Any]]:

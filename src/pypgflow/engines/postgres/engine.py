@@ -446,6 +446,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 run_input=row[8],
                 dependency_outputs=row[9] or {},
                 run_pending=row[10],
+                trace_context=row[11],
             )
             for row in rows
         ]

@@ -36,6 +36,7 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
                 "delay": request.delay,
                 "output": run.output,
                 "steps": steps_text(run.steps),
+                "trace_context": request.trace_context,
                 "task_steps": array_literal(task.step for task in tasks),
                 "task_max_attempts": array_literal(task.max_attempts for task in tasks),
             }
@@ -64,6 +65,7 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
                 "delay": request.delay,
                 "output": run.output,
                 "steps": steps_text(run.steps),
+                "trace_context": request.trace_context,
             }
         )
         tasks.extend(
@@ -110,6 +112,7 @@ def run_rows(requests: Sequence[StartRequest]) -> Iterator[tuple[Any, ...]]:
             run.remaining_steps,
             run.output,
             steps_text(run.steps),
+            request.trace_context,
         )
 
 

@@ -43,14 +43,14 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps)
+         scheduled_at, output, steps, trace_context)
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
-           r.output::jsonb, r.steps::jsonb
+           r.output::jsonb, r.steps::jsonb, r.trace_context
     FROM json_to_recordset(%(runs)s::json)
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
-             delay float8, output text, steps text)
+             delay float8, output text, steps text, trace_context text)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at
 ), new_tasks AS (
@@ -80,11 +80,11 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 WITH new_run AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps)
+         scheduled_at, output, steps, trace_context)
     VALUES (%(id)s::uuid, %(workflow)s, %(status)s, %(queue)s, %(priority)s,
             %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
             coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
-            %(output)s::jsonb, %(steps)s::jsonb)
+            %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workflow, queue, priority, scheduled_at
 ), new_tasks AS (
@@ -105,7 +105,7 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_run;
 -- transaction with copy_tasks and notify: due now (scheduled_at and created_at default to the
 -- transaction's time).
 COPY {schema}.runs
-    (id, workflow, status, queue, priority, input, remaining_steps, output, steps)
+    (id, workflow, status, queue, priority, input, remaining_steps, output, steps, trace_context)
 FROM STDIN;
 
 -- name: copy_tasks
@@ -164,9 +164,10 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
                END)
         FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
            AS dependency_outputs,
-       r.status = 'pending' AS run_pending
+       r.status = 'pending' AS run_pending, r.trace_context
 FROM claimed c
-CROSS JOIN LATERAL (SELECT input, steps, status FROM {schema}.runs WHERE id = c.run_id) AS r
+CROSS JOIN LATERAL (SELECT input, steps, status, trace_context FROM {schema}.runs
+                    WHERE id = c.run_id) AS r
 -- in claim order: the worker starts them in this order
 ORDER BY c.priority, c.run_at, c.id;
 
@@ -1046,6 +1047,15 @@ SELECT q.queue,
         WHERE first.run_at <= now()) AS lag
 FROM queues q
 ORDER BY q.queue;
+
+-- name: instance_states
+-- Registered instances by state (one row per state present): offline once their heartbeat is
+-- older than %(stale_after)s seconds, as list_instances judges them. A metrics scrape's.
+SELECT CASE WHEN extract(epoch FROM now() - heartbeat_at) > %(stale_after)s
+            THEN 'offline' ELSE 'online' END AS state,
+       count(*)::int
+FROM {schema}.instances
+GROUP BY 1;
 
 -- name: run_counts_capped
 -- Runs of each status, counted through runs_status_created up to %(cap)s (positions only).

@@ -395,7 +395,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             if not claimed:
                 return []
             inputs = {
-                row[0]: (row[1], row[2], bool(row[3]))
+                row[0]: (row[1], row[2], bool(row[3]), row[4])
                 for row in conn.execute(
                     self._q("claimed_task_inputs"), {"ids": json_array([row[0] for row in claimed])}
                 )
@@ -405,7 +405,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         claimed.sort(key=lambda row: (row[8], row[9], row[0]))
         for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *_ in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
-            run_input, dependency_outputs, run_pending = inputs[task_id]
+            run_input, dependency_outputs, run_pending, trace_context = inputs[task_id]
             tasks.append(
                 ClaimedTask(
                     id=task_id,
@@ -419,6 +419,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     run_input=load_json(run_input),
                     dependency_outputs=load_json(dependency_outputs) or {},
                     run_pending=run_pending,
+                    trace_context=trace_context,
                 )
             )
         return tasks

@@ -43,6 +43,7 @@ def runs_param(requests: Sequence[StartRequest]) -> str:
             "delay": float(r.delay),
             "output": r.run.output,
             "steps": steps_text(r.run.steps),
+            "trace_context": r.trace_context,
         }
         for r in requests
     )

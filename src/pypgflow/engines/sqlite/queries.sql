@@ -54,13 +54,13 @@ INSERT INTO migrations (version, name) VALUES (:version, :name);
 -- (their tasks are then not inserted either); the ids actually inserted are returned.
 INSERT INTO runs
     (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-     scheduled_at, output, steps)
+     scheduled_at, output, steps, trace_context)
 SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
                 {now} + (r.value ->> '$.delay')),
-       r.value ->> '$.output', r.value ->> '$.steps'
+       r.value ->> '$.output', r.value ->> '$.steps', r.value ->> '$.trace_context'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
@@ -122,7 +122,7 @@ SELECT t.id, r.input AS run_input,
                END)
         FROM json_each(r.steps -> ('$."' || t.step || '"') -> '$.depends_on') AS d)
            AS dependency_outputs,
-       r.status = 'pending' AS run_pending
+       r.status = 'pending' AS run_pending, r.trace_context
 FROM tasks t
 JOIN runs r ON r.id = t.run_id
 WHERE t.id IN (SELECT value FROM json_each(:ids));
@@ -906,6 +906,14 @@ SELECT q.queue,
         WHERE first <= {now}) AS lag
 FROM queues q
 ORDER BY q.queue;
+
+-- name: instance_states
+-- Registered instances by state (one row per state present): offline once their heartbeat is
+-- older than :stale_after seconds, as list_instances judges them. A metrics scrape's.
+SELECT CASE WHEN {now} - heartbeat_at > :stale_after THEN 'offline' ELSE 'online' END AS state,
+       count(*)
+FROM instances
+GROUP BY 1;
 
 -- name: run_counts_capped
 -- Runs of each status, counted through runs_status_created up to :cap.

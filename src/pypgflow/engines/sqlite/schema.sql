@@ -34,6 +34,9 @@ CREATE TABLE runs (
     -- the run's steps, by name: the graph, copied at start so that a run never depends on how
     -- its workflow is defined later, and each step's state (see engines/sqlbase.py), as JSON
     steps TEXT NOT NULL,
+    -- the trace context the run was started in (a W3C trace context carrier as JSON text, set
+    -- when the starting process traces: see pypgflow/telemetry/otel.py); untrusted when read
+    trace_context TEXT,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
