@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from pypgflow import defaults, observing
 from pypgflow.backoff import Backoff
+from pypgflow.catalog import Catalog
 from pypgflow.cron import Schedule, check_cron, check_timezone
 from pypgflow.engines import engine_for_url
 from pypgflow.engines.base import Engine, StartRequest
@@ -166,7 +167,10 @@ class App:
             )
         #: seconds without a heartbeat after which an instance is offline and its steps rescued
         self.stale_after = float(stale_after)
-        self.workflows: dict[str, Workflow] = {}
+        #: every registered workflow version, and the stored blueprints (see pypgflow.catalog)
+        self.catalog = Catalog(engine)
+        #: the newest registered version of each workflow, by name
+        self.workflows: dict[str, Workflow] = self.catalog.newest
         self.default_queues: dict[str, str] = {}
         #: cron schedules defined in code (app.schedule, @app.job(cron=...)), by name
         self.defined_schedules: dict[str, Schedule] = {}
@@ -201,21 +205,36 @@ class App:
 
     # -- definitions ---------------------------------------------------------------------------
 
-    def register(self, workflow: Workflow, *, queue: str | None = None) -> Workflow:
-        """Make ``workflow`` known to this app: its workers run it, ``start`` accepts its name.
+    def register(self, *workflows: Workflow, queue: str | None = None) -> Workflow:
+        """Make these workflows known to this app: its workers run them, ``start`` accepts their
+        names. Several versions of one workflow may be registered side by side (a deploy keeps
+        the old one until its runs drain); the last registered is the newest, which ``start``
+        uses unless ``version=`` names another. Returns the last one.
 
-        ``queue`` is where its runs go when ``start`` names none (else ``"default"``).
+        ``queue`` is where their runs go when ``start`` names none (else ``"default"``).
         """
-        if not isinstance(workflow, Workflow):
-            raise InvalidArgument(f"register() takes a Workflow, got {type(workflow).__name__}")
-        workflow.validate()
-        known = self.workflows.get(workflow.name)
-        if known is not None and known is not workflow:
-            raise InvalidArgument(f"another workflow named {workflow.name!r} is already registered")
-        self.workflows[workflow.name] = workflow
-        if queue is not None:
-            self.default_queues[workflow.name] = check_queue(queue)
-        return workflow
+        if not workflows:
+            raise InvalidArgument("register() takes one or more Workflows")
+        for workflow in workflows:
+            if not isinstance(workflow, Workflow):
+                raise InvalidArgument(f"register() takes a Workflow, got {type(workflow).__name__}")
+            workflow.validate()
+        for workflow in workflows:
+            self.catalog.add(workflow)
+            if queue is not None:
+                self.default_queues[workflow.name] = check_queue(queue)
+        return workflows[-1]
+
+    @property
+    def workflow_versions(self) -> Mapping[tuple[str, str], Workflow]:
+        """Every registered workflow version, by (name, version)."""
+        return self.catalog.versions
+
+    def store_definitions(self) -> None:
+        """Store the blueprint of every registered workflow version (graph and options, no
+        code), so that processes without the code can start them: done by ``migrate`` and by
+        every worker at start, and for each version the first time this process starts it."""
+        self.catalog.store()
 
     def job(
         self,
@@ -247,19 +266,17 @@ class App:
 
         return decorate(fn) if fn is not None else decorate
 
-    def workflow(self, name_or_flow: str | Workflow) -> Workflow:
+    def workflow(self, name_or_flow: str | Workflow, version: str | None = None) -> Workflow:
+        """The workflow a start names: a Workflow (or Job) as it is, else the registered one of
+        that name (the newest, or ``version``), else its stored blueprint (a workflow without
+        code, which starts runs as its own code would); UnknownWorkflow if none."""
         if isinstance(name_or_flow, Workflow):
             return name_or_flow.validate()
         if isinstance(name_or_flow, Job):
             return name_or_flow.workflow
-        try:
-            return self.workflows[name_or_flow]
-        except (KeyError, TypeError):
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise UnknownWorkflow(
-                f"no workflow named {name_or_flow!r} is registered with this app (registered: "
-                f"{known})"
-            ) from None
+        if not isinstance(name_or_flow, str):
+            raise UnknownWorkflow(f"a workflow is named by a string, got {name_or_flow!r}")
+        return self.catalog.find(name_or_flow, version)
 
     # -- cron schedules ------------------------------------------------------------------------
 
@@ -288,11 +305,21 @@ class App:
         check_timezone(timezone)
         if isinstance(workflow, Job):
             workflow = workflow.workflow
+        if isinstance(workflow, str) and workflow not in self.workflows:
+            self.catalog.find(workflow)  # UnknownWorkflow naming what exists, if it does not
+            raise UnknownWorkflow(
+                f"workflow {workflow!r} is not registered with this app: a schedule's workflow "
+                "needs its code here (register it)"
+            )
         flow = self.workflow(workflow)
-        known = self.workflows.get(flow.name)
+        known = self.workflow_versions.get((flow.name, flow.version))
         if known is not None and known is not flow:
-            raise InvalidArgument(f"another workflow named {flow.name!r} is already registered")
-        request = self._request(flow, input, queue, priority, None, None, None)
+            raise InvalidArgument(
+                f"another workflow named {flow.name!r} (version {flow.version!r}) is already "
+                "registered"
+            )
+        # checked as a start is, nothing written (a schedule is defined at import time)
+        request = self._request(flow, input, queue, priority, None, None, None, store=False)
         defined = Schedule(
             name=name,
             cron=cron,
@@ -321,8 +348,11 @@ class App:
     # -- schema --------------------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
-        """Create or upgrade the database schema (idempotent); returns the versions applied."""
-        return self.engine.migrate()
+        """Create or upgrade the database schema (idempotent), and store the registered
+        workflows' blueprints; returns the schema versions applied."""
+        applied = self.engine.migrate()
+        self.store_definitions()
+        return applied
 
     async def migrate_async(self) -> list[int]:
         return await asyncio.to_thread(self.migrate)
@@ -340,13 +370,16 @@ class App:
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         connection: Any = None,
+        version: str | None = None,
     ) -> Run:
         """Start a run of ``workflow`` on ``input``. Nothing is written if anything is invalid.
 
         ``connection``: a psycopg connection whose transaction the run joins; it exists only if
         that transaction commits.
         """
-        request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
+        request = self._request(
+            workflow, input, queue, priority, delay, run_at, idempotency_key, version
+        )
         self._check_connection(connection)
         (run_id,) = self._start_runs([request], connection)
         return Run(self, run_id)
@@ -362,8 +395,11 @@ class App:
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         connection: Any = None,
+        version: str | None = None,
     ) -> Run:
-        request = self._request(workflow, input, queue, priority, delay, run_at, idempotency_key)
+        request = self._request(
+            workflow, input, queue, priority, delay, run_at, idempotency_key, version
+        )
         self._check_connection(connection)
         (run_id,) = await self._start_runs_async([request], connection)
         return Run(self, run_id)
@@ -378,9 +414,10 @@ class App:
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         connection: Any = None,
+        version: str | None = None,
     ) -> list[Run]:
         """Start one run per input in a single round trip; all or nothing."""
-        requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
+        requests = self._requests(workflow, inputs, queue, priority, delay, run_at, version)
         self._check_connection(connection)
         return [Run(self, run_id) for run_id in self._start_runs(requests, connection)]
 
@@ -394,8 +431,9 @@ class App:
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         connection: Any = None,
+        version: str | None = None,
     ) -> list[Run]:
-        requests = self._requests(workflow, inputs, queue, priority, delay, run_at)
+        requests = self._requests(workflow, inputs, queue, priority, delay, run_at, version)
         self._check_connection(connection)
         ids = await self._start_runs_async(requests, connection)
         return [Run(self, run_id) for run_id in ids]
@@ -434,15 +472,29 @@ class App:
         priority: int,
         delay: float | timedelta | None,
         run_at: datetime | None,
+        version: str | None = None,
     ) -> list[StartRequest]:
         if isinstance(inputs, str | bytes | dict) or not isinstance(inputs, Iterable):
             raise InvalidArgument("start_many() takes an iterable of inputs, one per run")
-        flow = self.workflow(workflow)
+        flow = self._startable(workflow, version)
         if queue is None:
             queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
         return prepare_starts(
             flow, inputs, queue=queue, priority=priority, delay=delay, run_at=run_at
         )
+
+    def _startable(self, workflow: str | Workflow, version: str | None) -> Workflow:
+        """The workflow to start, its blueprint stored first if this process has not yet (so
+        that other processes can start it without its code)."""
+        if version is not None and not isinstance(workflow, str):
+            raise InvalidArgument("version= picks a version of a workflow named by a string")
+        flow = self.workflow(workflow, version)
+        if isinstance(workflow, str) and flow is not self.workflow_versions.get(
+            (flow.name, flow.version)
+        ):
+            return flow  # from its stored blueprint: stored already
+        self.catalog.ensure_stored(flow)
+        return flow
 
     def _request(
         self,
@@ -453,10 +505,13 @@ class App:
         delay: float | timedelta | None,
         run_at: datetime | None,
         idempotency_key: str | None,
+        version: str | None = None,
+        *,
+        store: bool = True,
     ) -> StartRequest:
         """A start of ``workflow`` (a name this app registers, or a Workflow) prepared by
         :func:`pypgflow.starting.prepare_start`, on the workflow's queue unless one is given."""
-        flow = self.workflow(workflow)
+        flow = self._startable(workflow, version) if store else self.workflow(workflow, version)
         if queue is None:
             queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
         return prepare_start(

@@ -40,6 +40,15 @@ class Definitions(Protocol):
         ...
 
     @property
+    def workflow_versions(self) -> Mapping[tuple[str, str], Workflow]:
+        """Every registered workflow version, by (name, version): the runs a worker takes."""
+        ...
+
+    def store_definitions(self) -> None:
+        """Store the registered workflow versions' blueprints."""
+        ...
+
+    @property
     def defined_schedules(self) -> Mapping[str, Schedule]:
         """The cron schedules defined in code, by name."""
         ...

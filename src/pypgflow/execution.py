@@ -36,11 +36,13 @@ class StepRunner:
         self,
         workflows: Mapping[str, Workflow],
         *,
+        versions: Mapping[tuple[str, str], Workflow],
         slots: int,
         instance_id: str,
         log: ContextLogger,
     ) -> None:
         self.workflows = workflows
+        self.versions = versions
         self.instance_id = instance_id
         self.log = log
         # Threads are made only when none is idle, so there are as many as steps running, plus
@@ -53,18 +55,25 @@ class StepRunner:
         )
         self._handoff: ThreadHandoff | None = None
 
+    def workflow_of(self, task: ClaimedTask) -> Workflow | None:
+        """The definition the task runs with: its run's version (runs stored before versions
+        have none: the newest registered)."""
+        if task.version is None:
+            return self.workflows.get(task.workflow)
+        return self.versions.get((task.workflow, task.version))
+
     def is_async(self, task: ClaimedTask) -> bool:
         """Whether the task's step is an ``async def`` (cancelling its future stops it)."""
-        workflow = self.workflows.get(task.workflow)
+        workflow = self.workflow_of(task)
         step = workflow.steps.get(task.step) if workflow is not None else None
         return step is not None and step.is_async
 
     async def run(self, task: ClaimedTask, ctx: StepContext) -> Outcome:
         """Call the task's step once and say how it went; CancelledError propagates (the
         attempt was cancelled, abandoned or interrupted: it has no outcome)."""
-        workflow = self.workflows[task.workflow]
-        step = workflow.steps.get(task.step)
-        if step is None:
+        workflow = self.workflow_of(task)
+        step = workflow.steps.get(task.step) if workflow is not None else None
+        if workflow is None or step is None:
             error = LookupError(
                 f"workflow {task.workflow!r} has no step {task.step!r} in this worker's definition"
             )
@@ -153,7 +162,7 @@ class StepRunner:
         task = outcome.task
         error = DatabaseError(f"the output of step {_where(task)!r} could not be stored: {exc}")
         error.__cause__ = exc
-        workflow = self.workflows.get(task.workflow)
+        workflow = self.workflow_of(task)
         step = workflow.steps.get(task.step) if workflow is not None else None
         if workflow is None or step is None:
             verdict = orchestration.attempt_failed(

@@ -76,6 +76,9 @@ class RunState:
     error: AttemptError | None = None
     changed: bool = False
     started: bool = False
+    #: the workflow version it started on: set by new_run (a locked run's is not read: new
+    #: tasks take their run's version in the database)
+    version: str | None = None
 
     def dependents(self, name: str) -> list[StepState]:
         return [s for s in self.steps.values() if name in s.depends_on]
@@ -329,6 +332,7 @@ def new_run(
         remaining_steps=len(steps),
         steps=steps,
         input=input_json,
+        version=workflow.version,
     )
     for step_state in list(steps.values()):
         if step_state.remaining_deps == 0 and step_state.status is StepStatus.WAITING:

@@ -55,6 +55,9 @@ class RunInfo:
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
     steps: tuple[StepInfo, ...] = field(default_factory=tuple)
+    #: the version of its workflow the run started on (read by get_run; None in listings, and
+    #: for runs stored before versions)
+    version: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -147,6 +147,7 @@ def _like(template: StartRequest, run_id: str, input_json: str) -> StartRequest:
             steps=run.steps,
             input=input_json,
             output=run.output,
+            version=run.version,
         ),
         changes=orchestration.Changes(new_tasks=new_tasks),
         idempotency_key=None,

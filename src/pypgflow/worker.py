@@ -2,14 +2,17 @@
 
 One asyncio loop per worker process. Claims are sized to the free execution slots of each queue.
 Sync steps run in a bounded thread pool, async steps on the loop; what a failure means is
-orchestration's decision (:func:`pypgflow.orchestration.attempt_failed`), taken here before the
-outcome is recorded. Beside the claim loop run the worker's other parts, each in its module: the
+orchestration's decision (:func:`pypgflow.orchestration.step_failed`), taken here before the
+outcome is recorded. A worker claims the runs of the workflow versions its app registers. Beside the claim loop run the worker's other parts, each in its module: the
 :class:`~pypgflow.outcomes.OutcomeWriter` (batched outcomes), the
 :class:`~pypgflow.registry.Registration` (heartbeat, lost contact, rescue) and the
 :class:`~pypgflow.leader.Leader` (lease, cron, retention).
 
 The worker never touches SQL: it speaks to the engine's domain verbs, through worker threads so
 the loop never blocks on the database.
+
+Why one module: the claim loop, the slots' hand-offs and the shutdown sequence are one state
+machine over the same few fields; its other parts already live in modules of their own.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Worker:
         self.stale_after = app.stale_after if stale_after is None else stale_after
         self.max_rescues = max_rescues
         self.workflow_names = sorted(app.workflows)
+        self.versions = sorted(f"{name}@{version}" for name, version in app.workflow_versions)
         self._held: dict[int, _Held] = {}
         self._abandoned: set[int] = set()
         #: slots, and tasks claimed ahead of them (see pypgflow.slots)
@@ -124,6 +128,7 @@ class Worker:
         #: calls the steps of claimed tasks (see pypgflow.execution)
         self.runner = StepRunner(
             app.workflows,
+            versions=app.workflow_versions,
             slots=sum(self.queues.values()),
             instance_id=self.instance_id,
             log=self.log,
@@ -206,6 +211,7 @@ class Worker:
             self._stopped_event.set()
         handlers = self._install_signals()
         await self._db_call(self.engine.check_schema)
+        await self._db_call(self.app.store_definitions)  # blueprints, for processes without code
         await self.registration.join()
         self.log.info(
             "worker %s started: queues %s, workflows %s",
@@ -340,6 +346,7 @@ class Worker:
                 want,
                 instance_id=self.instance_id,
                 workflows=self.workflow_names,
+                versions=self.versions,
             )
             if len(tasks) == want:
                 full = True
@@ -357,7 +364,9 @@ class Worker:
         queues = list(self.queues)
         wait = self.poll_interval
         try:
-            due = await self._db_call(self.engine.next_due_in, queues, self.workflow_names)
+            due = await self._db_call(
+                self.engine.next_due_in, queues, self.workflow_names, self.versions
+            )
             if due is not None:
                 wait = max(0.0, min(wait, due))
             if check_unknown:

@@ -1,7 +1,7 @@
 """Runs stored by an earlier schema carry on after an upgrade, on each engine: migration 0004
 moves each run's steps into its row and plain steps' outputs onto their tasks, 0005 scopes
-idempotency keys to their workflow, and 0006 gives runs a trace context (none for the runs
-stored before it). A run caught
+idempotency keys to their workflow, 0006 gives runs a trace context and 0007 a version (none
+for the runs stored before them). A run caught
 half-way (a step done, a map step with one element done and one queued, a step waiting) reads
 back as it was and finishes with the outputs it had; a finished run keeps its steps' outputs."""
 
@@ -135,8 +135,9 @@ def test_a_run_caught_half_way_by_the_upgrade_finishes_with_its_outputs(
     write_old_rows(old_database, half_way, finished)
     app = App(old_database, workflows=[upgraded, done_before])
     try:
-        # 0004 moves the steps; 0005 scopes the keys; 0006 keeps the trace context
-        assert app.migrate() == [4, 5, 6]
+        # 0004 moves the steps; 0005 scopes the keys; 0006 keeps the trace context; 0007 adds
+        # versions (none for the runs stored before: any worker of their workflow takes them)
+        assert app.migrate() == [4, 5, 6, 7]
 
         info = app.get_run(half_way)
         assert info.status is RunStatus.RUNNING

@@ -277,7 +277,15 @@ def test_plans_stay_flat_whatever_the_statistics(database: tuple[str, App]) -> N
     where = f"[{state}: {STATES[state]}]"
 
     # The claim, in a transaction rolled back: the backlog stays as it is.
-    params = {"queue": QUEUE, "limit": LIMIT, "instance_id": INSTANCE, "workflows": WORKFLOWS}
+    # as a worker claims: the versions it has the code of, too
+    versions = [f"{flow.name}@{flow.version}" for flow in app.workflows.values()]
+    params = {
+        "queue": QUEUE,
+        "limit": LIMIT,
+        "instance_id": INSTANCE,
+        "workflows": WORKFLOWS,
+        "versions": engine._ids(versions),
+    }
     problems: list[str] = []
     with psycopg.connect(engine.url) as conn:
         for kind, explainer in (("", explain), (" (generic plan)", explain_generic)):
@@ -293,7 +301,9 @@ def test_plans_stay_flat_whatever_the_statistics(database: tuple[str, App]) -> N
 
     # A real claim (map elements and one-step tasks), and recording its outcomes.
     with explained(engine) as seen:
-        tasks = engine.claim_tasks(QUEUE, LIMIT, instance_id=INSTANCE, workflows=WORKFLOWS)
+        tasks = engine.claim_tasks(
+            QUEUE, LIMIT, instance_id=INSTANCE, workflows=WORKFLOWS, versions=versions
+        )
     assert len(tasks) == LIMIT
     assert len([t for t in tasks if t.workflow == mapped.name]) == 2 * MAP_RUNS
     for name, _, plan in seen:
@@ -301,7 +311,7 @@ def test_plans_stay_flat_whatever_the_statistics(database: tuple[str, App]) -> N
 
     with explained(engine) as seen:
         assert engine.still_running([t.id for t in tasks]) == {t.id for t in tasks}
-        assert engine.next_due_in([QUEUE], WORKFLOWS) is not None
+        assert engine.next_due_in([QUEUE], WORKFLOWS, versions) is not None
         result = engine.finish_tasks(outcomes(tasks))
     assert result.accepted == len(tasks)
     names = {name for name, _, _ in seen}

@@ -203,7 +203,9 @@ def test_schema_versions_other_than_this_pypgflows(tmp_path: Path) -> None:
         engine.check_schema()
     engine.latest_version = installed
     with sqlite3.connect(tmp_path / "flows.db") as conn:
-        conn.execute("INSERT INTO migrations (version, name) VALUES (7, 'future')")
+        conn.execute(
+            "INSERT INTO migrations (version, name) VALUES (?, 'future')", (installed + 1,)
+        )
     conn.close()
     with pytest.raises(SchemaNotMigrated, match="newer than this pypgflow knows"):
         engine.check_schema()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,6 +68,8 @@ class ClaimedTask:
     #: the run was still pending when the task was claimed: its worker marks it running if
     #: the step runs long (see pypgflow.worker), else its outcome does
     run_pending: bool = False
+    #: the workflow version its run started on (None for runs stored before versions)
+    version: str | None = None
     #: the trace context its run was started in, as stored (untrusted: parsed with care)
     trace_context: str | None = None
 
@@ -202,9 +204,18 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def claim_tasks(
-        self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
+        self,
+        queue: str,
+        limit: int,
+        *,
+        instance_id: str,
+        workflows: Sequence[str],
+        versions: Sequence[str] | None = None,
     ) -> list[ClaimedTask]:
         """Claim up to ``limit`` due tasks of ``queue`` for ``workflows``: priority, due time, age.
+        ``versions`` (``"name@version"``): the workflow versions the claimer has the code of; a
+        task of another version stays queued (None: any version; runs stored before versions
+        have none and go to any claimer of their workflow).
         Only the tasks are written: a pending run is marked running by its first outcome (a
         :class:`Began` note for a step that runs long)."""
 
@@ -221,8 +232,24 @@ class Engine(abc.ABC):
         """Of these tasks, the ones still running (the others were cancelled)."""
 
     @abc.abstractmethod
-    def next_due_in(self, queues: Sequence[str], workflows: Sequence[str]) -> float | None:
-        """Seconds until the next queued task of these queues is due (<= 0: now), None if none."""
+    def next_due_in(
+        self,
+        queues: Sequence[str],
+        workflows: Sequence[str],
+        versions: Sequence[str] | None = None,
+    ) -> float | None:
+        """Seconds until the next queued task of these queues (of these workflows and versions,
+        as claim_tasks takes them) is due (<= 0: now), None if none."""
+
+    @abc.abstractmethod
+    def store_definitions(self, blueprints: Sequence[Mapping[str, Any]]) -> None:
+        """Store these workflow versions' blueprints (see pypgflow.blueprints), replacing the
+        ones stored under the same name and version."""
+
+    @abc.abstractmethod
+    def stored_definitions(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        """The stored blueprints of ``workflow`` (None: of every workflow), the most recently
+        stored first."""
 
     @abc.abstractmethod
     def unknown_workflows_waiting(

@@ -12,6 +12,7 @@ names), how it passes parameters and decodes columns, claims, starts and notific
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -206,12 +207,37 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
                 )
             }
 
-    def next_due_in(self, queues: Sequence[str], workflows: Sequence[str]) -> float | None:
+    def next_due_in(
+        self,
+        queues: Sequence[str],
+        workflows: Sequence[str],
+        versions: Sequence[str] | None = None,
+    ) -> float | None:
         with self._read() as conn:
             rows = self._fetch(
-                conn, "next_due", {"queues": self._ids(queues), "workflows": self._ids(workflows)}
+                conn,
+                "next_due",
+                {
+                    "queues": self._ids(queues),
+                    "workflows": self._ids(workflows),
+                    "versions": None if versions is None else self._ids(versions),
+                },
             )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    def store_definitions(self, blueprints: Sequence[Mapping[str, Any]]) -> None:
+        rows = [
+            {"workflow": b["name"], "version": b["version"], "definition": json.dumps(b)}
+            for b in blueprints
+        ]
+        if rows:
+            with self._write() as conn:
+                self._execute(conn, "store_definitions", self._batch(rows))
+
+    def stored_definitions(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = self._fetch(conn, "stored_definitions", {"workflow": workflow})
+        return [json.loads(row[2]) for row in rows]
 
     def unknown_workflows_waiting(
         self, queues: Sequence[str], workflows: Sequence[str]
@@ -279,9 +305,9 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
     # -- records ----------------------------------------------------------------------------------
 
     def _run_info(self, row: Row, steps: Sequence[StepInfo]) -> RunInfo:
-        """A get_run or list_runs row, as its record."""
+        """A get_run or list_runs row, as its record (get_run's has the version too)."""
         (run_id, workflow, status, queue, priority, idempotency_key, input_, output, error,
-         created_at, scheduled_at, started_at, finished_at) = row  # fmt: skip
+         created_at, scheduled_at, started_at, finished_at) = row[:13]  # fmt: skip
         return RunInfo(
             id=run_id,
             workflow=workflow,
@@ -297,6 +323,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             scheduled_at=self._optional_time(scheduled_at),
             idempotency_key=idempotency_key,
             steps=tuple(steps),
+            version=row[13] if len(row) > 13 else None,
         )
 
     def _step_info(self, row: Row, stored_errors: Iterable[Any]) -> StepInfo:

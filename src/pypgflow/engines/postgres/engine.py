@@ -419,8 +419,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     # -- claiming and finishing --------------------------------------------------------------
 
     def claim_tasks(
-        self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
-    ) -> list[ClaimedTask]:
+        self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str],
+        versions: Sequence[str] | None = None,
+    ) -> list[ClaimedTask]:  # fmt: skip
         # One statement: in autocommit mode it is its own transaction (one round trip).
         with self._connection(autocommit=True) as conn:
             rows = self._fetch(
@@ -431,6 +432,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     "limit": limit,
                     "instance_id": instance_id,
                     "workflows": self._ids(workflows),
+                    "versions": None if versions is None else self._ids(versions),
                 },
             )
         return [
@@ -447,6 +449,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 dependency_outputs=row[9] or {},
                 run_pending=row[10],
                 trace_context=row[11],
+                version=row[12],
             )
             for row in rows
         ]

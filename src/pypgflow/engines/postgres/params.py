@@ -37,6 +37,7 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
                 "output": run.output,
                 "steps": steps_text(run.steps),
                 "trace_context": request.trace_context,
+                "version": run.version,
                 "task_steps": array_literal(task.step for task in tasks),
                 "task_max_attempts": array_literal(task.max_attempts for task in tasks),
             }
@@ -66,6 +67,7 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
                 "output": run.output,
                 "steps": steps_text(run.steps),
                 "trace_context": request.trace_context,
+                "version": run.version,
             }
         )
         tasks.extend(
@@ -113,6 +115,7 @@ def run_rows(requests: Sequence[StartRequest]) -> Iterator[tuple[Any, ...]]:
             run.output,
             steps_text(run.steps),
             request.trace_context,
+            run.version,
         )
 
 
@@ -129,6 +132,7 @@ def root_task_rows(requests: Sequence[StartRequest]) -> Iterator[tuple[Any, ...]
                 task.priority,
                 task.max_attempts,
                 task.input,
+                request.run.version,
             )
 
 

@@ -43,21 +43,22 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context)
+         scheduled_at, output, steps, trace_context, version)
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
-           r.output::jsonb, r.steps::jsonb, r.trace_context
+           r.output::jsonb, r.steps::jsonb, r.trace_context, r.version
     FROM json_to_recordset(%(runs)s::json)
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
-             delay float8, output text, steps text, trace_context text)
+             delay float8, output text, steps text, trace_context text, version text)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, scheduled_at
+    RETURNING id, scheduled_at, version
 ), new_tasks AS (
     INSERT INTO {schema}.tasks
-        (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at)
+        (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at,
+         version)
     SELECT t.run_id, t.step, t.task_index, t.workflow, t.queue, t.priority, t.max_attempts,
-           t.input::jsonb, n.scheduled_at
+           t.input::jsonb, n.scheduled_at, n.version
     FROM ROWS FROM (json_to_recordset(%(tasks)s::json)
                     AS (run_id uuid, step text, task_index int, workflow text, queue text,
                         priority smallint, max_attempts int, input text)) WITH ORDINALITY
@@ -80,16 +81,18 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 WITH new_run AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context)
+         scheduled_at, output, steps, trace_context, version)
     VALUES (%(id)s::uuid, %(workflow)s, %(status)s, %(queue)s, %(priority)s,
             %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
             coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
-            %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text)
+            %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text, %(version)s::text)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, workflow, queue, priority, scheduled_at
+    RETURNING id, workflow, queue, priority, scheduled_at, version
 ), new_tasks AS (
-    INSERT INTO {schema}.tasks (run_id, step, workflow, queue, priority, max_attempts, run_at)
-    SELECT n.id, t.step, n.workflow, n.queue, n.priority, t.max_attempts, n.scheduled_at
+    INSERT INTO {schema}.tasks
+        (run_id, step, workflow, queue, priority, max_attempts, run_at, version)
+    SELECT n.id, t.step, n.workflow, n.queue, n.priority, t.max_attempts, n.scheduled_at,
+           n.version
     FROM new_run n
     CROSS JOIN unnest(%(task_steps)s::text[], %(task_max_attempts)s::int[]) WITH ORDINALITY
         AS t(step, max_attempts, ord)
@@ -105,14 +108,29 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_run;
 -- transaction with copy_tasks and notify: due now (scheduled_at and created_at default to the
 -- transaction's time).
 COPY {schema}.runs
-    (id, workflow, status, queue, priority, input, remaining_steps, output, steps, trace_context)
+    (id, workflow, status, queue, priority, input, remaining_steps, output, steps, trace_context,
+     version)
 FROM STDIN;
 
 -- name: copy_tasks
 -- The root tasks of a batch of copy_runs, in the batch's order (claims take equal tasks
 -- oldest, lowest id, first); run_at defaults to the transaction's time, as the runs'.
-COPY {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+COPY {schema}.tasks
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version)
 FROM STDIN;
+
+-- name: store_definitions
+-- Each workflow version's blueprint, as the latest process that knows it has it.
+INSERT INTO {schema}.workflow_definitions (workflow, version, definition)
+SELECT d.workflow, d.version, d.definition::jsonb
+FROM json_to_recordset(%(rows)s::json) AS d(workflow text, version text, definition text)
+ON CONFLICT (workflow, version) DO UPDATE SET definition = excluded.definition, stored_at = now();
+
+-- name: stored_definitions
+-- The stored blueprints of a workflow (NULL: of every workflow), the most recently stored first.
+SELECT workflow, version, definition::text, stored_at FROM {schema}.workflow_definitions
+WHERE %(workflow)s::text IS NULL OR workflow = %(workflow)s::text
+ORDER BY stored_at DESC, workflow, version;
 
 -- name: runs_by_idempotency_key
 -- The runs holding the (workflow, idempotency key) pairs of %(rows)s, with their inputs (as
@@ -139,6 +157,9 @@ WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
       AND workflow = ANY(%(workflows)s::text[])
+      -- the versions the worker has (workflow@version); a task without one, or versions NULL:
+      -- any (one expression: it leaves the planner's estimates of the rest as they were)
+      AND coalesce(workflow || '@' || version = ANY(%(versions)s::text[]), true)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -148,7 +169,7 @@ WITH picked AS (
         started_at = coalesce(t.started_at, now())
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
-              t.priority, t.run_at
+              t.priority, t.run_at, t.version
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
        c.max_attempts, c.input, r.input AS run_input,
@@ -164,7 +185,7 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
                END)
         FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
            AS dependency_outputs,
-       r.status = 'pending' AS run_pending, r.trace_context
+       r.status = 'pending' AS run_pending, r.trace_context, c.version
 FROM claimed c
 CROSS JOIN LATERAL (SELECT input, steps, status, trace_context FROM {schema}.runs
                     WHERE id = c.run_id) AS r
@@ -184,6 +205,7 @@ CROSS JOIN LATERAL (
     SELECT t.run_at FROM {schema}.tasks t
     WHERE t.status = 'queued' AND t.queue = q.queue AND t.priority = p.priority
       AND t.workflow = ANY(%(workflows)s::text[])
+      AND coalesce(t.workflow || '@' || t.version = ANY(%(versions)s::text[]), true)
     ORDER BY t.run_at
     LIMIT 1
 ) AS first;
@@ -284,9 +306,11 @@ SELECT pg_notify({done_channel_name}, string_agg(id, ',' ORDER BY id))
 FROM finished GROUP BY chunk;
 
 -- name: insert_tasks
-INSERT INTO {schema}.tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+-- A new task carries its run's version (the run is locked: a primary-key lookup, in cache).
+INSERT INTO {schema}.tasks
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version)
 SELECT d.run_id, d.step, d.task_index, d.workflow, d.queue, d.priority, d.max_attempts,
-       d.input::jsonb
+       d.input::jsonb, (SELECT r.version FROM {schema}.runs r WHERE r.id = d.run_id)
 FROM json_to_recordset(%(rows)s::json)
     AS d(run_id uuid, step text, task_index int, workflow text, queue text, priority smallint,
          max_attempts int, input text);
@@ -325,7 +349,7 @@ LISTEN {done_channel};
 
 -- name: get_run
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM {schema}.runs WHERE id = %(id)s::uuid;
 
 -- name: list_runs

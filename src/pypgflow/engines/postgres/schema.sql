@@ -34,6 +34,8 @@ CREATE TABLE {schema}.runs (
     -- the trace context the run was started in (a W3C trace context carrier as JSON text, set
     -- when the starting process traces: see pypgflow/telemetry/otel.py); untrusted when read
     trace_context text,
+    -- the version of its workflow the run started on (NULL for runs stored before 0007)
+    version text,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -74,6 +76,8 @@ CREATE TABLE {schema}.tasks (
     created_at timestamptz NOT NULL DEFAULT now(),
     started_at timestamptz,
     finished_at timestamptz,
+    -- its run's version: a claim takes the versions its worker has (NULL: any)
+    version text,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
@@ -117,3 +121,12 @@ CREATE TABLE {schema}.schedules (
     CONSTRAINT schedules_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9)
 );
 
+-- Each workflow version's blueprint (graph and options, no code: pypgflow/blueprints.py),
+-- stored by workers and apps, so that a process without the code can start the workflow.
+CREATE TABLE {schema}.workflow_definitions (
+    workflow text NOT NULL,
+    version text NOT NULL,
+    definition jsonb NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow, version)
+);

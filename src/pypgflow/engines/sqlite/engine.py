@@ -380,7 +380,13 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
     # -- claiming and finishing --------------------------------------------------------------
 
     def claim_tasks(
-        self, queue: str, limit: int, *, instance_id: str, workflows: Sequence[str]
+        self,
+        queue: str,
+        limit: int,
+        *,
+        instance_id: str,
+        workflows: Sequence[str],
+        versions: Sequence[str] | None = None,
     ) -> list[ClaimedTask]:
         with self._transaction() as conn:
             claimed = conn.execute(
@@ -390,6 +396,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     "limit": limit,
                     "instance_id": instance_id,
                     "workflows": json_array(workflows),
+                    "versions": None if versions is None else json_array(versions),
                 },
             ).fetchall()
             if not claimed:
@@ -403,7 +410,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         tasks = []
         # In claim order (RETURNING's order is not): the worker starts them in this order.
         claimed.sort(key=lambda row: (row[8], row[9], row[0]))
-        for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *_ in claimed:
+        for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *rest in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
             run_input, dependency_outputs, run_pending, trace_context = inputs[task_id]
             tasks.append(
@@ -420,6 +427,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     dependency_outputs=load_json(dependency_outputs) or {},
                     run_pending=run_pending,
                     trace_context=trace_context,
+                    version=rest[2],
                 )
             )
         return tasks

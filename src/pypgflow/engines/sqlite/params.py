@@ -44,6 +44,7 @@ def runs_param(requests: Sequence[StartRequest]) -> str:
             "output": r.run.output,
             "steps": steps_text(r.run.steps),
             "trace_context": r.trace_context,
+            "version": r.run.version,
         }
         for r in requests
     )

@@ -54,13 +54,14 @@ INSERT INTO migrations (version, name) VALUES (:version, :name);
 -- (their tasks are then not inserted either); the ids actually inserted are returned.
 INSERT INTO runs
     (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-     scheduled_at, output, steps, trace_context)
+     scheduled_at, output, steps, trace_context, version)
 SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
                 {now} + (r.value ->> '$.delay')),
-       r.value ->> '$.output', r.value ->> '$.steps', r.value ->> '$.trace_context'
+       r.value ->> '$.output', r.value ->> '$.steps', r.value ->> '$.trace_context',
+       r.value ->> '$.version'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
@@ -70,12 +71,26 @@ RETURNING id;
 -- name: insert_root_tasks
 -- The first tasks of the runs just inserted, due when their run is scheduled.
 INSERT INTO tasks
-    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at)
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at, version)
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
-       t.value ->> '$.max_attempts', t.value ->> '$.input', r.scheduled_at
+       t.value ->> '$.max_attempts', t.value ->> '$.input', r.scheduled_at, r.version
 FROM json_each(:tasks) AS t
 JOIN runs r ON r.id = t.value ->> '$.run_id';
+
+-- name: store_definitions
+-- Each workflow version's blueprint, as the latest process that knows it has it.
+INSERT INTO workflow_definitions (workflow, version, definition)
+SELECT d.value ->> '$.workflow', d.value ->> '$.version', d.value ->> '$.definition'
+FROM json_each(:rows) AS d
+WHERE true
+ON CONFLICT (workflow, version) DO UPDATE SET definition = excluded.definition, stored_at = {now};
+
+-- name: stored_definitions
+-- The stored blueprints of a workflow (NULL: of every workflow), the most recently stored first.
+SELECT workflow, version, definition, stored_at FROM workflow_definitions
+WHERE :workflow IS NULL OR workflow = :workflow
+ORDER BY stored_at DESC, workflow, version;
 
 -- name: runs_by_idempotency_key
 -- The runs holding the (workflow, idempotency key) pairs of :rows, with their inputs (a start
@@ -96,10 +111,15 @@ WHERE status = 'queued' AND id IN (
     WHERE status = 'queued' AND queue = :queue
       AND run_at <= {now}
       AND workflow IN (SELECT value FROM json_each(:workflows))
+      -- the versions the worker has (workflow@version); a task without one, or versions NULL:
+      -- any
+      AND (version IS NULL OR :versions IS NULL
+           OR workflow || '@' || version IN (SELECT value FROM json_each(:versions)))
     ORDER BY priority, run_at, id
     LIMIT :limit
 )
-RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, priority, run_at;
+RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, priority, run_at,
+          version;
 
 -- name: claimed_task_inputs
 -- What the claimed tasks need besides themselves: their run's input, the outputs of their
@@ -136,6 +156,8 @@ WHERE t.id IN (SELECT value FROM json_each(:ids));
 SELECT min((SELECT t.run_at FROM tasks t
             WHERE t.status = 'queued' AND t.queue = q.value AND t.priority = p.value
               AND t.workflow IN (SELECT value FROM json_each(:workflows))
+              AND (t.version IS NULL OR :versions IS NULL
+                   OR t.workflow || '@' || t.version IN (SELECT value FROM json_each(:versions)))
             ORDER BY t.run_at
             LIMIT 1)) - {now} AS seconds
 FROM json_each(:queues) AS q, json_each('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]') AS p;
@@ -214,10 +236,13 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
 WHERE r.id = d.id;
 
 -- name: insert_tasks
-INSERT INTO tasks (run_id, step, task_index, workflow, queue, priority, max_attempts, input)
+-- A new task carries its run's version.
+INSERT INTO tasks
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version)
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
-       t.value ->> '$.max_attempts', t.value ->> '$.input'
+       t.value ->> '$.max_attempts', t.value ->> '$.input',
+       (SELECT r.version FROM runs r WHERE r.id = t.value ->> '$.run_id')
 FROM json_each(:rows) AS t;
 
 -- name: cancel_tasks_of_runs
@@ -236,7 +261,7 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: get_run
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM runs WHERE id = :id;
 
 -- name: list_runs

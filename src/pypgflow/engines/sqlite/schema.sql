@@ -37,6 +37,8 @@ CREATE TABLE runs (
     -- the trace context the run was started in (a W3C trace context carrier as JSON text, set
     -- when the starting process traces: see pypgflow/telemetry/otel.py); untrusted when read
     trace_context TEXT,
+    -- the version of its workflow the run started on (NULL for runs stored before 0007)
+    version TEXT,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -71,6 +73,8 @@ CREATE TABLE tasks (
     created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
     started_at REAL,
     finished_at REAL,
+    -- its run's version: a claim takes the versions its worker has (NULL: any)
+    version TEXT,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
@@ -123,3 +127,13 @@ CREATE INDEX runs_workflow_status_created ON runs (workflow, status, created_at)
 -- Idempotency keys, scoped to their workflow (last, as migration 0005 makes it).
 CREATE UNIQUE INDEX runs_idempotency_key ON runs (workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+
+-- Each workflow version's blueprint (graph and options, no code: pypgflow/blueprints.py),
+-- stored by workers and apps, so that a process without the code can start the workflow.
+CREATE TABLE workflow_definitions (
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    stored_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    PRIMARY KEY (workflow, version)
+) STRICT;
