@@ -56,7 +56,7 @@ def test_versions_side_by_side_and_start_picks_the_newest_or_the_one_named(
     assert app.workflows["charge"] is new
     newest = app.start("charge", {"amount": 1})
     pinned = app.start("charge", {"amount": 2}, version="1")
-    with pytest.raises(UnknownWorkflow, match="no version '3'.*known: 1, 2"):
+    with pytest.raises(UnknownWorkflow, match=r"no version '3'.*known: 1, 2"):
         app.start("charge", {"amount": 3}, version="3")
     with running_worker(app):
         assert newest.result(timeout=10) == "1 charged by 2"
@@ -81,7 +81,7 @@ def test_a_process_without_the_code_starts_from_the_stored_blueprint(
     producer = App(database_url)  # imports no workflow
     try:
         run = producer.start("charge", {"amount": 9})
-        with pytest.raises(UnknownWorkflow, match="'refund'.*stored: charge"):
+        with pytest.raises(UnknownWorkflow, match=r"'refund'.*stored: charge"):
             producer.start("refund", {})
         with pytest.raises(SerializationError, match="the input of workflow 'charge'"):
             producer.start("charge", {1, 2})
