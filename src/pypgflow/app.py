@@ -30,6 +30,7 @@ from pypgflow.errors import (
     RunNotFound,
     UnknownWorkflow,
 )
+from pypgflow.ids import SHOWN_MATCHES, one_run_id
 from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
@@ -454,6 +455,15 @@ class App:
     async def run_async(self, run_id: str) -> Run:
         await self.get_run_async(run_id)
         return Run(self, str(run_id))
+
+    def resolve_run_id(self, id_or_prefix: str) -> str:
+        """The id of the one run whose id is, or starts with, ``id_or_prefix`` (hex digits, as
+        the command line takes them): RunNotFound if none, AmbiguousRunId if several."""
+        found = self.engine.run_ids_with_prefix(id_or_prefix, limit=SHOWN_MATCHES + 1)
+        return one_run_id(id_or_prefix, found)
+
+    async def resolve_run_id_async(self, id_or_prefix: str) -> str:
+        return await asyncio.to_thread(self.resolve_run_id, id_or_prefix)
 
     def list_runs(
         self,

@@ -239,6 +239,15 @@ SELECT id, workflow, status, queue, priority, idempotency_key, input, output, er
        created_at, scheduled_at, started_at, finished_at
 FROM runs WHERE id = :id;
 
+-- name: run_ids_by_prefix
+-- The ids that start with a prefix: the canonical ids from its first to its last
+-- (ids.prefix_bounds), which sort as text as their digits do: one range of the primary key's
+-- index, read in order and stopped at :limit.
+SELECT id FROM runs
+WHERE id BETWEEN :lo AND :hi
+ORDER BY id
+LIMIT :limit;
+
 -- name: list_runs
 -- Newest first; rowid breaks ties between runs created in the same millisecond. A statement per
 -- filter (this one for none, then by status, by workflow, by both), each read through the index
