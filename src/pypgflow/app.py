@@ -303,6 +303,14 @@ class App:
     async def schedules_async(self) -> list[ScheduleInfo]:
         return await asyncio.to_thread(self.schedules)
 
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a stored schedule (False if none has that name): one no code defines any more.
+        A leader whose app still defines it stores it again, ticking from then."""
+        return self.engine.delete_schedule(name)
+
+    async def delete_schedule_async(self, name: str) -> bool:
+        return await asyncio.to_thread(self.delete_schedule, name)
+
     # -- schema --------------------------------------------------------------------------------
 
     def migrate(self) -> list[int]:

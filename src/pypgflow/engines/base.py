@@ -314,6 +314,10 @@ class Engine(abc.ABC):
         """Every stored schedule, by name."""
 
     @abc.abstractmethod
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a stored schedule; False if there was none of that name."""
+
+    @abc.abstractmethod
     def prune_runs(
         self,
         *,

@@ -653,6 +653,11 @@ WHERE s.name = d.name;
 SELECT name, cron, workflow, queue, priority, timezone, last_tick_at, next_tick_at, input
 FROM {schema}.schedules ORDER BY name;
 
+-- name: delete_schedule
+-- An operator's removal of a stored schedule (one that no running instance defines any more: a
+-- leader that defines it stores it again).
+DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
+
 -- name: prune_runs
 -- One bounded batch of retention: up to %(batch)s runs finished long enough ago (completed and
 -- cancelled after completed_before seconds, failed after failed_before), locked in id order
