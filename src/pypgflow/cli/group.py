@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pypgflow import defaults
+from pypgflow import __version__, defaults
 from pypgflow.cli.loading import Config, config
 from pypgflow.cli.output import one_line
 from pypgflow.errors import PypgflowError
@@ -120,7 +120,7 @@ def _override(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="MODULE:APP",
     help="For the commands that need only the database: take it from this app.",
 )
-@click.version_option(package_name="pypgflow")
+@click.version_option(__version__, prog_name="pypgflow")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, schema: str, app_spec: str | None) -> None:
     """Store the global options for the command that follows (the help is HELP)."""
