@@ -248,8 +248,8 @@ def test_retry_by_filters_with_yes(cli: Invoke, app: App) -> None:
         (["retry"], "give the id of a run to retry, or filters"),
         (["cancel", "01a2", "--workflow", "hello"], "give run ids or filters"),
         (["cancel", "01a2", "--yes"], "--yes only applies with filters"),
-        (["cancel", "--status", "failed"], "'failed': only pending or running runs can be"),
-        (["retry", "--status", "running"], "'running': only failed or cancelled runs can be"),
+        (["cancel", "--status", "failed"], "'failed' is not one of 'pending', 'running'"),
+        (["retry", "--status", "running"], "'running' is not one of 'failed', 'cancelled'"),
     ],
 )
 def test_retry_and_cancel_refuse_unclear_requests(

@@ -24,6 +24,7 @@ class Action:
     verb: str  # "retry", "cancel"
     done: str  # "resumed: its unfinished steps are queued again", "cancelled"
     past: str  # "retried", "cancelled"
+    #: the statuses --status offers
     applies_to: tuple[RunStatus, ...]
     #: the statuses acted on when filters name none
     default: tuple[RunStatus, ...]
@@ -82,13 +83,6 @@ def perform(
     if yes and not filtered:
         raise click.UsageError("--yes only applies with filters")
     if filtered:
-        wrong = [s for s in statuses if RunStatus(s.lower()) not in action.applies_to]
-        if wrong:
-            allowed = " or ".join(s.value for s in action.applies_to)
-            raise click.BadParameter(
-                f"{wrong[0]!r}: only {allowed} runs can be {action.past}",
-                param_hint="'--status'",
-            )
         where = run_filter(statuses or [s.value for s in action.default], workflow, since, until)
         app = database_app(ctx, app_spec)
         _perform_on_matches(app, action, where, yes)
@@ -136,8 +130,8 @@ run_ids_argument = click.argument("run_ids", metavar="[RUN_ID]...", nargs=-1)
 @run_ids_argument
 @app_option
 @filter_options(
-    status_help="With filters: runs in this state, failed or cancelled (repeatable) "
-    "[default: failed]."
+    status_help="With filters: runs in this state (repeatable) [default: failed].",
+    statuses=RETRY.applies_to,
 )
 @click.option("-y", "--yes", is_flag=True, help="With filters: do not ask for confirmation.")
 @click.pass_context
@@ -172,7 +166,8 @@ def retry(
 @run_ids_argument
 @app_option
 @filter_options(
-    status_help="With filters: runs in this state, pending or running (repeatable) [default: both]."
+    status_help="With filters: runs in this state (repeatable) [default: both].",
+    statuses=CANCEL.applies_to,
 )
 @click.option("-y", "--yes", is_flag=True, help="With filters: do not ask for confirmation.")
 @click.pass_context

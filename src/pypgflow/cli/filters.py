@@ -67,8 +67,11 @@ class Moment(_ParamType):
         return moment
 
 
-def filter_options(*, status_help: str) -> Callable[[F], F]:
-    """``--status`` (repeatable), ``--workflow``, ``--since`` and ``--until``."""
+def filter_options(
+    *, status_help: str, statuses: Sequence[RunStatus] = tuple(RunStatus)
+) -> Callable[[F], F]:
+    """``--status`` (repeatable, one of ``statuses``), ``--workflow``, ``--since`` and
+    ``--until``."""
 
     def decorate(fn: F) -> F:
         for option in reversed(
@@ -77,7 +80,7 @@ def filter_options(*, status_help: str) -> Callable[[F], F]:
                     "--status",
                     "statuses",
                     multiple=True,
-                    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+                    type=click.Choice([s.value for s in statuses], case_sensitive=False),
                     help=status_help,
                 ),
                 click.option("--workflow", metavar="NAME", help="Only runs of this workflow."),
