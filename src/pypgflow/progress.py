@@ -1,5 +1,6 @@
 """Progress: runs followed as they move, a line printed for every change seen (a run started, an
-attempt started or failed, a step completed, a run finished), with the time since the start.
+attempt started or failed, a step completed or skipped, a run finished), with the time since the
+start.
 
 ``pypgflow demo`` shows its runs with it, and ``pypgflow start --wait`` the run it started. It
 reads the runs with :meth:`App.get_run`, so it follows runs executed by any worker, anywhere.
@@ -76,6 +77,8 @@ class Progress:
             self._line(info.id, name, str(step.attempts), "running", "")
         if step.status is StepStatus.COMPLETED and seen.status is not StepStatus.COMPLETED:
             self._line(info.id, name, str(step.attempts), "completed", took_text(step.duration))
+        if step.status is StepStatus.SKIPPED and seen.status is not StepStatus.SKIPPED:
+            self._line(info.id, name, "", "skipped", "")
         seen.attempts = max(seen.attempts, step.attempts)
         seen.status = step.status
 

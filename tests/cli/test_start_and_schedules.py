@@ -3,18 +3,22 @@ shell completion as the docs describe it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from pypgflow import Workflow
 from pypgflow.app import App
 from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.leader import Leader
+from pypgflow.progress import Progress
 from pypgflow.status import RunStatus
 from tests.cli import schedule_app
 from tests.cli.conftest import SAMPLE, Invoke
@@ -164,3 +168,27 @@ def test_completion_offers_commands_and_options() -> None:
         }
     )
     assert words.split() == ["plain,--status"]
+
+
+def test_the_progress_shows_a_skipped_step(pg_url: str) -> None:
+    flow = Workflow("triage")
+
+    @flow.step
+    def classify(input: str) -> dict[str, bool]:
+        return {"spam": input == "spam"}
+
+    @flow.step(depends_on=[classify], when=lambda classify: classify["spam"])
+    def quarantine(classify: dict[str, bool]) -> str:
+        return "quarantined"
+
+    with App(pg_url, workflows=[flow]) as app:
+        run = app.start(flow, "hello")
+        out = io.StringIO()
+        progress = Progress(app, out, {run.id: "triage"}, time.perf_counter())
+        with running_worker(app):
+            run.result(timeout=20)
+        assert progress.poll()
+    events = [line.split()[1:5] for line in out.getvalue().splitlines()]
+    assert ["triage", "classify", "1", "completed"] in events
+    assert ["triage", "quarantine", "skipped"] in [e[:3] for e in events]
+    assert events[-1][:3] == ["triage", "(run)", "completed"]
