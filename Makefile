@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench bench-peers screenshots clean
+.PHONY: demo test lint typecheck unit docs bench bench-peers screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -27,6 +27,11 @@ typecheck: $(BIN)/.installed
 # see tests/conftest.py, or set PYPGFLOW_TEST_DATABASE_URL).
 test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml) in site/, warnings as errors: `make docs`, then open
+# site/index.html (or `$(BIN)/mkdocs serve` while writing).
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The dashboard's pages photographed by its browser tests, for the docs (docs/screenshots/).
 screenshots: $(BIN)/.installed
@@ -53,4 +58,4 @@ bench-peers: $(BENCH_VENV)/bin/.installed
 	$(BENCH_VENV)/bin/python bench/peers.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -32,6 +32,7 @@ from pypgflow.errors import (
     UnknownWorkflow,
 )
 from pypgflow.events import Events, Handler
+from pypgflow.ids import SHOWN_MATCHES, one_run_id
 from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
@@ -345,6 +346,14 @@ class App:
     async def schedules_async(self) -> list[ScheduleInfo]:
         return await asyncio.to_thread(self.schedules)
 
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a stored schedule (False if none has that name): one no code defines any more.
+        A leader whose app still defines it stores it again, ticking from then."""
+        return self.engine.delete_schedule(name)
+
+    async def delete_schedule_async(self, name: str) -> bool:
+        return await asyncio.to_thread(self.delete_schedule, name)
+
     # -- schema --------------------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
@@ -544,6 +553,15 @@ class App:
     async def run_async(self, run_id: str) -> Run:
         await self.get_run_async(run_id)
         return Run(self, str(run_id))
+
+    def resolve_run_id(self, id_or_prefix: str) -> str:
+        """The id of the one run whose id is, or starts with, ``id_or_prefix`` (hex digits, as
+        the command line takes them): RunNotFound if none, AmbiguousRunId if several."""
+        found = self.engine.run_ids_with_prefix(id_or_prefix, limit=SHOWN_MATCHES + 1)
+        return one_run_id(id_or_prefix, found)
+
+    async def resolve_run_id_async(self, id_or_prefix: str) -> str:
+        return await asyncio.to_thread(self.resolve_run_id, id_or_prefix)
 
     def list_runs(
         self,

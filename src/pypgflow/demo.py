@@ -9,14 +9,14 @@
 
 :func:`run_demo` stores the runs in a database (by default the SQLite file ``pypgflow-demo.db`` in
 the working directory), runs a :class:`~pypgflow.worker.Worker` on a thread of this process, and
-follows the runs by polling :meth:`App.get_run`, printing a line whenever a step changes. The runs
-stay in the database afterwards, for ``pypgflow runs`` and ``pypgflow run ID``.
+follows the runs with :class:`~pypgflow.progress.Progress`, printing a line whenever a step
+changes. The runs stay in the database afterwards, for ``pypgflow runs`` and ``pypgflow run ID``
+(or any unique start of the id, as the progress lines show it).
 :func:`create_app` is the same app for the command line (``pypgflow worker pypgflow.demo:create_app``).
 
 The library itself never prints; this module does, because it is a demonstration.
 
-Why one module: it is read as one example, top to bottom: the two workflows, the app, and the live
-display of their runs.
+It is read as one example, top to bottom: the two workflows, the app, and the runs they make.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from pypgflow.app import App
 from pypgflow.backoff import Backoff
 from pypgflow.context import StepContext
 from pypgflow.defaults import DATABASE_URL_ENV
-from pypgflow.errors import AttemptError
-from pypgflow.records import RunInfo, StepInfo
+from pypgflow.ids import short_ids
+from pypgflow.progress import Progress, took_text
+from pypgflow.records import StepInfo
 from pypgflow.status import RunStatus, StepStatus
 from pypgflow.worker import Worker
-from pypgflow.workflow import Workflow, resolve_options
+from pypgflow.workflow import Workflow
 
 #: Where the demo stores its runs unless told otherwise: a file in the working directory.
 DEMO_DATABASE_URL = "sqlite:///pypgflow-demo.db"
@@ -220,104 +221,6 @@ def _retries(step: StepInfo) -> int:
     return len(step.errors) - (1 if step.status is StepStatus.FAILED else 0)
 
 
-# -- following the runs ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Seen:
-    """What has been shown of one step so far."""
-
-    attempts: int = 0
-    errors: int = 0
-    status: StepStatus = StepStatus.WAITING
-
-
-class _Progress:
-    """Polls the runs and prints a line for every change it sees: a run started, an attempt
-    started or failed, a step completed, a run finished. (A step that starts and ends between two
-    polls shows only as completed.)"""
-
-    def __init__(self, app: App, out: TextIO, labels: dict[str, str], started: float) -> None:
-        self.app = app
-        self.out = out
-        self.labels = labels
-        self.started = started
-        self.seen: dict[tuple[str, str], _Seen] = {}
-        self.running: set[str] = set()
-        self.finished: dict[str, RunInfo] = {}
-        self.width = max(len(label) for label in labels.values())
-
-    def header(self) -> None:
-        self._print(f"{'time':>6}  {'run':<{self.width}}  {'step':<18} attempt  status      took")
-
-    def poll(self) -> bool:
-        """Look at every unfinished run once; True when all have finished."""
-        for run_id in self.labels:
-            if run_id in self.finished:
-                continue
-            info = self.app.get_run(run_id)
-            if run_id not in self.running and info.status is not RunStatus.PENDING:
-                self.running.add(run_id)
-                self._line(run_id, "(run)", "", "started", "")
-            for step in info.steps:
-                self._step(info, step)
-            if info.status.finished:
-                self.finished[run_id] = info
-                took = _took(info.duration)
-                outcome = info.status.value
-                if info.status is RunStatus.FAILED and info.error:
-                    outcome += f": {info.error.type}: {info.error.message}"
-                self._line(run_id, "(run)", "", outcome, took)
-        return len(self.finished) == len(self.labels)
-
-    def _step(self, info: RunInfo, step: StepInfo) -> None:
-        seen = self.seen.setdefault((info.id, step.name), _Seen())
-        name = f"{step.name} [x{step.task_count}]" if step.is_map else step.name
-        for error in step.errors[seen.errors :]:
-            why = _why(self.app, info.workflow, step, error)
-            self._line(info.id, _where(step, error), str(error.attempt), "failed", "", why)
-        seen.errors = len(step.errors)
-        if step.status is StepStatus.READY and step.attempts > seen.attempts:
-            self._line(info.id, name, str(step.attempts), "running", "")
-        if step.status is StepStatus.COMPLETED and seen.status is not StepStatus.COMPLETED:
-            self._line(info.id, name, str(step.attempts), "completed", _took(step.duration))
-        seen.attempts = max(seen.attempts, step.attempts)
-        seen.status = step.status
-
-    def _line(
-        self, run_id: str, step: str, attempt: str, status: str, took: str, note: str = ""
-    ) -> None:
-        now = time.perf_counter() - self.started
-        label = self.labels[run_id]
-        text = (
-            f"{now:5.2f}s  {label:<{self.width}}  {step:<18} {attempt:>7}  {status:<9}  {took:>5}"
-        )
-        self._print(f"{text}  {note}".rstrip())
-
-    def _print(self, text: str) -> None:
-        print(f"  {text}", file=self.out, flush=True)
-
-
-def _where(step: StepInfo, error: AttemptError) -> str:
-    return error.where if step.is_map else step.name
-
-
-def _why(app: App, workflow: str, step: StepInfo, error: AttemptError) -> str:
-    flow = app.workflows.get(workflow)
-    retry = ""
-    if flow is not None and step.name in flow.steps:
-        options = resolve_options(flow, flow.steps[step.name])
-        if error.attempt < options.max_attempts:
-            retry = f"; retry in {options.backoff.delay(error.attempt):.2f} s"
-        else:
-            retry = "; no attempts left"
-    return f"{error.type}: {error.message}{retry}"
-
-
-def _took(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds:.2f}s"
-
-
 # -- the demo -------------------------------------------------------------------------------------
 
 
@@ -408,9 +311,11 @@ def run_demo(
                 "(start(..., delay=...)), as if arriving over time"
             )
             show()
-            labels = {run.id: f"llm-{i + 1} {run.id[:8]}" for i, run in enumerate(llm_runs)}
-            labels |= {run.id: f"doc-{i + 1} {run.id[:8]}" for i, run in enumerate(doc_runs)}
-            progress = _Progress(app, stream, labels, started)
+            # Started together, the runs share their first digits: shown as short as unique.
+            short = short_ids(run.id for run in [*llm_runs, *doc_runs])
+            labels = {run.id: f"llm-{i + 1} {short[run.id]}" for i, run in enumerate(llm_runs)}
+            labels |= {run.id: f"doc-{i + 1} {short[run.id]}" for i, run in enumerate(doc_runs)}
+            progress = Progress(app, stream, labels, started)
             progress.header()
             deadline = time.monotonic() + timeout
             while not progress.poll():
@@ -465,7 +370,7 @@ def _show_summary(summary: DemoSummary, show: Any) -> None:
         )
     show()
     for run in summary.runs:
-        show(f"  {run.label:<6} {run.run_id}  {_took(run.duration):>5}  {_outcome(run)}")
+        show(f"  {run.label:<6} {run.run_id}  {took_text(run.duration):>5}  {_outcome(run)}")
     show()
     prog = _program()
     url = summary.database_url

@@ -226,6 +226,10 @@ class RunNotFound(PypgflowError, LookupError):
     """No run has that id."""
 
 
+class AmbiguousRunId(InvalidArgument):
+    """The start of a run id given for a run is the start of several."""
+
+
 class UnknownWorkflow(PypgflowError, LookupError):
     """No workflow of that name is registered with this app."""
 

@@ -8,6 +8,9 @@ in full to the write-ahead log after each checkpoint). Within one millisecond, t
 the time count up from a random start (the RFC's "method 1"), so ids of one process stay in
 order; the remaining 62 bits are random. Any UUID still names a run: ids made before these were
 version 4.
+
+A prefix of an id names the ids of one range (:func:`prefix_bounds`), found through the primary
+key's index: the command line takes run ids by unique prefix.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
+
+from pypgflow.errors import AmbiguousRunId, InvalidArgument, RunNotFound
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -53,3 +59,55 @@ def run_id_time(run_id: str) -> float | None:
         return int(digits[:12], 16) / 1000.0
     except ValueError:
         return None
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str]:
+    """The first and the last run id that start with ``prefix`` (hex digits, hyphens ignored),
+    as canonical UUID text: ``"01a2"`` -> ``("01a20000-0000-...", "01a2ffff-ffff-...")``.
+
+    Canonical ids sort as their digits do, as text (SQLite's ids) and as uuids (PostgreSQL's),
+    so the ids with a prefix are one range of the primary key's index. InvalidArgument for
+    anything but 1 to 32 hex digits.
+    """
+    digits = prefix.replace("-", "").lower() if isinstance(prefix, str) else ""
+    if not digits or len(digits) > 32 or digits.strip("0123456789abcdef"):
+        raise InvalidArgument(
+            f"{prefix!r} is not a run id nor the start of one (1 to 32 hex digits, e.g. "
+            "01a23878-1438)"
+        )
+    return _canonical(digits.ljust(32, "0")), _canonical(digits.ljust(32, "f"))
+
+
+def _canonical(digits: str) -> str:
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+#: how many of the ids an ambiguous prefix starts are named in the error
+SHOWN_MATCHES = 5
+
+
+def one_run_id(prefix: str, matches: Sequence[str], *, shown: int = SHOWN_MATCHES) -> str:
+    """The one id of ``matches`` (the ids starting with ``prefix``, at most ``shown`` + 1 of
+    them); RunNotFound if there is none, AmbiguousRunId naming them if there are several."""
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        if len(prefix.replace("-", "")) == 32:
+            raise RunNotFound(f"no run with id {prefix}")
+        raise RunNotFound(f"no run id starts with {prefix!r}")
+    listed = ", ".join(matches[:shown]) + (", ..." if len(matches) > shown else "")
+    count = f"more than {shown}" if len(matches) > shown else str(len(matches))
+    raise AmbiguousRunId(
+        f"{prefix!r} is the start of {count} run ids ({listed}): give more of the id"
+    )
+
+
+def short_ids(ids: Iterable[str], minimum: int = 8) -> dict[str, str]:
+    """Each id shortened to the shortest prefix (at least ``minimum`` characters) that tells
+    these ids apart. Ids made close together share their first digits (their time), so a fixed
+    length may not: runs started within a minute share the first 8."""
+    unique = list(dict.fromkeys(ids))
+    length = minimum
+    while length < 36 and len({i[:length] for i in unique}) < len(unique):
+        length += 1
+    return {i: i[:length] for i in unique}

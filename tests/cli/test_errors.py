@@ -93,13 +93,21 @@ def test_unmigrated_database_stops_start_and_worker(cli: Invoke, empty_pg_url: s
         assert "run `pypgflow migrate`" in error
 
 
+ID = str(uuid.uuid4())
+
+
 @pytest.mark.parametrize("command", ["run", "retry", "cancel"])
-@pytest.mark.parametrize("run_id", [str(uuid.uuid4()), "not-a-uuid"])
-def test_unknown_run_id(cli: Invoke, command: str, run_id: str) -> None:
+@pytest.mark.parametrize(
+    ("run_id", "problem"),
+    [
+        (ID, f"no run with id {ID}"),
+        ("0" * 8, "no run id starts with '00000000'"),
+        ("not-a-uuid", "'not-a-uuid' is not a run id nor the start of one (1 to 32 hex digits"),
+    ],
+)
+def test_unknown_run_id(cli: Invoke, command: str, run_id: str, problem: str) -> None:
     error = one_error(cli(command, run_id))
-    assert error.startswith(f"Error: no run with id {run_id}") or error.startswith(
-        f"Error: no run with id {run_id!r}"
-    )
+    assert error.startswith(f"Error: {problem}")
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,22 @@ def test_storing_again_keeps_the_last_tick(make_app: Callable[..., App]) -> None
     assert [s.cron for s in changed.schedules()] == ["*/20 * * * *"]
 
 
+def test_deleting_a_stored_schedule(make_app: Callable[..., App]) -> None:
+    app = make_app(report_flow())
+    app.schedule("nightly", "0 3 * * *", "report")
+    app.schedule("often", "*/10 * * * *", "report")
+    Leader(app).sync()
+    reader = make_app()  # another process, defining none of them
+    assert reader.delete_schedule("nightly") is True
+    assert [s.name for s in reader.schedules()] == ["often"]
+    assert reader.delete_schedule("nightly") is False  # gone already
+    assert reader.delete_schedule("never-stored") is False
+    assert [s.name for s in app.schedules()] == ["often"]
+    # A leader whose app still defines it stores it again, ticking from then.
+    Leader(app).tick()
+    assert [s.name for s in reader.schedules()] == ["nightly", "often"]
+
+
 # -- ticks ------------------------------------------------------------------------------------------
 
 

@@ -343,6 +343,10 @@ def test_plans_stay_flat_whatever_the_statistics(database: tuple[str, App]) -> N
             found = engine.list_runs(status=status, workflow=workflow, limit=LIST_LIMIT)
             assert len(found) == expected, (status, workflow)
         assert engine.get_run(tasks[0].run_id) is not None
+        # runs made within a minute share their first 8 digits: a range of every run here
+        found = engine.run_ids_with_prefix(tasks[0].run_id[:8], limit=LIST_LIMIT)
+        assert len(found) == LIST_LIMIT
+    assert "run_ids_by_prefix" in {name for name, _, _ in seen}
     for name, params, plan in seen:
         problems += violations(
             plan, bound=LIST_BOUND * LIST_LIMIT, what=f"{name} {params} {where}", indexes=indexes

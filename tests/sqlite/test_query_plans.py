@@ -66,6 +66,9 @@ SEARCHES = {
     "list_runs_by_status_and_workflow": re.compile(
         r"SEARCH runs USING INDEX runs_workflow_status_created \(workflow=\? AND status="
     ),
+    "run_ids_by_prefix": re.compile(
+        r"SEARCH runs USING COVERING INDEX sqlite_autoindex_runs_1 \(id>\? AND id<\?\)"
+    ),
 }
 
 
@@ -165,6 +168,8 @@ def test_statements_search_by_key_whatever_the_statistics(
                 LIST_LIMIT
             )
         assert engine.get_run(tasks[0].run_id) is not None
+        found = engine.run_ids_with_prefix(tasks[0].run_id[:8], limit=LIST_LIMIT)
+        assert len(found) == LIST_LIMIT  # (made within a minute: they share their first 8)
     finally:
         del engine._conn, engine._writer
     ran = {name for name, _ in seen}
@@ -172,7 +177,7 @@ def test_statements_search_by_key_whatever_the_statistics(
         "claim_tasks", "claimed_task_inputs", "next_due",
         "running_tasks_still_running", "lock_runs", "complete_tasks", "retry_tasks",
         "fail_tasks", "update_runs", "list_runs", "list_runs_by_status", "list_runs_by_workflow",
-        "list_runs_by_status_and_workflow", "get_run",
+        "list_runs_by_status_and_workflow", "get_run", "run_ids_by_prefix",
     } <= ran, ran  # fmt: skip
     problems = [
         f"{problem}\n    plan: {' | '.join(plan)}"

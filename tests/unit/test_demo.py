@@ -73,6 +73,13 @@ def test_run_demo_runs_both_workflows_durably_and_summarises_them(tmp_path: Path
         call_llm = next(s for s in app.get_run(llm[0].run_id).steps if s.name == "call_llm")
         assert call_llm.attempts == 2
         assert [e.type for e in call_llm.errors] == ["RateLimited"]
+        # The ids the progress lines show (started together, the runs share their first 8
+        # digits) are as short as tells them apart: each names its run on the command line.
+        for run in summary.runs:
+            shown = next(line.split()[2] for line in text.splitlines() if f"  {run.label} " in line)
+            assert run.run_id.startswith(shown)
+            assert len(shown) >= 8
+            assert app.resolve_run_id(shown) == run.run_id
 
 
 def test_run_demo_again_counts_only_its_own_runs(tmp_path: Path) -> None:

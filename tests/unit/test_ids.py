@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from pypgflow.ids import new_run_id
+from pypgflow.ids import new_run_id, prefix_bounds, short_ids
 
 
 def test_a_run_id_is_a_version_7_uuid_of_now() -> None:
@@ -43,3 +43,31 @@ def test_threads_making_ids_at_once_get_distinct_ones() -> None:
     assert len(set(every)) == len(every)
     for ids in made:
         assert sorted(ids) == ids
+
+
+def test_a_prefix_is_the_range_of_the_ids_it_starts() -> None:
+    assert prefix_bounds("01a2") == (
+        "01a20000-0000-0000-0000-000000000000",
+        "01a2ffff-ffff-ffff-ffff-ffffffffffff",
+    )
+    assert prefix_bounds("01A2-38") == prefix_bounds("01a238")
+    run_id = new_run_id()
+    assert prefix_bounds(run_id) == (run_id, run_id)
+    for length in range(1, 37):
+        lo, hi = prefix_bounds(run_id[:length])
+        assert lo <= run_id <= hi
+        assert str(uuid.UUID(lo)) == lo
+        assert str(uuid.UUID(hi)) == hi
+
+
+def test_short_ids_tell_ids_made_together_apart() -> None:
+    ids = [new_run_id() for _ in range(50)]
+    assert len({i[:8] for i in ids}) < len(ids)  # one time: a fixed 8 digits cannot
+    short = short_ids(ids)
+    assert len(set(short.values())) == len(ids)
+    assert all(run_id.startswith(short[run_id]) for run_id in ids)
+    assert len({len(s) for s in short.values()}) == 1
+    assert short_ids(["0123456789", "abcdefghij"]) == {
+        "0123456789": "01234567",
+        "abcdefghij": "abcdefgh",
+    }

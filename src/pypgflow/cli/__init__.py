@@ -14,7 +14,7 @@ default comes from :mod:`pypgflow.defaults`.
 
 from __future__ import annotations
 
-from pypgflow.cli import dashboard, demo, fleet, migrate, runs, start, worker
+from pypgflow.cli import actions, dashboard, demo, fleet, migrate, runs, start, worker
 from pypgflow.cli.group import main
 from pypgflow.cli.loading import load_app
 
@@ -24,8 +24,8 @@ for _command in (
     start.start,
     runs.list_runs,
     runs.show_run,
-    runs.retry,
-    runs.cancel,
+    actions.retry,
+    actions.cancel,
     fleet.instances,
     fleet.list_schedules,
     demo.demo,

@@ -1,5 +1,5 @@
 """What the workers share, read from the database: ``instances`` (the registered workers and the
-leader) and ``schedules`` (the stored cron schedules and their ticks)."""
+leader) and ``schedules`` (the stored cron schedules and their ticks; ``schedules delete``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from pypgflow import defaults
 from pypgflow.cli.group import app_option, json_option
-from pypgflow.cli.loading import database_app
+from pypgflow.cli.loading import database_app, warn
 from pypgflow.cli.output import ago, echo_json, from_now, instance_json, schedule_json, table, when
 
 
@@ -67,7 +67,7 @@ def instances(
     click.echo(f"\nLeader: {leader or 'none (no instance holds the leader lease)'}")
 
 
-@click.command("schedules")
+@click.group("schedules", invoke_without_command=True)
 @app_option
 @json_option
 @click.pass_context
@@ -77,13 +77,16 @@ def list_schedules(ctx: click.Context, app_spec: str | None, as_json: bool) -> N
     Workers store their app's schedules (app.schedule, @app.job(cron=...))
     when they start; the leader instance starts one run per tick. For each:
     name, cron expression, time zone, workflow, queue, the last tick turned
-    into a run and the next tick due.
+    into a run and the next tick due. `schedules delete NAME` removes one.
 
     \b
     Examples:
       pypgflow schedules
       pypgflow schedules --app myproject.flows:app --json
+      pypgflow schedules delete nightly-report
     """
+    if ctx.invoked_subcommand is not None:
+        return
     app = database_app(ctx, app_spec)
     found = app.schedules()
     if as_json:
@@ -109,3 +112,33 @@ def list_schedules(ctx: click.Context, app_spec: str | None, as_json: bool) -> N
     ]
     headers = ["SCHEDULE", "CRON", "TIMEZONE", "WORKFLOW", "QUEUE", "LAST TICK", "NEXT TICK"]
     click.echo(table(headers, rows))
+
+
+@list_schedules.command("delete")
+@click.argument("name")
+@app_option
+@click.pass_context
+def delete_schedule(ctx: click.Context, name: str, app_spec: str | None) -> None:
+    """Delete the stored schedule NAME: no more runs start for its ticks.
+
+    For a schedule removed from the code: until no running worker defines
+    it, it stays listed. A schedule that the leader's app still defines is
+    stored again at the leader's next pass (ticking from then): remove it
+    from the code and restart the workers first. Exit code 1 if there is no
+    schedule of that name.
+
+    \b
+    Examples:
+      pypgflow schedules delete nightly-report
+    """
+    app = database_app(ctx, app_spec)
+    if not app.delete_schedule(name):
+        known = ", ".join(s.name for s in app.schedules()) or "none"
+        raise click.ClickException(f"no schedule named {name!r} (stored: {known})")
+    click.echo(f"Schedule {name!r} deleted.")
+    defined = app.defined_schedules
+    if name in defined:
+        warn(
+            f"{name!r} is still defined by this app: a leader running it stores it again at its "
+            "next pass"
+        )

@@ -25,6 +25,8 @@ class Config:
     database_url: str | None = None
     schema: str = defaults.DEFAULT_SCHEMA
     schema_given: bool = False
+    #: ``pypgflow --app MODULE:APP``, for the commands that need only the database
+    app_spec: str | None = None
 
 
 def config(ctx: click.Context) -> Config:
@@ -116,6 +118,8 @@ def _exported(name: str, value: str | None) -> Iterator[None]:
 def user_app(ctx: click.Context, spec: str) -> App:
     """The user's app, closed when the command ends; warns if it ignores the global options."""
     given = config(ctx)
+    if given.app_spec and given.app_spec != spec:
+        warn(f"--app {given.app_spec} is not used: this command runs {spec}")
     app = ctx.with_resource(load_app(spec, database_url=given.database_url))
     if given.database_url and app.url and app.url != given.database_url:
         warn(
@@ -129,9 +133,11 @@ def user_app(ctx: click.Context, spec: str) -> App:
 
 
 def database_app(ctx: click.Context, app_spec: str | None) -> App:
-    """For commands that only need the database: the app of --app, or one on the URL."""
+    """For commands that only need the database: the app of --app (the command's, else the
+    one before it), or one on the URL."""
+    given = config(ctx)
+    app_spec = app_spec or given.app_spec
     if app_spec:
         return user_app(ctx, app_spec)
-    given = config(ctx)
     # Like App(): without a URL, the embedded default in the working directory.
     return ctx.with_resource(App(given.database_url or defaults.DEFAULT_URL, schema=given.schema))

@@ -1,11 +1,14 @@
-"""The commands over stored runs that need only the database: ``runs`` (list), ``run`` (show
-one), ``retry`` and ``cancel``."""
+"""Reading stored runs, with only the database: ``runs`` (a page of them, by filters and
+cursor) and ``run`` (one, by its id or a unique start of it)."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import click
 
 from pypgflow import defaults
+from pypgflow.cli.filters import filter_options, run_filter
 from pypgflow.cli.group import app_option, json_option
 from pypgflow.cli.loading import database_app
 from pypgflow.cli.output import (
@@ -21,17 +24,11 @@ from pypgflow.cli.output import (
     table,
     when,
 )
-from pypgflow.status import RunStatus
 
 
 @click.command("runs")
 @app_option
-@click.option(
-    "--status",
-    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
-    help="Only runs in this state.",
-)
-@click.option("--workflow", metavar="NAME", help="Only runs of this workflow.")
+@filter_options(status_help="Only runs in this state (repeatable: any of them).")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -39,46 +36,62 @@ from pypgflow.status import RunStatus
     show_default=True,
     help="At most this many runs, newest first.",
 )
+@click.option(
+    "--after",
+    "cursor",
+    metavar="CURSOR",
+    help="The next page: the cursor printed after the previous one.",
+)
 @json_option
 @click.pass_context
 def list_runs(
     ctx: click.Context,
     app_spec: str | None,
-    status: str | None,
+    statuses: tuple[str, ...],
     workflow: str | None,
+    since: datetime | None,
+    until: datetime | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, newest first.
+    """List runs, newest first, a page at a time.
 
     The table shows id, workflow, status, created and duration (so far, for
-    a running run); --json shows everything.
+    a running run); --json shows everything. When more runs match, the
+    cursor of the next page is printed to stderr: pass it as --after (with
+    the same filters).
 
     \b
     Examples:
       pypgflow runs
       pypgflow runs --status failed --workflow hello --limit 10
-      pypgflow runs --status running --json
+      pypgflow runs --since 2h --status failed --status cancelled
+      pypgflow runs --since 2025-06-01T00:00:00Z --until 2025-06-02T00:00:00Z --json
+      pypgflow runs --limit 100 --after eyJhdCI6...
     """
+    where = run_filter(statuses, workflow, since, until)
     app = database_app(ctx, app_spec)
-    runs = app.list_runs(status=status.lower() if status else None, workflow=workflow, limit=limit)
+    page = app.engine.find_runs(where, limit=limit, cursor=cursor)
+    runs = page.runs
     if as_json:
         echo_json([run_json(info, steps=False) for info in runs])
-        return
-    if not runs:
+    elif not runs:
         click.echo("No runs found.")
-        return
-    rows = [
-        (
-            info.id,
-            info.workflow,
-            info.status.value,
-            when(info.created_at),
-            seconds(elapsed(info.started_at, info.finished_at, going=not info.status.finished)),
-        )
-        for info in runs
-    ]
-    click.echo(table(["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"], rows, right=[4]))
+    else:
+        rows = [
+            (
+                info.id,
+                info.workflow,
+                info.status.value,
+                when(info.created_at),
+                seconds(elapsed(info.started_at, info.finished_at, going=not info.status.finished)),
+            )
+            for info in runs
+        ]
+        click.echo(table(["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"], rows, right=[4]))
+    if page.next_cursor is not None:
+        click.echo(f"More runs: the next page is --after {page.next_cursor}", err=True)
 
 
 @click.command("run")
@@ -90,7 +103,8 @@ def list_runs(
 def show_run(
     ctx: click.Context, run_id: str, app_spec: str | None, traceback: bool, as_json: bool
 ) -> None:
-    """Show a run, its steps and their errors.
+    """Show a run, its steps and their errors (RUN_ID: the id, or any unique
+    start of it).
 
     First the run (workflow, status, times, input, output, error), then its
     steps (status, attempts, duration, instance), then every failed
@@ -98,12 +112,12 @@ def show_run(
 
     \b
     Examples:
-      pypgflow run 0f8e5bd2-4a1c-4be5-9d0e-6c0c1f7a9b3e
-      pypgflow run 0f8e5bd2-4a1c-4be5-9d0e-6c0c1f7a9b3e --traceback
-      pypgflow run 0f8e5bd2-4a1c-4be5-9d0e-6c0c1f7a9b3e --json | jq .steps
+      pypgflow run 01a23878-1438-7454-b3c0-d880c8b94d4a
+      pypgflow run 01a23878-1438 --traceback    # any unique start of the id
+      pypgflow run 01a23878-1438 --json | jq .steps
     """
     app = database_app(ctx, app_spec)
-    info = app.get_run(run_id)
+    info = app.get_run(app.resolve_run_id(run_id))
     if as_json:
         echo_json(run_json(info, steps=True))
         return
@@ -128,54 +142,3 @@ def show_run(
         click.echo("Failed attempts:")
         for error in errors:
             click.echo(attempt_error(error, traceback=traceback))
-
-
-@click.command()
-@click.argument("run_id")
-@app_option
-@click.pass_context
-def retry(ctx: click.Context, run_id: str, app_spec: str | None) -> None:
-    """Resume a failed or cancelled run from its unfinished steps.
-
-    Completed steps are kept, not run again; each resumed step gets a fresh
-    attempt budget. Exit code 1 if the run is not failed or cancelled.
-
-    \b
-    Examples:
-      pypgflow retry 0f8e5bd2-4a1c-4be5-9d0e-6c0c1f7a9b3e
-      pypgflow runs --status failed --json | jq -r '.[].id' | xargs -n1 pypgflow retry
-    """
-    app = database_app(ctx, app_spec)
-    if app.retry(run_id):
-        click.echo(f"Run {run_id} resumed: its unfinished steps are queued again.")
-        return
-    status = app.get_run(run_id).status
-    raise click.ClickException(
-        f"run {run_id} is {status.value}: only failed or cancelled runs can be retried"
-    )
-
-
-@click.command()
-@click.argument("run_id")
-@app_option
-@click.pass_context
-def cancel(ctx: click.Context, run_id: str, app_spec: str | None) -> None:
-    """Cancel a pending or running run.
-
-    Its waiting steps are cancelled; running steps see ctx.cancelled (async
-    steps are cancelled). Cancelling a cancelled run again succeeds; exit
-    code 1 if the run had already completed or failed.
-
-    \b
-    Examples:
-      pypgflow cancel 0f8e5bd2-4a1c-4be5-9d0e-6c0c1f7a9b3e
-    """
-    app = database_app(ctx, app_spec)
-    if app.cancel(run_id):
-        click.echo(f"Run {run_id} cancelled.")
-        return
-    status = app.get_run(run_id).status
-    if status is RunStatus.CANCELLED:
-        click.echo(f"Run {run_id} was already cancelled.")
-        return
-    raise click.ClickException(f"run {run_id} already finished ({status.value}): not cancelled")

@@ -383,6 +383,10 @@ class Engine(abc.ABC):
         """Every stored schedule, by name."""
 
     @abc.abstractmethod
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a stored schedule; False if there was none of that name."""
+
+    @abc.abstractmethod
     def prune_runs(
         self,
         *,
@@ -408,6 +412,10 @@ class Engine(abc.ABC):
     def find_runs(self, where: RunFilter, *, limit: int, cursor: str | None = None) -> RunPage:
         """A page of runs matching ``where``, newest first, after ``cursor`` (keyset)."""
         raise NotSupported(f"{type(self).__name__} cannot find runs by filters")
+
+    def run_ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` run ids starting with ``prefix`` (hex digits), in order."""
+        raise NotSupported(f"{type(self).__name__} cannot find runs by the start of their id")
 
     def run_tasks(self, run_id: str, *, limit: int = 1000) -> list[TaskInfo]:
         """A run's tasks with every attempt's error, in the order they were made."""

@@ -286,6 +286,10 @@ class FleetVerbs(SqlBase[C]):
             for row in rows
         ]
 
+    def delete_schedule(self, name: str) -> bool:
+        with self._write() as conn:
+            return bool(self._fetch(conn, "delete_schedule", {"name": name}))
+
     def prune_runs(
         self,
         *,

@@ -24,6 +24,7 @@ from typing import Any
 
 from pypgflow.engines.sqlbase import C, Row, SqlBase, canonical_run_id
 from pypgflow.errors import AttemptError, InvalidArgument
+from pypgflow.ids import prefix_bounds
 from pypgflow.insight import (
     FailureGroup,
     Failures,
@@ -49,7 +50,8 @@ _STATUSES = tuple(s.value for s in RunStatus)
 
 
 class InsightVerbs(SqlBase[C]):
-    """Pages of runs, a run's tasks, failure groups, workflow health, throughput, queue depth."""
+    """Pages of runs, run ids by prefix, a run's tasks, failure groups, workflow health,
+    throughput, queue depth."""
 
     # -- what each engine provides --------------------------------------------------------------
 
@@ -125,6 +127,14 @@ class InsightVerbs(SqlBase[C]):
         if scanned >= scan:  # the window filled before the page did: go on from its end
             return RunPage(runs, encode_cursor(edge_at, edge_id), scanned, window_full=True)
         return RunPage(runs, None, scanned)
+
+    def run_ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` run ids that start with ``prefix``, in order (one range of the primary
+        key: see :func:`pypgflow.ids.prefix_bounds`)."""
+        lo, hi = prefix_bounds(prefix)
+        with self._read() as conn:
+            rows = self._fetch(conn, "run_ids_by_prefix", {"lo": lo, "hi": hi, "limit": limit})
+        return [str(row[0]) for row in rows]
 
     def run_tasks(self, run_id: str, *, limit: int = 1000) -> list[TaskInfo]:
         """A run's tasks, in the order they were made, with every attempt's error."""

@@ -352,6 +352,22 @@ SELECT id::text, workflow, status, queue, priority, idempotency_key, input, outp
        created_at, scheduled_at, started_at, finished_at, version
 FROM {schema}.runs WHERE id = %(id)s::uuid;
 
+-- name: run_ids_by_prefix
+-- The ids that start with a prefix: the uuids from its first to its last (ids.prefix_bounds),
+-- up to %(limit)s of them, in order. Walked one id at a time, each the next after the last
+-- (a primary-key probe with a lower bound only, which an ordered index scan stopping at one row
+-- always serves): a plain range "BETWEEN lo AND hi ORDER BY id LIMIT n" may be planned as a
+-- bitmap scan of the whole range, then a sort, and every run made in the same minute shares
+-- the first 8 digits.
+WITH RECURSIVE found(id, n) AS (
+    SELECT (SELECT r.id FROM {schema}.runs r WHERE r.id >= %(lo)s::uuid ORDER BY r.id LIMIT 1), 1
+  UNION ALL
+    SELECT (SELECT r.id FROM {schema}.runs r WHERE r.id > found.id ORDER BY r.id LIMIT 1), n + 1
+    FROM found
+    WHERE found.id <= %(hi)s::uuid AND n < %(limit)s
+)
+SELECT id::text FROM found WHERE id <= %(hi)s::uuid ORDER BY n;
+
 -- name: list_runs
 -- Runs newest first, the id breaking ties (the runs of one start_many share their created_at):
 -- runs.id, the uuid the indexes hold (a bare "id" would name the text selected). A statement per
@@ -661,6 +677,11 @@ WHERE s.name = d.name;
 -- name: list_schedules
 SELECT name, cron, workflow, queue, priority, timezone, last_tick_at, next_tick_at, input
 FROM {schema}.schedules ORDER BY name;
+
+-- name: delete_schedule
+-- An operator's removal of a stored schedule (one that no running instance defines any more: a
+-- leader that defines it stores it again).
+DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 
 -- name: prune_runs
 -- One bounded batch of retention: up to %(batch)s runs finished long enough ago (completed and

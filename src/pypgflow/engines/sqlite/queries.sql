@@ -264,6 +264,15 @@ SELECT id, workflow, status, queue, priority, idempotency_key, input, output, er
        created_at, scheduled_at, started_at, finished_at, version
 FROM runs WHERE id = :id;
 
+-- name: run_ids_by_prefix
+-- The ids that start with a prefix: the canonical ids from its first to its last
+-- (ids.prefix_bounds), which sort as text as their digits do: one range of the primary key's
+-- index, read in order and stopped at :limit.
+SELECT id FROM runs
+WHERE id BETWEEN :lo AND :hi
+ORDER BY id
+LIMIT :limit;
+
 -- name: list_runs
 -- Newest first; rowid breaks ties between runs created in the same millisecond. A statement per
 -- filter (this one for none, then by status, by workflow, by both), each read through the index
@@ -540,6 +549,11 @@ WHERE s.name = d.name;
 -- name: list_schedules
 SELECT name, cron, workflow, queue, priority, timezone, last_tick_at, next_tick_at, input
 FROM schedules ORDER BY name;
+
+-- name: delete_schedule
+-- An operator's removal of a stored schedule (one that no running instance defines any more: a
+-- leader that defines it stores it again).
+DELETE FROM schedules WHERE name = :name RETURNING name;
 
 -- name: prune_runs
 -- One bounded batch of retention: up to :batch runs finished long enough ago (completed and

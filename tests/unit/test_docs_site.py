@@ -1,0 +1,69 @@
+"""The documentation site (mkdocs.yml): it builds with warnings as errors (a broken link or
+anchor, a page missing from the navigation, a docstring mkdocstrings cannot read), its pages
+show the repository's documents rather than copies, with their links pointing at the pages, and
+its references come from the code."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hooks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_page_shows_a_document_with_its_links_for_the_site() -> None:
+    page = hooks().included('--8<-- "README.md"\n')
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert page.splitlines()[0] == readme.splitlines()[0]
+    assert len(page.splitlines()) == len(readme.splitlines())
+    assert "](GETTING_STARTED.md" not in page
+    assert "](getting-started.md#part-2-durable-runs)" in page
+    assert "](dashboard.md)" in page
+    assert "](screenshots/run.png)" in page
+
+
+def test_only_the_repositorys_documents_are_shown() -> None:
+    with pytest.raises(ValueError, match=r"'setup\.py' is not one of the documents"):
+        hooks().included('--8<-- "setup.py"')
+
+
+def test_each_stub_page_is_a_document_and_nothing_else() -> None:
+    pages = hooks().PAGES
+    for document, page in pages.items():
+        assert (ROOT / "docs" / page).read_text(encoding="utf-8") == f'--8<-- "{document}"\n'
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+    for name in ("resolve_run_id", "start_many", "WorkflowFailed", "AmbiguousRunId"):
+        assert name in api, name
+    cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    for usage in ("pypgflow runs", "pypgflow schedules delete", "--run-at", "--since"):
+        assert usage in cli, usage
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert 'href="getting-started/' in index
