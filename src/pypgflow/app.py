@@ -540,6 +540,11 @@ class App:
         info = self.engine.get_run(str(run_id))
         if info is None:
             raise RunNotFound(f"no run with id {run_id}")
+        if info.version is not None and not info.status.finished:
+            key = f"{info.workflow}@{info.version}"
+            online = self.engine.list_instances(stale_after=self.stale_after)
+            if not any(i.status == "online" and key in i.versions for i in online):
+                info = dataclasses.replace(info, waiting_for_version=True)
         return info
 
     async def get_run_async(self, run_id: str) -> RunInfo:

@@ -29,12 +29,14 @@ class RunFilter:
     search: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: the version of its workflow a run started on
+    version: str | None = None
 
     @property
     def scans(self) -> bool:
-        """Whether a filter is checked on the runs read rather than by an index (queue, search):
-        such a page reads a bounded window of runs, and may come back short."""
-        return bool(self.queue or self.search)
+        """Whether a filter is checked on the runs read rather than by an index (queue, search,
+        version): such a page reads a bounded window of runs, and may come back short."""
+        return bool(self.queue or self.search or self.version)
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,12 @@ class RunInfo:
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
     steps: tuple[StepInfo, ...] = field(default_factory=tuple)
-    #: the version of its workflow the run started on (read by get_run; None in listings, and
-    #: for runs stored before versions)
+    #: the version of its workflow the run started on (None for runs stored before versions,
+    #: and in list_runs' records, which leave it out: get_run and find_runs read it)
     version: str | None = None
+    #: unfinished, and no live worker runs its workflow's version: it waits for one (a deploy
+    #: under way, or the workers of an old version gone). Set by App.get_run.
+    waiting_for_version: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -79,6 +82,8 @@ class InstanceInfo:
     started_at: datetime
     heartbeat_at: datetime
     leader: bool = False  # holds the leader lease (App.instances fills it in)
+    #: the workflow versions it runs ("name@version")
+    versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

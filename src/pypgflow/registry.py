@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -88,11 +88,14 @@ class Registration:
         on_work: Callable[[Collection[str]], None],
         log: ContextLogger,
         events: Events | None = None,
+        versions: Sequence[str] = (),
     ) -> None:
         check_rescue_options(heartbeat_interval, stale_after, max_rescues)
         self.engine = engine
         self.instance_id = instance_id
         self.queues = queues
+        #: the workflow versions this instance runs, as registered
+        self.versions = list(versions)
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
         self.max_rescues = max_rescues
@@ -154,6 +157,7 @@ class Registration:
             hostname=socket.gethostname(),
             pid=os.getpid(),
             queues=self.queues,
+            versions=self.versions,
         )
 
     # -- heartbeats and lost contact -----------------------------------------------------------
@@ -177,6 +181,7 @@ class Registration:
                 pid=os.getpid(),
                 queues=self.queues,
                 load=self._load(),
+                versions=self.versions,
             ):
                 self.log.warning(
                     "instance %s was no longer registered (its row was removed): registered it "

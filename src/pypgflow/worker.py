@@ -138,6 +138,7 @@ class Worker:
             self.engine,
             self.instance_id,
             self.queues,
+            versions=self.versions,
             heartbeat_interval=heartbeat_interval,
             stale_after=self.stale_after,
             max_rescues=max_rescues,

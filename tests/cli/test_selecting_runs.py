@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pypgflow import Workflow
 from pypgflow.app import App
 from pypgflow.defaults import DATABASE_URL_ENV
 from pypgflow.ids import short_ids
@@ -267,3 +268,28 @@ def test_a_time_in_the_future_matches_no_run(cli: Invoke, app: App) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     result = cli("cancel", "--since", later, "--yes")
     assert result.stdout.startswith("No pending or running runs created since ")
+
+
+# -- versions ---------------------------------------------------------------------------------------
+
+
+def test_runs_by_version_and_the_version_of_a_run(cli: Invoke, app: App) -> None:
+    old = Workflow("versioned", version="1")
+    old.step(name="only")(lambda input: input)
+    new = Workflow("versioned", version="2")
+    new.step(name="renamed")(lambda input: input)
+    app.register(old, new)
+    first = app.start("versioned", 1, version="1")
+    second = app.start("versioned", 2)
+    listed = cli("runs", "--workflow", "versioned", "--version", "1", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["id"] for r in json.loads(listed.stdout)] == [first.id]
+    assert [r["id"] for r in json.loads(cli("runs", "--version", "2", "--json").stdout)] == [
+        second.id
+    ]
+    shown = cli("run", first.id)
+    assert ["Version", "1"] in [line.split() for line in shown.stdout.splitlines()]
+    # no worker runs version 1: the run says it waits for one
+    assert "for a worker of version 1: no live worker has it" in shown.stdout
+    shown_json = json.loads(cli("run", first.id, "--json").stdout)
+    assert (shown_json["version"], shown_json["waiting_for_version"]) == ("1", True)

@@ -40,11 +40,16 @@ def test_a_run_waits_for_a_worker_of_its_version_and_never_fails_for_it(
     run = v1.start("charge", {"amount": 5})
     assert v1.get_run(run.id).version == "1"
     # the deploy's new worker: not its version
-    with running_worker(v2), pytest.raises(ResultTimeout):
-        run.result(timeout=1.0)
-    assert v1.get_run(run.id).status is RunStatus.PENDING
+    with running_worker(v2):
+        with pytest.raises(ResultTimeout):
+            run.result(timeout=1.0)
+        (instance,) = v2.instances()
+        assert instance.versions == ("charge@2",)
+        waiting = v1.get_run(run.id)
+        assert (waiting.status, waiting.waiting_for_version) == (RunStatus.PENDING, True)
     with running_worker(v1):  # an old worker comes back: the run finishes on its version
         assert run.result(timeout=10) == "5 charged by 1"
+        assert v1.get_run(run.id).waiting_for_version is False
 
 
 def test_versions_side_by_side_and_start_picks_the_newest_or_the_one_named(

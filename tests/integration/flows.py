@@ -147,3 +147,23 @@ def explode(input: dict[str, Any], ctx: StepContext) -> None:
 
 
 ALL = [one, three, slow, slow_async, poison]
+
+
+def deploy(version: str) -> Workflow:
+    """``it_deploy`` at ``version`` "1" (reserve, capture) or "2" (reserve, settle: a renamed
+    step, as a deploy makes). The second step waits for the file named ``gate`` to exist."""
+    flow = Workflow("it_deploy", version=version)
+
+    @flow.step
+    def reserve(input: dict[str, Any], ctx: StepContext) -> int:
+        record(input["log"], ctx, "begin")
+        return int(input["amount"])
+
+    @flow.step(name="capture" if version == "1" else "settle", depends_on=[reserve])
+    def second(reserve: int, input: dict[str, Any], ctx: StepContext) -> str:
+        record(input["log"], ctx, "begin")
+        while not Path(input["gate"]).exists() and not ctx.cancelled:
+            time.sleep(0.05)
+        return f"{reserve} by version {version}"
+
+    return flow

@@ -58,6 +58,7 @@ class WorkerProcess:
         heartbeat_interval: float | None = None,
         stale_after: float | None = None,
         max_rescues: int | None = None,
+        deploy: str | None = None,
     ) -> None:
         self.url = url
         self.instance_id = instance_id
@@ -75,6 +76,7 @@ class WorkerProcess:
             ("--heartbeat-interval", heartbeat_interval),
             ("--stale-after", stale_after),
             ("--max-rescues", max_rescues),
+            ("--deploy", deploy),
         ):
             if value is not None:
                 self.args += [option, str(value)]

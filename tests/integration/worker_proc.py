@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rescues", type=int, default=3)
     parser.add_argument("--max-lifetime", type=float, default=120.0)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    parser.add_argument("--deploy", help="also register flows.deploy(VERSION)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=_watchdog, args=(args.parent_pid, args.max_lifetime), daemon=True
     ).start()
-    app = App(args.url, workflows=flows.ALL)
+    extra = [flows.deploy(args.deploy)] if args.deploy else []
+    app = App(args.url, workflows=[*flows.ALL, *extra])
     try:
         app.run_worker(
             _queues(args.queue),

@@ -40,6 +40,8 @@ def catalog(path: Path) -> list[tuple[str, ...]]:
         described: list[tuple[str, ...]] = []
         for kind, name, table, text in objects:
             normal = " ".join(re.sub(r"--[^\n]*", "", text or "").split())
+            # ALTER TABLE ... ADD COLUMN writes " , col ...)" where a CREATE has ", col ... )"
+            normal = re.sub(r"\s+([,)])", r"\1", normal)
             described.append((kind, name, table, normal))
             if kind == "table":
                 for pragma in ("table_xinfo", "index_list", "foreign_key_list"):

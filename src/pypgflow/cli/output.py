@@ -119,6 +119,10 @@ def run_fields(info: RunInfo) -> list[tuple[str, str]]:
         ("Status", info.status.value),
         ("Queue", f"{info.queue} (priority {info.priority})"),
     ]
+    if info.version is not None:
+        pairs.insert(2, ("Version", info.version))
+    if info.waiting_for_version:
+        pairs.append(("Waiting", f"for a worker of version {info.version}: no live worker has it"))
     if info.idempotency_key:
         pairs.append(("Idempotency key", info.idempotency_key))
     pairs.append(("Created", when(info.created_at)))
@@ -187,6 +191,8 @@ def run_json(info: RunInfo, *, steps: bool) -> dict[str, Any]:
         "queue": info.queue,
         "priority": info.priority,
         "idempotency_key": info.idempotency_key,
+        "version": info.version,
+        "waiting_for_version": info.waiting_for_version,
         "created_at": iso_time(info.created_at),
         "scheduled_at": iso_time(info.scheduled_at),
         "started_at": iso_time(info.started_at),

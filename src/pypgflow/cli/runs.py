@@ -3,6 +3,7 @@ cursor) and ``run`` (one, by its id or a unique start of it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import click
@@ -37,6 +38,12 @@ from pypgflow.cli.output import (
     help="At most this many runs, newest first.",
 )
 @click.option(
+    "--version",
+    "version",
+    metavar="VERSION",
+    help="Only runs started on this version of their workflow (with --workflow, typically).",
+)
+@click.option(
     "--after",
     "cursor",
     metavar="CURSOR",
@@ -52,6 +59,7 @@ def list_runs(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    version: str | None,
     cursor: str | None,
     as_json: bool,
 ) -> None:
@@ -69,8 +77,9 @@ def list_runs(
       pypgflow runs --since 2h --status failed --status cancelled
       pypgflow runs --since 2025-06-01T00:00:00Z --until 2025-06-02T00:00:00Z --json
       pypgflow runs --limit 100 --after eyJhdCI6...
+      pypgflow runs --workflow charge --version 1 --status running
     """
-    where = run_filter(statuses, workflow, since, until)
+    where = dataclasses.replace(run_filter(statuses, workflow, since, until), version=version)
     app = database_app(ctx, app_spec)
     page = app.engine.find_runs(where, limit=limit, cursor=cursor)
     runs = page.runs

@@ -291,8 +291,16 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def register_instance(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
-    ) -> None: ...
+        self,
+        instance_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        queues: dict[str, int],
+        versions: Sequence[str] = (),
+    ) -> None:
+        """Register (or register again) a worker instance: its queues and the workflow
+        versions (``name@version``) it runs."""
 
     @abc.abstractmethod
     def heartbeat_instance(self, instance_id: str, *, load: int) -> None: ...
@@ -344,7 +352,14 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat_or_register(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int], load: int
+        self,
+        instance_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        queues: dict[str, int],
+        load: int,
+        versions: Sequence[str] = (),
     ) -> bool:
         """Heartbeat; register the instance again if its row is gone. True if it had to."""
 

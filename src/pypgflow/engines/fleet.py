@@ -39,13 +39,17 @@ class FleetVerbs(SqlBase[C]):
     # -- instances ------------------------------------------------------------------------------
 
     def register_instance(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int]
+        self,
+        instance_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        queues: dict[str, int],
+        versions: Sequence[str] = (),
     ) -> None:
         with self._write() as conn:
             self._execute(
-                conn,
-                "upsert_instance",
-                {"id": instance_id, "hostname": hostname, "pid": pid, "queues": json.dumps(queues)},
+                conn, "upsert_instance", _instance_row(instance_id, hostname, pid, queues, versions)
             )
 
     def heartbeat_instance(self, instance_id: str, *, load: int) -> None:
@@ -69,6 +73,7 @@ class FleetVerbs(SqlBase[C]):
                 load=row[4],
                 started_at=self._time(row[5]),
                 heartbeat_at=self._time(row[6]),
+                versions=tuple(self._json(row[8])),
             )
             for row in rows
         ]
@@ -118,15 +123,20 @@ class FleetVerbs(SqlBase[C]):
             )
 
     def heartbeat_or_register(
-        self, instance_id: str, *, hostname: str, pid: int, queues: dict[str, int], load: int
+        self,
+        instance_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        queues: dict[str, int],
+        load: int,
+        versions: Sequence[str] = (),
     ) -> bool:
         with self._write() as conn:
             if self._fetch(conn, "touch_instance", {"id": instance_id, "load": load}):
                 return False
             self._execute(
-                conn,
-                "upsert_instance",
-                {"id": instance_id, "hostname": hostname, "pid": pid, "queues": json.dumps(queues)},
+                conn, "upsert_instance", _instance_row(instance_id, hostname, pid, queues, versions)
             )
             return True
 
@@ -359,3 +369,16 @@ def _rescued(
         error=errors[task.id],
         failed=failed,
     )
+
+
+def _instance_row(
+    instance_id: str, hostname: str, pid: int, queues: dict[str, int], versions: Sequence[str]
+) -> dict[str, Any]:
+    """The parameters of upsert_instance."""
+    return {
+        "id": instance_id,
+        "hostname": hostname,
+        "pid": pid,
+        "queues": json.dumps(queues),
+        "versions": json.dumps(sorted(versions)),
+    }

@@ -107,6 +107,7 @@ class InsightVerbs(SqlBase[C]):
                     "statuses": self._ids(statuses),
                     "workflow": where.workflow,
                     "queue": where.queue,
+                    "version": where.version,
                     "search": where.search.lower() if where.search else None,
                     "lo_at": lo_at,
                     "lo_id": _NIL_ID,
@@ -118,7 +119,8 @@ class InsightVerbs(SqlBase[C]):
             )
         if not rows:
             return RunPage([], None)
-        runs = [self._run_info(row[:13], []) for row in rows if row[0] is not None]
+        # the run's columns, then the scan's three, then the run's version
+        runs = [self._run_info((*row[:13], row[16]), []) for row in rows if row[0] is not None]
         scanned, edge_at, edge_id = rows[0][13], rows[0][14], rows[0][15]
         if len(runs) > limit:
             last = runs[limit - 1]

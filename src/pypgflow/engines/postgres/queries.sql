@@ -505,10 +505,11 @@ ORDER BY position;
 SELECT id FROM {schema}.tasks WHERE id = ANY(%(ids)s::bigint[]) AND status || '' = 'running';
 
 -- name: upsert_instance
-INSERT INTO {schema}.instances (id, hostname, pid, queues, load)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, 0)
+INSERT INTO {schema}.instances (id, hostname, pid, queues, load, versions)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, 0, %(versions)s::jsonb)
 ON CONFLICT (id) DO UPDATE
 SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, load = 0,
+    versions = excluded.versions,
     started_at = now(), heartbeat_at = now();
 
 -- name: heartbeat_instance
@@ -519,7 +520,7 @@ DELETE FROM {schema}.instances WHERE id = %(id)s;
 
 -- name: list_instances
 SELECT id, hostname, pid, queues, load, started_at, heartbeat_at,
-       extract(epoch FROM now() - heartbeat_at) AS heartbeat_age
+       extract(epoch FROM now() - heartbeat_at) AS heartbeat_age, versions
 FROM {schema}.instances ORDER BY started_at, id;
 
 -- name: unknown_workflows_waiting
@@ -783,10 +784,11 @@ WITH scanned AS (
 ), matched AS (
     SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
            r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
-           r.finished_at, r.id AS uuid
+           r.finished_at, r.id AS uuid, r.version
     FROM {schema}.runs r
     WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(version)s::text IS NULL OR r.version = %(version)s::text)
       AND (%(search)s::text IS NULL
            OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
            OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
@@ -795,7 +797,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.uuid
+       e.scanned, e.created_at, e.uuid, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.uuid DESC;
@@ -827,10 +829,11 @@ WITH scanned AS (
 ), matched AS (
     SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
            r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
-           r.finished_at, r.id AS uuid
+           r.finished_at, r.id AS uuid, r.version
     FROM {schema}.runs r
     WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(version)s::text IS NULL OR r.version = %(version)s::text)
       AND (%(search)s::text IS NULL
            OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
            OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
@@ -839,7 +842,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.uuid
+       e.scanned, e.created_at, e.uuid, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.uuid DESC;
@@ -868,10 +871,11 @@ WITH scanned AS (
 ), matched AS (
     SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
            r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
-           r.finished_at, r.id AS uuid
+           r.finished_at, r.id AS uuid, r.version
     FROM {schema}.runs r
     WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(version)s::text IS NULL OR r.version = %(version)s::text)
       AND (%(search)s::text IS NULL
            OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
            OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
@@ -880,7 +884,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.uuid
+       e.scanned, e.created_at, e.uuid, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.uuid DESC;
@@ -907,10 +911,11 @@ WITH scanned AS (
 ), matched AS (
     SELECT r.id::text AS id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key,
            r.input, r.output, r.error, r.created_at, r.scheduled_at, r.started_at,
-           r.finished_at, r.id AS uuid
+           r.finished_at, r.id AS uuid, r.version
     FROM {schema}.runs r
     WHERE r.id = ANY(ARRAY(SELECT uuid FROM scanned))
       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+      AND (%(version)s::text IS NULL OR r.version = %(version)s::text)
       AND (%(search)s::text IS NULL
            OR strpos(lower(coalesce(r.input::text, '')), %(search)s::text) > 0
            OR strpos(lower(coalesce(r.output::text, '')), %(search)s::text) > 0)
@@ -919,7 +924,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.uuid
+       e.scanned, e.created_at, e.uuid, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.uuid DESC;

@@ -96,7 +96,9 @@ CREATE TABLE {schema}.instances (
     queues jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     load integer NOT NULL DEFAULT 0,
     started_at timestamptz NOT NULL DEFAULT now(),
-    heartbeat_at timestamptz NOT NULL DEFAULT now()
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    -- the workflow versions it runs ("name@version")
+    versions jsonb NOT NULL DEFAULT '[]'::jsonb
 );
 
 -- One row per lease (today only "leader"): held by one instance until it expires.

@@ -366,10 +366,11 @@ ORDER BY e.value ->> '$.attempt', t.task_index;
 SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running';
 
 -- name: upsert_instance
-INSERT INTO instances (id, hostname, pid, queues, load)
-VALUES (:id, :hostname, :pid, :queues, 0)
+INSERT INTO instances (id, hostname, pid, queues, load, versions)
+VALUES (:id, :hostname, :pid, :queues, 0, :versions)
 ON CONFLICT (id) DO UPDATE
 SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, load = 0,
+    versions = excluded.versions,
     started_at = {now},
     heartbeat_at = {now};
 
@@ -382,7 +383,7 @@ DELETE FROM instances WHERE id = :id;
 
 -- name: list_instances
 SELECT id, hostname, pid, queues, load, started_at, heartbeat_at,
-       {now} - heartbeat_at AS heartbeat_age
+       {now} - heartbeat_at AS heartbeat_age, versions
 FROM instances ORDER BY started_at, id;
 
 -- name: unknown_workflows_waiting
@@ -653,10 +654,12 @@ WITH scanned AS (
     FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
 ), matched AS (
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
-           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at,
+           r.version
     FROM runs r
     WHERE r.id IN (SELECT id FROM scanned)
       AND (:queue IS NULL OR r.queue = :queue)
+      AND (:version IS NULL OR r.version = :version)
       AND (:search IS NULL
            OR instr(lower(coalesce(r.input, '')), :search) > 0
            OR instr(lower(coalesce(r.output, '')), :search) > 0)
@@ -665,7 +668,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.id
+       e.scanned, e.created_at, e.id, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.id DESC;
@@ -721,10 +724,12 @@ WITH scanned AS (
     FROM (SELECT created_at, id FROM scanned ORDER BY created_at, id LIMIT 1) AS o
 ), matched AS (
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input,
-           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at
+           r.output, r.error, r.created_at, r.scheduled_at, r.started_at, r.finished_at,
+           r.version
     FROM runs r
     WHERE r.id IN (SELECT id FROM scanned)
       AND (:queue IS NULL OR r.queue = :queue)
+      AND (:version IS NULL OR r.version = :version)
       AND (:search IS NULL
            OR instr(lower(coalesce(r.input, '')), :search) > 0
            OR instr(lower(coalesce(r.output, '')), :search) > 0)
@@ -733,7 +738,7 @@ WITH scanned AS (
 )
 SELECT m.id, m.workflow, m.status, m.queue, m.priority, m.idempotency_key, m.input, m.output,
        m.error, m.created_at, m.scheduled_at, m.started_at, m.finished_at,
-       e.scanned, e.created_at, e.id
+       e.scanned, e.created_at, e.id, m.version
 FROM edge e
 LEFT JOIN matched m ON true
 ORDER BY m.created_at DESC, m.id DESC;

@@ -92,7 +92,9 @@ CREATE TABLE instances (
     queues TEXT NOT NULL DEFAULT '{}',
     load INTEGER NOT NULL DEFAULT 0,
     started_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
-    heartbeat_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    heartbeat_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    -- the workflow versions it runs ("name@version")
+    versions TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 
 -- One row per lease (today only "leader"): held by one instance until it expires.
