@@ -540,12 +540,28 @@ class App:
         info = self.engine.get_run(str(run_id))
         if info is None:
             raise RunNotFound(f"no run with id {run_id}")
-        if info.version is not None and not info.status.finished:
-            key = f"{info.workflow}@{info.version}"
-            online = self.engine.list_instances(stale_after=self.stale_after)
-            if not any(i.status == "online" and key in i.versions for i in online):
-                info = dataclasses.replace(info, waiting_for_version=True)
+        (info,) = self.with_waiting([info])
         return info
+
+    def with_waiting(self, runs: Sequence[RunInfo]) -> list[RunInfo]:
+        """``runs`` with ``waiting_for_version`` set on those unfinished that no live worker
+        can run (no online instance has their workflow's version): one read of the instances,
+        and none when no run is unfinished."""
+        going = {r.id for r in runs if r.version is not None and not r.status.finished}
+        if not going:
+            return list(runs)
+        live = {
+            key
+            for instance in self.engine.list_instances(stale_after=self.stale_after)
+            if instance.status == "online"
+            for key in instance.versions
+        }
+        return [
+            dataclasses.replace(r, waiting_for_version=True)
+            if r.id in going and f"{r.workflow}@{r.version}" not in live
+            else r
+            for r in runs
+        ]
 
     async def get_run_async(self, run_id: str) -> RunInfo:
         return await asyncio.to_thread(self.get_run, run_id)

@@ -291,5 +291,8 @@ def test_runs_by_version_and_the_version_of_a_run(cli: Invoke, app: App) -> None
     assert ["Version", "1"] in [line.split() for line in shown.stdout.splitlines()]
     # no worker runs version 1: the run says it waits for one
     assert "for a worker of version 1: no live worker has it" in shown.stdout
+    table = cli("runs", "--workflow", "versioned").stdout
+    assert "pending (no worker of version 1)" in table
+    assert "pending (no worker of version 2)" in table
     shown_json = json.loads(cli("run", first.id, "--json").stdout)
     assert (shown_json["version"], shown_json["waiting_for_version"]) == ("1", True)

@@ -16,6 +16,7 @@ from pypgflow import (
     Workflow,
 )
 from pypgflow.app import App
+from pypgflow.insight import RunFilter
 from pypgflow.status import RunStatus
 from tests.conftest import running_worker
 
@@ -47,6 +48,8 @@ def test_a_run_waits_for_a_worker_of_its_version_and_never_fails_for_it(
         assert instance.versions == ("charge@2",)
         waiting = v1.get_run(run.id)
         assert (waiting.status, waiting.waiting_for_version) == (RunStatus.PENDING, True)
+        listed = v1.with_waiting(v1.engine.find_runs(RunFilter(workflow="charge"), limit=5).runs)
+        assert [(r.id, r.version, r.waiting_for_version) for r in listed] == [(run.id, "1", True)]
     with running_worker(v1):  # an old worker comes back: the run finishes on its version
         assert run.result(timeout=10) == "5 charged by 1"
         assert v1.get_run(run.id).waiting_for_version is False

@@ -3,10 +3,13 @@ pagination and filters, its actions, and a clear 400 for bad input."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 from starlette.testclient import TestClient
 
 from pypgflow.app import App
@@ -183,6 +186,17 @@ def test_workflows_failures_instances_schedules_and_overview(
     assert sum(r["count"] for r in overview["throughput"]["rows"]) == 4
 
 
+def forget_definitions(url: str) -> None:
+    """As for runs stored before definitions were."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            conn.execute("DELETE FROM workflow_definitions")
+            conn.commit()
+    else:
+        with psycopg.connect(url) as conn:
+            conn.execute("DELETE FROM pypgflow.workflow_definitions")
+
+
 def test_without_the_apps_code_the_database_is_enough(
     stored: dict[str, str], database_url: str
 ) -> None:
@@ -194,7 +208,15 @@ def test_without_the_apps_code_the_database_is_enough(
         assert set(workflows) == {"greet", "broken"}
         assert not workflows["broken"]["registered"]
         assert [s["depends_on"] for s in workflows["broken"]["steps"]] == [[], ["prepare"]]
+        # their workers stored their definitions: graphs and options without the code
+        assert workflows["broken"]["steps"][1]["max_attempts"] == 1
         page = client.get("/workflows", headers=headers)
         assert page.status_code == 200
-        assert "from stored runs" in page.text
+        assert "stored definition" in page.text
         assert client.get(f"/runs/{stored['failed']}", headers=headers).status_code == 200
+        # with no definition stored, the graph comes from the runs
+        forget_definitions(database_url)
+        page = client.get("/workflows", headers=headers)
+        assert "from stored runs" in page.text
+        workflows = {w["name"]: w for w in client.get("/api/workflows", headers=headers).json()}
+        assert [s["depends_on"] for s in workflows["broken"]["steps"]] == [[], ["prepare"]]

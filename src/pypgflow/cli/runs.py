@@ -82,7 +82,7 @@ def list_runs(
     where = dataclasses.replace(run_filter(statuses, workflow, since, until), version=version)
     app = database_app(ctx, app_spec)
     page = app.engine.find_runs(where, limit=limit, cursor=cursor)
-    runs = page.runs
+    runs = app.with_waiting(page.runs)
     if as_json:
         echo_json([run_json(info, steps=False) for info in runs])
     elif not runs:
@@ -92,7 +92,8 @@ def list_runs(
             (
                 info.id,
                 info.workflow,
-                info.status.value,
+                info.status.value
+                + (f" (no worker of version {info.version})" if info.waiting_for_version else ""),
                 when(info.created_at),
                 seconds(elapsed(info.started_at, info.finished_at, going=not info.status.finished)),
             )

@@ -114,7 +114,10 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         )
         return JSONResponse(
             {
-                "runs": [run_json(run, steps=False) for run in page.runs],
+                "runs": [
+                    run_json(run, steps=False)
+                    for run in await run_in_threadpool(app.with_waiting, page.runs)
+                ],
                 "next_cursor": page.next_cursor,
                 "window_full": page.window_full,
             }

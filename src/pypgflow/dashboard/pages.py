@@ -11,6 +11,7 @@ dashboard shows none and refuses them all. A run's page refreshes the part that 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +117,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     def runs(request: Request) -> dict[str, Any]:
         query = reads.run_query(request.query_params)
         result = app.engine.find_runs(query.where, limit=query.limit, cursor=query.cursor)
+        result = dataclasses.replace(result, runs=app.with_waiting(result.runs))
         older = (
             "/runs?" + urlencode(query.params(cursor=result.next_cursor))
             if result.next_cursor

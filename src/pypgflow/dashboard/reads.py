@@ -135,16 +135,34 @@ class WorkflowView:
     registered: bool
     steps: list[StepDefinition]
     stats: WorkflowStats
+    #: its graph and options come from its stored definition (no code here)
+    stored: bool = False
 
 
 def workflows(app: App) -> list[WorkflowView]:
-    """Every workflow the app registers or the database has runs of, with its recent health."""
-    names = sorted(set(app.workflows) | set(app.engine.workflow_names()))
+    """Every workflow the app registers, the database stores the definition of or has runs of,
+    with its recent health."""
+    # the newest stored blueprint of each workflow (the list comes newest first)
+    blueprints = {b["name"]: b for b in reversed(app.engine.stored_definitions())}
+    names = sorted(set(app.workflows) | set(app.engine.workflow_names()) | set(blueprints))
     views = []
     for name in names:
         stats = app.engine.workflow_stats(name)
         flow = app.workflows.get(name)
-        if flow is not None:
+        blueprint = blueprints.get(name)
+        if flow is None and blueprint is not None:  # no code here: its stored definition
+            steps = [
+                StepDefinition(
+                    name=step["name"],
+                    depends_on=tuple(step["depends_on"]),
+                    is_map=bool(step["is_map"]),
+                    max_attempts=step["max_attempts"],
+                    timeout=step["timeout"],
+                    backoff=_backoff_text(**step["backoff"]),
+                )
+                for step in blueprint["steps"]
+            ]
+        elif flow is not None:
             steps = []
             for step in flow:
                 options = resolve_options(flow, step)
@@ -156,7 +174,7 @@ def workflows(app: App) -> list[WorkflowView]:
                         is_map=step.is_map,
                         max_attempts=options.max_attempts,
                         timeout=options.timeout,
-                        backoff=f"{b.base:g}s * {b.factor:g}^n, max {b.max:g}s, jitter {b.jitter:g}",
+                        backoff=_backoff_text(b.base, b.factor, b.max, b.jitter),
                     )
                 )
         else:
@@ -170,8 +188,16 @@ def workflows(app: App) -> list[WorkflowView]:
                 )
                 for step_name, state in stored
             ]
-        views.append(WorkflowView(name, flow is not None, steps, stats))
+        views.append(
+            WorkflowView(
+                name, flow is not None, steps, stats, flow is None and blueprint is not None
+            )
+        )
     return views
+
+
+def _backoff_text(base: float, factor: float, max: float, jitter: float) -> str:
+    return f"{base:g}s * {factor:g}^n, max {max:g}s, jitter {jitter:g}"
 
 
 # -- the overview ------------------------------------------------------------------------------
