@@ -212,6 +212,10 @@ class App:
         the old one until its runs drain); the last registered is the newest, which ``start``
         uses unless ``version=`` names another. Returns the last one.
 
+        Their blueprints are stored at once when the app has already used its database, else
+        by ``migrate``, by its workers when they start, or by its first start of each (so that
+        registering, done at import time, needs no database).
+
         ``queue`` is where their runs go when ``start`` names none (else ``"default"``).
         """
         if not workflows:
@@ -224,6 +228,8 @@ class App:
             self.catalog.add(workflow)
             if queue is not None:
                 self.default_queues[workflow.name] = check_queue(queue)
+        if self.engine.schema_ready:  # connected already: store their blueprints now
+            self.catalog.store(list(workflows))
         return workflows[-1]
 
     @property

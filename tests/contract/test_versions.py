@@ -108,3 +108,16 @@ def test_the_same_version_with_another_definition_is_refused(
         InvalidArgument, match="another definition of workflow 'charge' version '1'"
     ):
         app.register(charge("1", renamed=True))
+
+
+def test_register_after_connecting_stores_the_blueprint_at_once(
+    make_app: Callable[..., App], database_url: str
+) -> None:
+    app = make_app()
+    app.migrate()
+    app.register(charge("5"))
+    assert [(d["name"], d["version"]) for d in app.engine.stored_definitions("charge")] == [
+        ("charge", "5")
+    ]
+    with App(database_url) as producer:
+        assert producer.get_run(producer.start("charge", {"amount": 1}).id).version == "5"

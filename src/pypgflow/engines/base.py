@@ -174,6 +174,12 @@ class Engine(abc.ABC):
 
     #: the engine can start a run inside a caller's own database transaction
     supports_transactional_start: bool = False
+
+    @property
+    def schema_ready(self) -> bool:
+        """Whether this engine has already found its schema migrated (known without a round
+        trip; False until it has looked)."""
+        return False
     #: the engine wakes workers in other processes when work arrives (else they poll)
     notifies_other_processes: bool = False
 

@@ -115,6 +115,10 @@ class SqlBase(Engine, Generic[C]):
     _schema_checked: bool
 
     @property
+    def schema_ready(self) -> bool:
+        return self._schema_checked
+
+    @property
     @abc.abstractmethod
     def _schema_missing(self) -> str:
         """What is wrong when there is no schema at all, naming the database (no password)."""
