@@ -180,6 +180,7 @@ class Engine(abc.ABC):
         """Whether this engine has already found its schema migrated (known without a round
         trip; False until it has looked)."""
         return False
+
     #: the engine wakes workers in other processes when work arrives (else they poll)
     notifies_other_processes: bool = False
 
