@@ -22,22 +22,8 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
         request = requests[0]
         tasks = request.changes.new_tasks
         if all(task.task_index is None for task in tasks):
-            run = request.run
             return "insert_run", {
-                "id": run.id,
-                "workflow": run.workflow,
-                "status": run.status.value,
-                "queue": run.queue,
-                "priority": run.priority,
-                "idempotency_key": request.idempotency_key,
-                "input": run.input,
-                "remaining_steps": run.remaining_steps,
-                "run_at": request.run_at,
-                "delay": request.delay,
-                "output": run.output,
-                "steps": steps_text(run.steps),
-                "trace_context": request.trace_context,
-                "version": run.version,
+                **_run_values(request, run_at=request.run_at),
                 "task_steps": array_literal(task.step for task in tasks),
                 "task_max_attempts": array_literal(task.max_attempts for task in tasks),
             }
@@ -51,25 +37,8 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     for request in requests:
-        run = request.run
-        runs.append(
-            {
-                "id": run.id,
-                "workflow": run.workflow,
-                "status": run.status.value,
-                "queue": run.queue,
-                "priority": run.priority,
-                "idempotency_key": request.idempotency_key,
-                "input": run.input,
-                "remaining_steps": run.remaining_steps,
-                "run_at": None if request.run_at is None else request.run_at.isoformat(),
-                "delay": request.delay,
-                "output": run.output,
-                "steps": steps_text(run.steps),
-                "trace_context": request.trace_context,
-                "version": run.version,
-            }
-        )
+        run_at = request.run_at
+        runs.append(_run_values(request, run_at=None if run_at is None else run_at.isoformat()))
         tasks.extend(
             {
                 "run_id": task.run_id,
@@ -84,6 +53,27 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
             for task in request.changes.new_tasks
         )
     return {"runs": json_rows(runs), "tasks": json_rows(tasks)}
+
+
+def _run_values(request: StartRequest, *, run_at: Any) -> dict[str, Any]:
+    """A start's run, as insert_run's parameters and insert_runs' JSON rows name its values."""
+    run = request.run
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "status": run.status.value,
+        "queue": run.queue,
+        "priority": run.priority,
+        "idempotency_key": request.idempotency_key,
+        "input": run.input,
+        "remaining_steps": run.remaining_steps,
+        "run_at": run_at,
+        "delay": request.delay,
+        "output": run.output,
+        "steps": steps_text(run.steps),
+        "trace_context": request.trace_context,
+        "version": run.version,
+    }
 
 
 #: a batch of starts at least this large is written by COPY (when :func:`copyable`): below
