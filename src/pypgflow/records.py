@@ -55,8 +55,7 @@ class RunInfo:
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
     steps: tuple[StepInfo, ...] = field(default_factory=tuple)
-    #: the version of its workflow the run started on (None for runs stored before versions,
-    #: and in list_runs' records, which leave it out: get_run and find_runs read it)
+    #: the version of its workflow the run started on (None for runs stored before versions)
     version: str | None = None
     #: unfinished, and no live worker runs its workflow's version: it waits for one (a deploy
     #: under way, or the workers of an old version gone). Set by App.get_run.

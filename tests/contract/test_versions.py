@@ -70,6 +70,10 @@ def test_versions_side_by_side_and_start_picks_the_newest_or_the_one_named(
         assert newest.result(timeout=10) == "1 charged by 2"
         assert pinned.result(timeout=10) == "2 charged by 1"
     assert [app.get_run(r.id).version for r in (newest, pinned)] == ["2", "1"]
+    for status in (None, RunStatus.COMPLETED):  # every listing says it too
+        for workflow in (None, "charge"):
+            listed = app.list_runs(status=status, workflow=workflow)
+            assert {r.id: r.version for r in listed} == {newest.id: "2", pinned.id: "1"}
 
 
 def test_without_version_the_shape_is_the_version(make_app: Callable[..., App]) -> None:

@@ -378,12 +378,12 @@ SELECT id::text FROM found WHERE id <= %(hi)s::uuid ORDER BY n;
 -- list_runs_by_status, the newest %(limit)s of each, and the newest of those kept: no index of
 -- runs by creation alone is needed (each index costs an entry at every change of status).
 SELECT l.id, l.workflow, l.status, l.queue, l.priority, l.idempotency_key, l.input, l.output,
-       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at
+       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at, l.version
 FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled'))
     AS s(status)
 CROSS JOIN LATERAL (
     SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-           created_at, scheduled_at, started_at, finished_at, runs.id AS uuid
+           created_at, scheduled_at, started_at, finished_at, version, runs.id AS uuid
     FROM {schema}.runs
     WHERE (status, created_at) >= (s.status, '-infinity')
       AND (status, created_at) <= (s.status, 'infinity')
@@ -405,7 +405,7 @@ LIMIT %(limit)s;
 --   rows an equality is estimated at without statistics, which makes the planner read every
 --   run of the status (bitmap scan) and sort them rather than read the index in order.
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM {schema}.runs
 WHERE (status, created_at) >= (%(status)s, '-infinity')
   AND (status, created_at) <= (%(status)s, 'infinity')
@@ -416,12 +416,12 @@ LIMIT %(limit)s;
 -- Each status of the workflow read as in list_runs_by_status_and_workflow, the newest %(limit)s
 -- of each, and the newest of those kept (as list_runs does for every workflow).
 SELECT l.id, l.workflow, l.status, l.queue, l.priority, l.idempotency_key, l.input, l.output,
-       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at
+       l.error, l.created_at, l.scheduled_at, l.started_at, l.finished_at, l.version
 FROM (VALUES ('pending'), ('running'), ('completed'), ('failed'), ('cancelled'))
     AS s(status)
 CROSS JOIN LATERAL (
     SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-           created_at, scheduled_at, started_at, finished_at, runs.id AS uuid
+           created_at, scheduled_at, started_at, finished_at, version, runs.id AS uuid
     FROM {schema}.runs
     WHERE (ARRAY[workflow, status], created_at)
             >= (ARRAY[%(workflow)s, s.status]::text[], '-infinity')
@@ -444,7 +444,7 @@ LIMIT %(limit)s;
 -- not match, or read every match and sort them, when the statistics make the matches look few.
 -- (runs_workflow_created is gone; the other reasons stand.)
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM {schema}.runs
 WHERE (ARRAY[workflow, status], created_at)
         >= (ARRAY[%(workflow)s, %(status)s]::text[], '-infinity')

@@ -282,14 +282,14 @@ LIMIT :limit;
 -- for its filters: SQLite plans a statement once, for any parameter values, and it would read
 -- the runs newest first until enough of them matched.
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM runs
 ORDER BY created_at DESC, rowid DESC
 LIMIT :limit;
 
 -- name: list_runs_by_status
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM runs
 WHERE status = :status
 ORDER BY created_at DESC, rowid DESC
@@ -297,7 +297,7 @@ LIMIT :limit;
 
 -- name: list_runs_by_workflow
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM runs
 WHERE workflow = :workflow
 ORDER BY created_at DESC, rowid DESC
@@ -305,7 +305,7 @@ LIMIT :limit;
 
 -- name: list_runs_by_status_and_workflow
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at
+       created_at, scheduled_at, started_at, finished_at, version
 FROM runs
 WHERE status = :status AND workflow = :workflow
 ORDER BY created_at DESC, rowid DESC
