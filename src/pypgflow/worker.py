@@ -1,9 +1,10 @@
 """The worker: claims tasks from its queues, runs their steps, and hands their outcomes on.
 
-One asyncio loop per worker process. Claims are sized to the free execution slots of each queue.
-Sync steps run in a bounded thread pool, async steps on the loop; what a failure means is
-orchestration's decision (:func:`pypgflow.orchestration.step_failed`), taken here before the
-outcome is recorded. A worker claims the runs of the workflow versions its app registers. Beside the claim loop run the worker's other parts, each in its module: the
+One asyncio loop per worker process. Claims are sized to the free execution slots of each queue,
+and take only the workflow versions its app registers. Sync steps run in a bounded thread pool,
+async steps on the loop; what a failure means is orchestration's decision
+(:func:`pypgflow.orchestration.step_failed`), taken here before the outcome is recorded. Beside
+the claim loop run the worker's other parts, each in its module: the
 :class:`~pypgflow.outcomes.OutcomeWriter` (batched outcomes), the
 :class:`~pypgflow.registry.Registration` (heartbeat, lost contact, rescue) and the
 :class:`~pypgflow.leader.Leader` (lease, cron, retention).

@@ -305,7 +305,8 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
     # -- records ----------------------------------------------------------------------------------
 
     def _run_info(self, row: Row, steps: Sequence[StepInfo]) -> RunInfo:
-        """A get_run or list_runs row, as its record (get_run's has the version too)."""
+        """A row of get_run, list_runs or find_runs, as its record: the run's columns, and the
+        version after them when the row has it."""
         (run_id, workflow, status, queue, priority, idempotency_key, input_, output, error,
          created_at, scheduled_at, started_at, finished_at) = row[:13]  # fmt: skip
         return RunInfo(
