@@ -37,9 +37,10 @@ from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
 from pypgflow.results import ResultWaiters
+from pypgflow.serialization import dumps
 from pypgflow.starting import check_queue, prepare_start, prepare_starts
 from pypgflow.status import RunStatus
-from pypgflow.workflow import Workflow
+from pypgflow.workflow import Workflow, check_signal_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,6 +98,13 @@ class Run:
 
     def retry(self) -> bool:
         return self.app.retry(self.id)
+
+    def signal(self, name: str, data: Any = None) -> str | None:
+        """Send this run the signal ``name`` (see :meth:`App.signal`)."""
+        return self.app.signal(self.id, name, data)
+
+    async def signal_async(self, name: str, data: Any = None) -> str | None:
+        return await self.app.signal_async(self.id, name, data)
 
     async def retry_async(self) -> bool:
         return await self.app.retry_async(self.id)
@@ -631,6 +639,19 @@ class App:
 
     async def cancel_async(self, run_id: str) -> bool:
         return await asyncio.to_thread(self.cancel, run_id)
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> str | None:
+        """Send the signal ``name`` with ``data`` (JSON) to a run: the wait step waiting for it
+        (``Workflow.wait_for(..., signal=name)``) completes with ``data``, and its dependents
+        are released, in one transaction. A signal that no step waits for yet is kept, and taken
+        by the first wait step for it that the run reaches. Returns the step it completed, or
+        None when it was kept. RunNotFound for an unknown run, RunFinished for a finished one."""
+        signal = check_signal_name(name)
+        data_json = dumps(data, what=f"the data of signal {signal!r}")
+        return self.engine.send_signal(str(run_id), signal, data_json)
+
+    async def signal_async(self, run_id: str, name: str, data: Any = None) -> str | None:
+        return await asyncio.to_thread(self.signal, run_id, name, data)
 
     def retry(self, run_id: str) -> bool:
         """Resume a failed (or cancelled) run from its unfinished steps; completed steps are not

@@ -32,6 +32,9 @@ def blueprint(flow: Workflow) -> dict[str, Any]:
                 "is_map": step.is_map,
                 "map_over": step.map_over,
                 "conditional": step.when is not None,
+                "start_delay": step.start_delay,
+                "signal": step.signal,
+                "signal_timeout": step.signal_timeout,
                 "max_attempts": options.max_attempts,
                 "timeout": options.timeout,
                 "backoff": {
@@ -65,10 +68,19 @@ def from_blueprint(data: Any) -> Workflow:
                 "backoff": backoff,
             }
             stub = _stub(data["name"], step["name"])
-            if step["is_map"]:
+            if step.get("signal") is not None:
+                flow.wait_for(
+                    step["name"],
+                    signal=step["signal"],
+                    depends_on=step["depends_on"],
+                    timeout=step.get("signal_timeout"),
+                )
+            elif step["is_map"]:
                 flow.map(over=step["map_over"], **options)(stub)
             else:
-                flow.step(depends_on=step["depends_on"], **options)(stub)
+                flow.step(
+                    depends_on=step["depends_on"], start_delay=step.get("start_delay"), **options
+                )(stub)
     except (KeyError, TypeError, ValueError) as exc:
         raise WorkflowDefinitionError(f"not a stored workflow definition: {exc!r}") from exc
     return flow.validate()

@@ -55,6 +55,11 @@ class NonRetryable(PypgflowError):
     exist). Under ``execute(retry="workflow")`` it ends the workflow at once too."""
 
 
+class SignalTimeout(NonRetryable, TimeoutError):
+    """A wait step's timeout passed before its signal came (see ``Workflow.wait_for``): the step
+    fails for good, and its dependents do not run."""
+
+
 class RetryAfter(PypgflowError):
     """Retry this step after ``seconds`` rather than after the backoff's delay: raise it from a
     step, e.g. with the ``Retry-After`` of a rate-limited API's answer. The attempt counts
@@ -224,6 +229,10 @@ class IdempotencyConflict(PypgflowError):
 
 class RunNotFound(PypgflowError, LookupError):
     """No run has that id."""
+
+
+class RunFinished(PypgflowError):
+    """The run has finished (completed, failed or cancelled): it takes no more signals."""
 
 
 class AmbiguousRunId(InvalidArgument):

@@ -44,6 +44,7 @@ from pypgflow.errors import (
     AttemptError,
     InvalidArgument,
     MapInputError,
+    NotSupported,
     RetryAfter,
     StepTimeout,
     WorkflowFailed,
@@ -233,6 +234,12 @@ class _Execution:
         if sleep is not None and not callable(sleep):
             raise InvalidArgument(f"sleep must be an async callable, got {sleep!r}")
         self.workflow = workflow.validate()
+        waits = [step.name for step in workflow if step.signal is not None]
+        if waits:
+            raise NotSupported(
+                f"workflow {workflow.name!r} waits for signals (steps {', '.join(waits)}): a "
+                "signal is sent to a stored run, so it runs durably only (App.start)"
+            )
         self.input = input
         self.retry = retry
         self.max_attempts = max_attempts or workflow.max_attempts or DEFAULT_MAX_ATTEMPTS
@@ -394,6 +401,8 @@ class _Execution:
         *,
         inline: bool = False,
     ) -> Any:
+        if step.start_delay:
+            await self.sleep(step.start_delay)
         if not step.is_map:
             return await self._run_attempts(
                 step, outputs, workflow_attempt, step_retries, inline=inline

@@ -58,6 +58,15 @@ class StepState:
     remaining_tasks: int | None = None
     task_count: int | None = None
     output: str | None = None
+    #: seconds from being released to being due (Step.start_delay)
+    start_delay: float = 0.0
+    #: a wait step's signal, and its timeout in seconds (None: none)
+    signal: str | None = None
+    signal_timeout: float | None = None
+
+
+#: the delay of a wait step's task without a timeout: due (to time out) in some 3,000 years
+NEVER = 1e11
 
 
 @dataclass
@@ -105,6 +114,15 @@ class NewTask:
     priority: int
     max_attempts: int
     input: str | None  # JSON text of a map element
+    #: seconds until it is due (a durable start delay; a wait step's timeout)
+    delay: float = 0.0
+    #: the output of a task made completed (a wait step whose signal was already there)
+    output: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Due at once and to be run: what the engines' fast paths insert."""
+        return self.delay == 0 and self.output is None and self.task_index is None
 
 
 @dataclass
@@ -117,8 +135,11 @@ class Changes:
     new_tasks: list[NewTask] = field(default_factory=list)
     #: runs whose queued and running tasks must be cancelled
     cancel_tasks_of: list[str] = field(default_factory=list)
-    #: (run id, step) whose unfinished tasks go back to the queue with a fresh attempt budget
-    requeue_tasks_of: list[tuple[str, str, int]] = field(default_factory=list)
+    #: (run id, step, budget, delay) whose unfinished tasks go back to the queue with a fresh
+    #: attempt budget, due in ``delay`` seconds
+    requeue_tasks_of: list[tuple[str, str, int, float]] = field(default_factory=list)
+    #: (signal id, run id, step): pending signals taken by the wait steps they completed
+    consumed_signals: list[tuple[int, str, str]] = field(default_factory=list)
 
     def touch_run(self, run: RunState) -> None:
         run.changed = True
@@ -131,7 +152,7 @@ class Changes:
     @property
     def queues_with_new_work(self) -> set[str]:
         queues = {t.queue for t in self.new_tasks}
-        queues.update(self.runs[r].queue for r, _, _ in self.requeue_tasks_of)
+        queues.update(self.runs[r].queue for r, _, _, _ in self.requeue_tasks_of)
         return queues
 
 
@@ -148,6 +169,11 @@ class StateReader(Protocol):
 
     def run_input(self, run_id: str) -> str | None:
         """The run's input as JSON text."""
+        ...
+
+    def pending_signals(self, run_id: str, name: str) -> list[tuple[int, str]]:
+        """The signals ``name`` sent to the run that no wait step took yet, oldest first:
+        (id, data as JSON text)."""
         ...
 
 
@@ -322,6 +348,9 @@ def new_run(
             max_attempts=resolve_options(workflow, step).max_attempts,
             is_map=step.is_map,
             map_over=step.map_over,
+            start_delay=step.start_delay,
+            signal=step.signal,
+            signal_timeout=step.signal_timeout,
         )
     run = RunState(
         id=run_id,
@@ -351,6 +380,9 @@ class _NoReads:
 
     def run_input(self, run_id: str) -> str | None:  # pragma: no cover - input is in memory
         return None
+
+    def pending_signals(self, run_id: str, name: str) -> list[tuple[int, str]]:
+        return []
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -435,7 +467,9 @@ def resume_run(run: RunState, reader: StateReader, changes: Changes) -> bool:
         else:
             step.status = StepStatus.READY
             changes.touch_step(run, step)
-            changes.requeue_tasks_of.append((run.id, step.name, step.max_attempts))
+            # a wait step waits its whole timeout again; others are due at once
+            delay = _wait_delay(step) if step.signal is not None else 0.0
+            changes.requeue_tasks_of.append((run.id, step.name, step.max_attempts, delay))
     return True
 
 
@@ -446,10 +480,13 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
     """All of a step's dependencies completed: create its tasks (or finish an empty map)."""
     step.status = StepStatus.READY
     changes.touch_step(run, step)
+    if step.signal is not None:
+        _wait(run, step, changes, reader)
+        return
     if not step.is_map:
         step.task_count = 1
         step.remaining_tasks = 1
-        changes.new_tasks.append(_task(run, step, None, None))
+        changes.new_tasks.append(_task(run, step, None, None, delay=step.start_delay))
         return
     if step.map_over is None:
         if run.input is None:
@@ -480,10 +517,47 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
         return
     for index, item in enumerate(items):
         item_json = dumps(item, what=f"element {index} of map step {step.name!r}")
-        changes.new_tasks.append(_task(run, step, index, item_json))
+        changes.new_tasks.append(_task(run, step, index, item_json, delay=step.start_delay))
 
 
-def _task(run: RunState, step: StepState, index: int | None, item: str | None) -> NewTask:
+def _wait(run: RunState, step: StepState, changes: Changes, reader: StateReader) -> None:
+    """A wait step is reached: a signal it waits for that came already completes it now (the
+    oldest not taken yet); else its task waits, due (to time out) when its timeout passes."""
+    step.task_count = 1
+    step.remaining_tasks = 1
+    assert step.signal is not None
+    taken = {signal_id for signal_id, _, _ in changes.consumed_signals}
+    for signal_id, data in reader.pending_signals(run.id, step.signal):
+        if signal_id not in taken:
+            changes.consumed_signals.append((signal_id, run.id, step.name))
+            changes.new_tasks.append(_task(run, step, None, None, output=data))
+            _step_completed(run, step, data, changes, reader)
+            return
+    changes.new_tasks.append(_task(run, step, None, None, delay=_wait_delay(step)))
+
+
+def _wait_delay(step: StepState) -> float:
+    return NEVER if step.signal_timeout is None else step.signal_timeout
+
+
+def waiting_for_signal(run: RunState, name: str) -> StepState | None:
+    """The step of an unfinished run that a signal ``name`` completes: the first (in the
+    graph's order) of those waiting for it. None: none waits yet, the signal is kept."""
+    if not run.active:
+        return None
+    waiting = [s for s in run.steps.values() if s.signal == name and s.status is StepStatus.READY]
+    return min(waiting, key=lambda s: s.position) if waiting else None
+
+
+def _task(
+    run: RunState,
+    step: StepState,
+    index: int | None,
+    item: str | None,
+    *,
+    delay: float = 0.0,
+    output: str | None = None,
+) -> NewTask:
     return NewTask(
         run_id=run.id,
         step=step.name,
@@ -493,6 +567,8 @@ def _task(run: RunState, step: StepState, index: int | None, item: str | None) -
         priority=run.priority,
         max_attempts=step.max_attempts,
         input=item,
+        delay=delay,
+        output=output,
     )
 
 
@@ -583,4 +659,5 @@ __all__ = [
     "tasks_completed",
     "tasks_failed",
     "tasks_ran",
+    "waiting_for_signal",
 ]

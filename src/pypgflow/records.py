@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pypgflow.errors import AttemptError
 from pypgflow.status import RunStatus, StepStatus
+
+#: a wait step without a timeout is due (to time out) thousands of years from now: a due time
+#: from this year on means "no timeout"
+NO_TIMEOUT_YEAR = 4000
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,28 @@ class StepInfo:
     is_map: bool = False
     task_count: int | None = None
     errors: tuple[AttemptError, ...] = ()
+    #: a wait step's signal (``Workflow.wait_for``); None for other steps
+    signal: str | None = None
+    #: when its queued task is due: a delayed step's start, a wait step's timeout (None: no
+    #: task queued)
+    due_at: datetime | None = None
+    #: since when its task is queued (for a wait step: since when it waits for its signal)
+    queued_since: datetime | None = None
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What this step waits for, in words, while it waits: its signal, or its start delay
+        (``None`` when it is not waiting)."""
+        if self.status is not StepStatus.READY or self.due_at is None:
+            return None
+        if self.signal is not None:
+            if self.due_at.year >= NO_TIMEOUT_YEAR:
+                return f"signal {self.signal!r} (no timeout)"
+            return f"signal {self.signal!r} (times out at {self.due_at.isoformat()})"
+        if self.due_at > datetime.now(UTC):
+            what = "its retry" if self.attempts else "its start"
+            return f"{what}, due at {self.due_at.isoformat()}"
+        return None
 
     @property
     def duration(self) -> float | None:

@@ -123,19 +123,7 @@ def _like(template: StartRequest, run_id: str, input_json: str) -> StartRequest:
     """A start request as ``template`` for another run and input. The runs share their step
     states, which is safe since a start request is only read: engines insert it as it is."""
     run = template.run
-    new_tasks = [
-        orchestration.NewTask(
-            run_id=run_id,
-            step=task.step,
-            task_index=task.task_index,
-            workflow=task.workflow,
-            queue=task.queue,
-            priority=task.priority,
-            max_attempts=task.max_attempts,
-            input=task.input,
-        )
-        for task in template.changes.new_tasks
-    ]
+    new_tasks = [replace(task, run_id=run_id) for task in template.changes.new_tasks]
     return StartRequest(
         run=orchestration.RunState(
             id=run_id,

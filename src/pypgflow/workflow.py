@@ -22,13 +22,19 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
 from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
 from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
-from pypgflow.errors import SerializationError, WorkflowDefinitionError
+from pypgflow.errors import (
+    InvalidArgument,
+    SerializationError,
+    SignalTimeout,
+    WorkflowDefinitionError,
+)
 from pypgflow.values import Decoder, decoder_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,6 +88,13 @@ class Step:
     #: returns something false the step is skipped
     when: Callable[..., Any] | None = None
     when_params: tuple[Param, ...] = ()
+    #: seconds between the step's dependencies completing and its becoming due (durable: the
+    #: task waits in the database, holding no slot)
+    start_delay: float = 0.0
+    #: a wait step (:meth:`Workflow.wait_for`): the signal it waits for, and for how long at most
+    #: (None: forever); it completes with the signal's data and calls no function of its own
+    signal: str | None = None
+    signal_timeout: float | None = None
 
     async def should_run(self, *, input: Any, outputs: Mapping[str, Any], ctx: Any) -> bool:
         """Whether the step runs: what its ``when`` condition (awaited if it is async) says of
@@ -144,6 +157,15 @@ def _check_name(kind: str, name: Any) -> str:
     return name
 
 
+def check_signal_name(name: Any) -> str:
+    """``name`` if it can name a signal (as a step is named), else InvalidArgument."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidArgument(
+            f"invalid signal name {name!r}: use 1 to 200 letters, digits, '_', '.', ':' or '-'"
+        )
+    return name
+
+
 def _check_options(
     where: str, max_attempts: int | None, timeout: float | None, backoff: Backoff | None
 ) -> None:
@@ -160,6 +182,34 @@ def _check_options(
         raise WorkflowDefinitionError(f"{where}: timeout must be a number of seconds > 0")
     if backoff is not None and not isinstance(backoff, Backoff):
         raise WorkflowDefinitionError(f"{where}: backoff must be a pypgflow.Backoff")
+
+
+#: the longest delay or timeout a step takes (a hundred years: longer is a mistake)
+MAX_WAIT_SECONDS = 100 * 365 * 86400.0
+
+
+def _seconds(where: str, option: str, value: Any, *, positive: bool = False) -> float:
+    """A delay or timeout given as seconds or a timedelta, as seconds; WorkflowDefinitionError
+    unless it is a finite number >= 0 (> 0 if ``positive``) of at most a hundred years."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+        or (positive and seconds == 0)
+        or seconds > MAX_WAIT_SECONDS
+    ):
+        bound = "> 0" if positive else ">= 0"
+        raise WorkflowDefinitionError(
+            f"{where}: {option} must be a number of seconds {bound} (at most 100 years) or a "
+            f"timedelta, got {value!r}"
+        )
+    return float(seconds)
+
+
+def _duration(seconds: float | None) -> str:
+    return "without a limit" if seconds is None else f"{seconds:g} s"
 
 
 #: what ``retry_on`` and ``give_up_on`` take: an exception class, or a tuple of them
@@ -237,6 +287,7 @@ class Workflow:
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
         when: Callable[..., Any] | None = None,
+        start_delay: float | timedelta | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -252,6 +303,7 @@ class Workflow:
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
         when: Callable[..., Any] | None = None,
+        start_delay: float | timedelta | None = None,
     ) -> Any:
         """Declare a step. Used bare (``@flow.step``) or with options; returns the function unchanged.
 
@@ -261,6 +313,10 @@ class Workflow:
         ``when``: a condition, bound by parameter name as a step is (a dependency's output,
         ``input``, ``ctx``) and called once its dependencies are done; when it returns something
         false the step is ``skipped`` without running, and its dependents receive None for it.
+
+        ``start_delay`` (seconds or a timedelta): the step becomes due that long after its
+        dependencies complete (after the run starts, for a root). The wait is durable: the step
+        waits in the database, survives restarts and holds no worker slot meanwhile.
         """
 
         def decorate(func: F) -> F:
@@ -277,6 +333,7 @@ class Workflow:
                 is_map=False,
                 map_over=None,
                 when=when,
+                start_delay=start_delay,
             )
             return func
 
@@ -348,6 +405,48 @@ class Workflow:
 
         return decorate(fn) if fn is not None else decorate
 
+    def wait_for(
+        self,
+        name: str,
+        *,
+        signal: str,
+        depends_on: Sequence[StepRef] | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> str:
+        """Declare a wait step named ``name``: once its dependencies are done it waits, in the
+        database and holding no worker slot, for the signal ``signal`` sent to its run
+        (``App.signal(run_id, signal, data)``), and completes with the signal's data. A signal
+        sent before the step is reached is kept until it is. After ``timeout`` (seconds or a
+        timedelta; None: no limit) without one, the step fails with
+        :class:`~pypgflow.errors.SignalTimeout`, which is not retried. Returns ``name``, to name
+        it in ``depends_on``."""
+        where = f"workflow {self.name!r}, step {name!r}"
+        signal = _check_name("signal", signal)
+        seconds = None if timeout is None else _seconds(where, "timeout", timeout, positive=True)
+
+        def waits() -> None:
+            raise SignalTimeout(
+                f"step {name!r} waited {_duration(seconds)} for signal {signal!r}: none came"
+            )
+
+        waits.__name__ = waits.__qualname__ = f"wait_for_{signal}"
+        self._add(
+            waits,
+            name=name,
+            depends_on=depends_on,
+            max_attempts=1,
+            timeout=None,
+            backoff=None,
+            retry_on=None,
+            give_up_on=None,
+            isolation="thread",
+            is_map=False,
+            map_over=None,
+            signal=signal,
+            signal_timeout=seconds,
+        )
+        return name
+
     @classmethod
     def from_steps(
         cls,
@@ -408,6 +507,9 @@ class Workflow:
         is_map: bool,
         map_over: str | None,
         when: Callable[..., Any] | None = None,
+        start_delay: float | timedelta | None = None,
+        signal: str | None = None,
+        signal_timeout: float | None = None,
     ) -> None:
         if not callable(fn):
             raise WorkflowDefinitionError(
@@ -426,6 +528,7 @@ class Workflow:
         if step_name in self._steps:
             raise WorkflowDefinitionError(f"{where}: duplicate step name")
         _check_options(where, max_attempts, timeout, backoff)
+        delay = 0.0 if start_delay is None else _seconds(where, "start_delay", start_delay)
         if isolation not in ("thread", "process"):
             raise WorkflowDefinitionError(f"{where}: isolation must be 'thread' or 'process'")
         qualname = getattr(fn, "__qualname__", "")
@@ -470,6 +573,9 @@ class Workflow:
             map_over=map_over,
             when=when,
             when_params=when_params,
+            start_delay=delay,
+            signal=signal,
+            signal_timeout=signal_timeout,
         )
         self._steps[step_name] = step
         self._order = None
@@ -524,8 +630,11 @@ class Workflow:
         if self.declared_version is not None:
             return self.declared_version
         if self._fingerprint is None:
+            # a wait step's signal is part of its kind (appended only then: the fingerprints of
+            # workflows without one stay what they were)
             shape = [
                 [s.name, list(s.depends_on), s.is_map, s.map_over, s.when is not None]
+                + ([s.signal] if s.signal is not None else [])
                 for s in self._steps.values()
             ]
             digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode())

@@ -62,7 +62,24 @@ def sleep(input: float) -> float:
     return input
 
 
-WORKFLOWS = (hello, broken, fragile, nap)
+# Waits for the signal "approved" after its first step: for `pypgflow signal`.
+gated = Workflow("gated")
+
+
+@gated.step
+def ask(input: Any) -> Any:
+    return input
+
+
+gated.wait_for("approval", signal="approved", depends_on=["ask"])
+
+
+@gated.step(depends_on=["ask", "approval"])
+def proceed(ask: Any, approval: Any) -> dict[str, Any]:
+    return {"asked": ask, "approval": approval}
+
+
+WORKFLOWS = (hello, broken, fragile, nap, gated)
 
 not_an_app = 42
 

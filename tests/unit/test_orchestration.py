@@ -335,7 +335,7 @@ def test_resume_reruns_unfinished_steps_only_with_a_fresh_budget() -> None:
     assert run.steps["top"].status is StepStatus.COMPLETED
     assert run.steps["left"].status is StepStatus.READY
     assert run.steps["bottom"].status is StepStatus.WAITING
-    budgets = {step: budget for _, step, budget in changes.requeue_tasks_of}
+    budgets = {step: budget for _, step, budget, _delay in changes.requeue_tasks_of}
     assert budgets == {"left": 3, "right": 3}
     assert resume_run(run, Outputs(), Changes()) is False  # not failed or cancelled
 

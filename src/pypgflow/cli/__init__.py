@@ -14,7 +14,7 @@ default comes from :mod:`pypgflow.defaults`.
 
 from __future__ import annotations
 
-from pypgflow.cli import actions, dashboard, demo, fleet, migrate, runs, start, worker
+from pypgflow.cli import actions, dashboard, demo, fleet, migrate, runs, signal, start, worker
 from pypgflow.cli.group import main
 from pypgflow.cli.loading import load_app
 
@@ -26,6 +26,7 @@ for _command in (
     runs.show_run,
     actions.retry,
     actions.cancel,
+    signal.send_signal,
     fleet.instances,
     fleet.list_schedules,
     demo.demo,

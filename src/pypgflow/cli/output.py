@@ -146,6 +146,12 @@ def step_going(step: StepInfo) -> bool:
     return step.status in (StepStatus.WAITING, StepStatus.READY)
 
 
+def waiting_line(step: StepInfo) -> str:
+    """What a waiting step waits for, and since when."""
+    since = f" since {when(step.queued_since)}" if step.queued_since is not None else ""
+    return f"for {step.waiting_for}{since}"
+
+
 def step_name(step: StepInfo) -> str:
     """The step's name, with its task count for a map step."""
     if not step.is_map:
@@ -221,6 +227,10 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "instance_id": step.instance_id,
         "output": step.output,
         "errors": [error.to_dict() for error in step.errors],
+        "signal": step.signal,
+        "due_at": iso_time(step.due_at),
+        "queued_since": iso_time(step.queued_since),
+        "waiting_for": step.waiting_for,
     }
 
 

@@ -23,6 +23,7 @@ from pypgflow.cli.output import (
     step_going,
     step_name,
     table,
+    waiting_line,
     when,
 )
 
@@ -146,6 +147,11 @@ def show_run(
         for step in info.steps
     ]
     click.echo(table(["STEP", "STATUS", "ATTEMPTS", "DURATION", "INSTANCE"], rows, right=[2, 3]))
+    waiting = [(step.name, waiting_line(step)) for step in info.steps if step.waiting_for]
+    if waiting:
+        click.echo()
+        click.echo("Waiting:")
+        click.echo(fields([(f"  {name}", line) for name, line in waiting]))
     errors = [error for step in info.steps for error in step.errors]
     if errors:
         click.echo()

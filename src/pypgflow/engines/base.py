@@ -273,6 +273,12 @@ class Engine(abc.ABC):
         """Resume a failed or cancelled run from its unfinished steps; False if it was not."""
 
     @abc.abstractmethod
+    def send_signal(self, run_id: str, name: str, data: str) -> str | None:
+        """Send the signal ``name`` (``data``: JSON text) to an unfinished run: the wait step
+        waiting for it completes with the data (its name is returned), or, if none waits for it
+        yet, it is kept for the first that reaches it (None). RunNotFound, RunFinished."""
+
+    @abc.abstractmethod
     def get_run(self, run_id: str) -> RunInfo | None:
         """A run with its steps, or None."""
 

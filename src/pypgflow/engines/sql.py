@@ -29,7 +29,7 @@ from pypgflow.engines.base import (
 from pypgflow.engines.fleet import FleetVerbs
 from pypgflow.engines.insight import InsightVerbs
 from pypgflow.engines.sqlbase import C, Row, canonical_run_id, finished_runs
-from pypgflow.errors import AttemptError, IdempotencyConflict, RunNotFound
+from pypgflow.errors import AttemptError, IdempotencyConflict, RunFinished, RunNotFound
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import RunInfo, StepInfo
 from pypgflow.serialization import same_json
@@ -37,7 +37,7 @@ from pypgflow.status import RunStatus, StepStatus
 
 #: step_infos' columns, in order: what every engine selects, then (where the engine aggregates
 #: them there) every attempt's error
-_STEP_COLUMNS = 11
+_STEP_COLUMNS = 14
 
 #: list_runs' statement by the filters given (status, workflow): one per filter, each served by
 #: an index that stops after the limit (see list_runs in queries.sql)
@@ -183,6 +183,42 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             if changed:
                 self._apply(conn, changes)
             return changed
+
+    def send_signal(self, run_id: str, name: str, data: str) -> str | None:
+        canonical = canonical_run_id(run_id)
+        if canonical is None:
+            raise RunNotFound(f"no run with id {run_id!r} (run ids are UUIDs)")
+        with self._write() as conn:
+            runs = self._lock_runs(conn, {canonical})
+            run = runs.get(canonical)
+            if run is None:
+                raise RunNotFound(f"no run with id {run_id}")
+            if not run.active:
+                raise RunFinished(
+                    f"run {canonical} is {run.status.value}: it takes no more signals "
+                    f"(signal {name!r} not sent)"
+                )
+            step = orchestration.waiting_for_signal(run, name)
+            taken = step is not None and bool(
+                self._fetch(
+                    conn,
+                    "complete_waiting_task",
+                    {"run_id": canonical, "step": step.name, "data": data},
+                )
+            )
+            target = step.name if taken and step is not None else None
+            self._execute(
+                conn,
+                "insert_signal",
+                {"run_id": canonical, "name": name, "data": data, "step": target},
+            )
+            if target is not None:
+                changes = Changes()
+                done = orchestration.TaskDone(canonical, target, None, data)
+                orchestration.tasks_completed(runs, [done], self._reader(conn), changes)
+                orchestration.tasks_ran(runs, [canonical], changes)
+                self._apply(conn, changes)
+            return target
 
     def release_tasks(self, task_ids: Sequence[int], *, instance_id: str) -> int:
         if not task_ids:
@@ -330,7 +366,8 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
     def _step_info(self, row: Row, stored_errors: Iterable[Any]) -> StepInfo:
         """A step_infos row and its stored errors, as its record."""
         (name, _position, status, depends_on, is_map, task_count, output, started_at,
-         finished_at, attempts, instance_id) = row[:_STEP_COLUMNS]  # fmt: skip
+         finished_at, attempts, instance_id, signal, due_at,
+         queued_since) = row[:_STEP_COLUMNS]  # fmt: skip
         errors = tuple(AttemptError.from_dict(self._json(e)) for e in stored_errors)
         step_status = StepStatus(status)
         return StepInfo(
@@ -346,6 +383,9 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             is_map=bool(is_map),
             task_count=task_count,
             errors=errors,
+            signal=signal,
+            due_at=self._optional_time(due_at),
+            queued_since=self._optional_time(queued_since),
         )
 
 

@@ -257,6 +257,17 @@ class SqlBase(Engine, Generic[C]):
     def _apply_changes(self, conn: C, changes: Changes) -> None:
         if changes.new_tasks:
             self._execute(conn, "insert_tasks", self._batch(task_rows(changes.new_tasks)))
+        if changes.consumed_signals:
+            self._execute(
+                conn,
+                "consume_signals",
+                self._batch(
+                    [
+                        {"id": signal_id, "step": step}
+                        for signal_id, _, step in changes.consumed_signals
+                    ]
+                ),
+            )
         if changes.cancel_tasks_of:
             self._execute(conn, "cancel_tasks_of_runs", {"ids": self._ids(changes.cancel_tasks_of)})
         if changes.requeue_tasks_of:
@@ -265,8 +276,8 @@ class SqlBase(Engine, Generic[C]):
                 "requeue_tasks",
                 self._batch(
                     [
-                        {"run_id": run_id, "step": step, "budget": budget}
-                        for run_id, step, budget in changes.requeue_tasks_of
+                        {"run_id": run_id, "step": step, "budget": budget, "delay": delay}
+                        for run_id, step, budget, delay in changes.requeue_tasks_of
                     ]
                 ),
             )
@@ -319,6 +330,10 @@ class _Reader(Generic[C]):
         rows = self.engine._fetch(self.conn, "run_input", {"run_id": run_id})
         return rows[0][0] if rows else None
 
+    def pending_signals(self, run_id: str, name: str) -> list[tuple[int, str]]:
+        rows = self.engine._fetch(self.conn, "pending_signals", {"run_id": run_id, "name": name})
+        return [(signal_id, data if data is not None else "null") for signal_id, data in rows]
+
 
 # -- steps ---------------------------------------------------------------------------------------
 # A run's steps are stored in its row, in its steps column: one JSON object, by step name, each
@@ -346,6 +361,9 @@ def steps_text(steps: Mapping[str, StepState]) -> str:
             s.map_over,
             s.remaining_tasks,
             s.task_count,
+            s.start_delay,
+            s.signal,
+            s.signal_timeout,
         )
         text = _step_texts.get(key)
         if text is None:
@@ -379,6 +397,12 @@ def _step_text(name: str, s: StepState) -> str:
         state["remaining_tasks"] = s.remaining_tasks
     if s.task_count is not None:
         state["task_count"] = s.task_count
+    if s.start_delay:
+        state["start_delay"] = s.start_delay
+    if s.signal is not None:
+        state["signal"] = s.signal
+    if s.signal_timeout is not None:
+        state["signal_timeout"] = s.signal_timeout
     return json.dumps(name) + ":" + json.dumps(state, separators=(",", ":"))
 
 
@@ -402,7 +426,7 @@ _stored_steps: dict[str, tuple[tuple[Any, ...], ...]] = {}
 
 
 def _decoded_steps(stored: Mapping[str, Mapping[str, Any]]) -> tuple[tuple[Any, ...], ...]:
-    """Each step's fields in StepState's order (without an output), in position order."""
+    """Each step's fields in StepState's order (the output None), in position order."""
     fields = [
         (
             name,
@@ -415,6 +439,10 @@ def _decoded_steps(stored: Mapping[str, Mapping[str, Any]]) -> tuple[tuple[Any, 
             state.get("map_over"),
             state.get("remaining_tasks"),
             state.get("task_count"),
+            None,  # the output
+            state.get("start_delay", 0.0),
+            state.get("signal"),
+            state.get("signal_timeout"),
         )
         for name, state in stored.items()
     ]
@@ -446,6 +474,9 @@ def task_rows(tasks: Sequence[orchestration.NewTask]) -> list[dict[str, Any]]:
             "priority": t.priority,
             "max_attempts": t.max_attempts,
             "input": t.input,
+            "delay": t.delay,
+            "output": t.output,
+            "completed": t.output is not None,
         }
         for t in tasks
     ]

@@ -21,7 +21,7 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
     if len(requests) == 1:
         request = requests[0]
         tasks = request.changes.new_tasks
-        if all(task.task_index is None for task in tasks):
+        if all(task.plain for task in tasks):
             return "insert_run", {
                 **_run_values(request, run_at=request.run_at),
                 "task_steps": array_literal(task.step for task in tasks),
@@ -39,8 +39,8 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
     for request in requests:
         run_at = request.run_at
         runs.append(_run_values(request, run_at=None if run_at is None else run_at.isoformat()))
-        tasks.extend(
-            {
+        for task in request.changes.new_tasks:
+            row: dict[str, Any] = {
                 "run_id": task.run_id,
                 "step": task.step,
                 "task_index": task.task_index,
@@ -50,8 +50,9 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
                 "max_attempts": task.max_attempts,
                 "input": task.input,
             }
-            for task in request.changes.new_tasks
-        )
+            if task.delay:
+                row["delay"] = task.delay
+            tasks.append(row)
     return {"runs": json_rows(runs), "tasks": json_rows(tasks)}
 
 
@@ -83,10 +84,14 @@ COPY_FROM = 64
 
 def copyable(requests: Sequence[StartRequest]) -> bool:
     """Whether a batch of starts can be written by COPY: large enough to gain by it, and made
-    of plain starts, due now by the server's clock (the columns' default), since COPY cannot
-    skip a run whose idempotency key is taken nor compute a time."""
+    of plain starts, due now by the server's clock (the columns' default; no root step delayed),
+    since COPY cannot skip a run whose idempotency key is taken nor compute a time."""
     return len(requests) >= COPY_FROM and all(
-        r.idempotency_key is None and not r.delay and r.run_at is None for r in requests
+        r.idempotency_key is None
+        and not r.delay
+        and r.run_at is None
+        and all(not t.delay for t in r.changes.new_tasks)
+        for r in requests
     )
 
 

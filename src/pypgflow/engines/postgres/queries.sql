@@ -32,7 +32,8 @@ SELECT coalesce(max(version), 0) AS version FROM {schema}.migrations;
 INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_runs
--- Inserts a batch of runs (each with its steps: the steps column) and their root tasks. Runs
+-- Inserts a batch of runs (each with its steps: the steps column) and their root tasks (due
+-- when their run is scheduled, or their delay after: a start delay, a wait step's timeout). Runs
 -- whose idempotency key is taken are skipped, and so are their tasks; the ids actually inserted
 -- are returned. The workers of the queues that got tasks are notified in the same statement
 -- (delivered when its transaction commits), so that a start is one statement: one round trip
@@ -58,11 +59,14 @@ WITH new_runs AS (
         (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at,
          version)
     SELECT t.run_id, t.step, t.task_index, t.workflow, t.queue, t.priority, t.max_attempts,
-           t.input::jsonb, n.scheduled_at, n.version
+           t.input::jsonb, n.scheduled_at + coalesce(t.delay, 0) * interval '1 second',
+           n.version
     FROM ROWS FROM (json_to_recordset(%(tasks)s::json)
                     AS (run_id uuid, step text, task_index int, workflow text, queue text,
-                        priority smallint, max_attempts int, input text)) WITH ORDINALITY
-        AS t(run_id, step, task_index, workflow, queue, priority, max_attempts, input, ord)
+                        priority smallint, max_attempts int, input text, delay float8))
+        WITH ORDINALITY
+        AS t(run_id, step, task_index, workflow, queue, priority, max_attempts, input, delay,
+             ord)
     JOIN new_runs n ON n.id = t.run_id
     -- ids in the batch's order: claims take equal tasks oldest (lowest id) first
     ORDER BY t.ord
@@ -276,6 +280,39 @@ ORDER BY task_index;
 -- name: run_input
 SELECT input::text FROM {schema}.runs WHERE id = %(run_id)s::uuid;
 
+-- name: pending_signals
+-- The signals of that name sent to a run and not taken by a wait step yet, oldest first.
+SELECT id, data::text FROM {schema}.signals
+WHERE run_id = %(run_id)s::uuid AND name = %(name)s AND step IS NULL
+ORDER BY id;
+
+-- name: consume_signals
+-- Pending signals taken by the wait steps that they completed.
+UPDATE {schema}.signals s SET step = d.step, consumed_at = now()
+FROM json_to_recordset(%(rows)s::json) AS d(id bigint, step text)
+WHERE s.id = d.id;
+
+-- name: insert_signal
+-- A signal sent to a run (its run locked): taken at once by the wait step it completed
+-- (%(step)s), or kept (step NULL) for the wait step that reaches it.
+INSERT INTO {schema}.signals (run_id, name, data, step, consumed_at)
+VALUES (%(run_id)s::uuid, %(name)s, %(data)s::jsonb, %(step)s::text,
+        CASE WHEN %(step)s::text IS NOT NULL THEN now() END)
+RETURNING id;
+
+-- name: complete_waiting_task
+-- A signal completes the task of the wait step waiting for it. Guarded: only while it is still
+-- queued; a worker that claimed it meanwhile is timing it out.
+UPDATE {schema}.tasks
+SET status = 'completed', finished_at = now(), output = %(data)s::jsonb
+WHERE run_id = %(run_id)s::uuid AND step = %(step)s AND task_index IS NULL
+  AND status = 'queued'
+RETURNING id;
+
+-- name: delete_signals_of_runs
+-- The signals of runs just deleted (prune_runs).
+DELETE FROM {schema}.signals WHERE run_id = ANY(%(ids)s::uuid[]);
+
 -- name: update_runs
 -- Writes the runs as orchestration decided, their steps with them, and announces those that
 -- finished on {done_channel} (delivered when the transaction commits): in this statement, so
@@ -307,13 +344,19 @@ FROM finished GROUP BY chunk;
 
 -- name: insert_tasks
 -- A new task carries its run's version (the run is locked: a primary-key lookup, in cache).
+-- It is due in its delay (a start delay, a wait step's timeout), or completed already with its
+-- output (a wait step whose signal had come).
 INSERT INTO {schema}.tasks
-    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version)
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version, run_at,
+     status, output, finished_at)
 SELECT d.run_id, d.step, d.task_index, d.workflow, d.queue, d.priority, d.max_attempts,
-       d.input::jsonb, (SELECT r.version FROM {schema}.runs r WHERE r.id = d.run_id)
+       d.input::jsonb, (SELECT r.version FROM {schema}.runs r WHERE r.id = d.run_id),
+       now() + d.delay * interval '1 second',
+       CASE WHEN d.completed THEN 'completed' ELSE 'queued' END, d.output::jsonb,
+       CASE WHEN d.completed THEN now() END
 FROM json_to_recordset(%(rows)s::json)
     AS d(run_id uuid, step text, task_index int, workflow text, queue text, priority smallint,
-         max_attempts int, input text);
+         max_attempts int, input text, delay float8, output text, completed boolean);
 
 -- name: cancel_tasks_of_runs
 UPDATE {schema}.tasks SET status = 'cancelled', finished_at = now()
@@ -322,10 +365,12 @@ WHERE run_id = ANY(%(ids)s::uuid[]) AND status IN ('queued', 'running');
 -- name: requeue_tasks
 -- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
 WITH d AS (
-    SELECT * FROM json_to_recordset(%(rows)s::json) AS d(run_id uuid, step text, budget int)
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(run_id uuid, step text, budget int, delay float8)
 )
 UPDATE {schema}.tasks t
-SET status = 'queued', run_at = now(), finished_at = NULL, max_attempts = t.attempt + d.budget
+SET status = 'queued', run_at = now() + d.delay * interval '1 second', finished_at = NULL,
+    max_attempts = t.attempt + d.budget
 FROM d
 WHERE t.run_id = ANY(ARRAY(SELECT run_id FROM d))
   AND t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
@@ -465,8 +510,9 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'running');
 -- name: step_infos
 -- A run's steps (from its steps column) with what their tasks say: first claim, last finish,
 -- most attempts, latest instance, the output (a plain step's task's, or a map step's elements'
--- results in order, [] for none) and (last, as SqlEngine._step_errors expects) every attempt's
--- error, by attempt then element. A step that never had a task finished when its run did.
+-- results in order, [] for none), a wait step's signal, when its queued tasks are due and since
+-- when they are queued, and (last, as SqlEngine._step_errors expects) every attempt's error, by
+-- attempt then element. A step that never had a task finished when its run did.
 SELECT s.name, (s.state ->> 'position')::int AS position, s.state ->> 'status' AS status,
        s.state -> 'depends_on' AS depends_on,
        coalesce((s.state ->> 'is_map')::boolean, false) AS is_map,
@@ -478,6 +524,7 @@ SELECT s.name, (s.state ->> 'position')::int AS position, s.state ->> 'status' A
        CASE WHEN s.state ->> 'status' IN ('completed', 'failed', 'cancelled')
             THEN coalesce(t.finished_at, r.finished_at) END AS finished_at,
        coalesce(t.attempts, 0) AS attempts, t.instance_id,
+       s.state ->> 'signal' AS signal, t.due_at, t.queued_since,
        coalesce(e.errors, '[]'::jsonb) AS errors
 FROM {schema}.runs r
 CROSS JOIN LATERAL jsonb_each(r.steps) AS s(name, state)
@@ -487,7 +534,9 @@ LEFT JOIN LATERAL (
            (array_agg(k.instance_id ORDER BY k.started_at DESC NULLS LAST))[1] AS instance_id,
            (array_agg(k.output) FILTER (WHERE k.task_index IS NULL))[1] AS output,
            jsonb_agg(k.output ORDER BY k.task_index) FILTER (WHERE k.task_index IS NOT NULL)
-               AS elements
+               AS elements,
+           min(k.run_at) FILTER (WHERE k.status = 'queued') AS due_at,
+           min(k.created_at) FILTER (WHERE k.status = 'queued') AS queued_since
     FROM {schema}.tasks k WHERE k.run_id = r.id AND k.step = s.name
 ) AS t ON true
 LEFT JOIN LATERAL (

@@ -132,3 +132,16 @@ CREATE TABLE {schema}.workflow_definitions (
     stored_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workflow, version)
 );
+
+-- Signals sent to runs (App.signal): each taken by the wait step it completed (step), or kept
+-- for the wait step of that name that reaches it (step NULL). Deleted with their run.
+CREATE TABLE {schema}.signals (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id uuid NOT NULL,
+    name text NOT NULL,
+    data jsonb,
+    sent_at timestamptz NOT NULL DEFAULT now(),
+    step text,
+    consumed_at timestamptz
+);
+CREATE INDEX signals_run_name ON {schema}.signals (run_id, name, id);

@@ -69,12 +69,14 @@ ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOT
 RETURNING id;
 
 -- name: insert_root_tasks
--- The first tasks of the runs just inserted, due when their run is scheduled.
+-- The first tasks of the runs just inserted, due when their run is scheduled (or their delay
+-- after: a start delay, a wait step's timeout).
 INSERT INTO tasks
     (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at, version)
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
-       t.value ->> '$.max_attempts', t.value ->> '$.input', r.scheduled_at, r.version
+       t.value ->> '$.max_attempts', t.value ->> '$.input',
+       r.scheduled_at + coalesce(t.value ->> '$.delay', 0), r.version
 FROM json_each(:tasks) AS t
 JOIN runs r ON r.id = t.value ->> '$.run_id';
 
@@ -236,26 +238,63 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
 WHERE r.id = d.id;
 
 -- name: insert_tasks
--- A new task carries its run's version.
+-- A new task carries its run's version. It is due in its delay (a start delay, a wait step's
+-- timeout), or completed already with its output (a wait step whose signal had come).
 INSERT INTO tasks
-    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version)
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, version, run_at,
+     status, output, finished_at)
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
        t.value ->> '$.max_attempts', t.value ->> '$.input',
-       (SELECT r.version FROM runs r WHERE r.id = t.value ->> '$.run_id')
+       (SELECT r.version FROM runs r WHERE r.id = t.value ->> '$.run_id'),
+       {now} + (t.value ->> '$.delay'),
+       CASE WHEN t.value ->> '$.completed' THEN 'completed' ELSE 'queued' END,
+       t.value ->> '$.output',
+       CASE WHEN t.value ->> '$.completed' THEN {now} END
 FROM json_each(:rows) AS t;
+
+-- name: pending_signals
+-- The signals of that name sent to a run and not taken by a wait step yet, oldest first.
+SELECT id, data FROM signals
+WHERE run_id = :run_id AND name = :name AND step IS NULL
+ORDER BY id;
+
+-- name: consume_signals
+-- Pending signals taken by the wait steps that they completed.
+UPDATE signals AS s SET step = d.value ->> '$.step', consumed_at = {now}
+FROM json_each(:rows) AS d
+WHERE s.id = d.value ->> '$.id';
+
+-- name: insert_signal
+-- A signal sent to a run (under the write lock): taken at once by the wait step it completed
+-- (:step), or kept (step NULL) for the wait step that reaches it.
+INSERT INTO signals (run_id, name, data, step, consumed_at)
+VALUES (:run_id, :name, :data, :step, CASE WHEN :step IS NOT NULL THEN {now} END)
+RETURNING id;
+
+-- name: complete_waiting_task
+-- A signal completes the task of the wait step waiting for it, while it is still queued (a
+-- worker that claimed it meanwhile is timing it out).
+UPDATE tasks SET status = 'completed', finished_at = {now}, output = :data
+WHERE run_id = :run_id AND step = :step AND task_index IS NULL AND status = 'queued'
+RETURNING id;
+
+-- name: delete_signals_of_runs
+-- The signals of runs just deleted (prune_runs).
+DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(:ids));
 
 -- name: cancel_tasks_of_runs
 UPDATE tasks SET status = 'cancelled', finished_at = {now}
 WHERE run_id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'running');
 
 -- name: requeue_tasks
--- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget.
+-- A resumed step's unfinished tasks go back to the queue with a fresh attempt budget, due in
+-- their delay (a wait step's timeout; 0 for others).
 UPDATE tasks AS t
-SET status = 'queued', run_at = {now}, finished_at = NULL,
+SET status = 'queued', run_at = {now} + d.delay, finished_at = NULL,
     max_attempts = t.attempt + d.budget
 FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.step' AS step,
-             value ->> '$.budget' AS budget
+             value ->> '$.budget' AS budget, value ->> '$.delay' AS delay
       FROM json_each(:rows)) AS d
 WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
@@ -323,8 +362,9 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pending', 'runni
 -- name: step_infos
 -- A run's steps (from its steps column) with what their tasks say: first claim, last finish,
 -- most attempts, latest instance, the output (a plain step's task's, or a map step's elements'
--- results in order, [] for none). Their errors come from step_errors (SQLite 3.40 cannot order
--- inside an aggregate). A step that never had a task finished when its run did.
+-- results in order, [] for none), a wait step's signal, when its queued tasks are due and since
+-- when they are queued. Their errors come from step_errors (SQLite 3.40 cannot order inside an
+-- aggregate). A step that never had a task finished when its run did.
 SELECT s.key AS name, s.value ->> '$.position' AS position, s.value ->> '$.status' AS status,
        s.value -> '$.depends_on' AS depends_on,
        coalesce(s.value ->> '$.is_map', 0) AS is_map,
@@ -349,7 +389,12 @@ SELECT s.key AS name, s.value ->> '$.position' AS position, s.value ->> '$.statu
        (SELECT l.instance_id FROM tasks l
         WHERE l.run_id = r.id AND l.step = s.key
         ORDER BY l.started_at DESC NULLS LAST, l.id DESC
-        LIMIT 1) AS instance_id
+        LIMIT 1) AS instance_id,
+       s.value ->> '$.signal' AS signal,
+       (SELECT min(q.run_at) FROM tasks q
+        WHERE q.run_id = r.id AND q.step = s.key AND q.status = 'queued') AS due_at,
+       (SELECT min(q.created_at) FROM tasks q
+        WHERE q.run_id = r.id AND q.step = s.key AND q.status = 'queued') AS queued_since
 FROM runs r, json_each(r.steps) AS s
 WHERE r.id = :id
 ORDER BY s.value ->> '$.position';

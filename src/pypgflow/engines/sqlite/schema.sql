@@ -139,3 +139,16 @@ CREATE TABLE workflow_definitions (
     stored_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
     PRIMARY KEY (workflow, version)
 ) STRICT;
+
+-- Signals sent to runs (App.signal): each taken by the wait step it completed (step), or kept
+-- for the wait step of that name that reaches it (step NULL). Deleted with their run.
+CREATE TABLE signals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT,
+    sent_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    step TEXT,
+    consumed_at REAL
+) STRICT;
+CREATE INDEX signals_run_name ON signals (run_id, name, id);
