@@ -22,7 +22,8 @@ RUN_FIELDS = {
 }  # fmt: skip
 STEP_FIELDS = {
     "name", "status", "attempts", "depends_on", "is_map", "task_count", "started_at",
-    "finished_at", "duration", "instance_id", "output", "errors",
+    "finished_at", "duration", "instance_id", "output", "errors", "signal", "due_at",
+    "queued_since", "waiting_for",
 }  # fmt: skip
 
 
