@@ -38,7 +38,7 @@ from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
 from pypgflow.results import ResultWaiters
 from pypgflow.serialization import dumps
-from pypgflow.starting import check_queue, prepare_start, prepare_starts
+from pypgflow.starting import check_queue, prepare_fork, prepare_start, prepare_starts
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow, check_signal_name
 
@@ -639,6 +639,22 @@ class App:
 
     async def cancel_async(self, run_id: str) -> bool:
         return await asyncio.to_thread(self.cancel, run_id)
+
+    def fork(self, run_id: str, from_step: str, input: Any = None) -> Run:
+        """A new run of the same workflow version as run ``run_id``, which keeps the recorded
+        outputs of the steps that run completed before ``from_step`` and runs ``from_step`` and
+        every step after it again: the way to re-drive a run after a fix, without repeating
+        the work (or the side effects) of the steps before. ``input``: the new run's input
+        (None: the original's). The original run is left as it is; the new one's
+        ``RunInfo.forked_from`` names it."""
+        source = self.get_run(run_id)
+        flow = self.catalog.find(source.workflow, source.version)
+        request = prepare_fork(flow, source, from_step, input)
+        (new_id,) = self._start_runs([request], None)
+        return Run(self, new_id)
+
+    async def fork_async(self, run_id: str, from_step: str, input: Any = None) -> Run:
+        return await asyncio.to_thread(self.fork, run_id, from_step, input)
 
     def signal(self, run_id: str, name: str, data: Any = None) -> str | None:
         """Send the signal ``name`` with ``data`` (JSON) to a run: the wait step waiting for it

@@ -23,7 +23,7 @@ Why one module: every rule in one place is the point; the functions are short an
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -336,6 +336,61 @@ def new_run(
     changes: Changes,
 ) -> RunState:
     """The state of a run about to be inserted, its root steps already made ready."""
+    run = _fresh_run(workflow, run_id=run_id, input_json=input_json, queue=queue, priority=priority)
+    _release_ready(run, changes, _NoReads())
+    return run
+
+
+@dataclass(frozen=True)
+class KeptStep:
+    """A step a forked run keeps from the run it is forked from: done already, with its output
+    (JSON text; a skipped step's is null) or, for a map step, its elements' results."""
+
+    status: StepStatus
+    output: str
+    elements: tuple[str, ...] | None = None
+
+
+def forked_run(
+    workflow: Workflow,
+    *,
+    run_id: str,
+    input_json: str,
+    queue: str,
+    priority: int,
+    kept: Mapping[str, KeptStep],
+    changes: Changes,
+) -> RunState:
+    """A new run that keeps the ``kept`` steps as they were done (completed tasks with their
+    outputs, nothing to run) and runs the others: those whose dependencies are all kept are
+    made ready at once."""
+    run = _fresh_run(workflow, run_id=run_id, input_json=input_json, queue=queue, priority=priority)
+    for name in workflow.topological_order():
+        done = kept.get(name)
+        if done is None:
+            continue
+        step = run.steps[name]
+        step.status = done.status
+        step.output = done.output
+        if done.elements is None:
+            step.task_count = 1
+            changes.new_tasks.append(_task(run, step, None, None, output=done.output))
+        else:
+            step.task_count = len(done.elements)
+            for index, element in enumerate(done.elements):
+                changes.new_tasks.append(_task(run, step, index, None, output=element))
+        step.remaining_tasks = 0
+        run.remaining_steps -= 1
+        for dependent in run.dependents(name):
+            dependent.remaining_deps -= 1
+    _release_ready(run, changes, _NoReads())
+    return run
+
+
+def _fresh_run(
+    workflow: Workflow, *, run_id: str, input_json: str, queue: str, priority: int
+) -> RunState:
+    """A run of ``workflow`` whose steps all wait, nothing made ready yet."""
     steps: dict[str, StepState] = {}
     for position, name in enumerate(workflow.topological_order()):
         step = workflow.steps[name]
@@ -363,10 +418,16 @@ def new_run(
         input=input_json,
         version=workflow.version,
     )
-    for step_state in list(steps.values()):
-        if step_state.remaining_deps == 0 and step_state.status is StepStatus.WAITING:
-            _make_ready(run, step_state, changes, _NoReads())
     return run
+
+
+def _release_ready(run: RunState, changes: Changes, reader: StateReader) -> None:
+    """Make ready every waiting step whose dependencies are all done."""
+    for step_state in list(run.steps.values()):
+        if step_state.remaining_deps == 0 and step_state.status is StepStatus.WAITING:
+            _make_ready(run, step_state, changes, reader)
+            if not run.active:
+                return
 
 
 class _NoReads:
@@ -641,6 +702,7 @@ def _close_unfinished_steps(run: RunState, status: StepStatus, changes: Changes)
 __all__ = [
     "Changes",
     "GiveUp",
+    "KeptStep",
     "LostTask",
     "NewTask",
     "Retry",
@@ -652,6 +714,7 @@ __all__ = [
     "Verdict",
     "attempt_failed",
     "cancel_run",
+    "forked_run",
     "new_run",
     "resume_run",
     "step_failed",

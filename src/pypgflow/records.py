@@ -86,6 +86,8 @@ class RunInfo:
     #: unfinished, and no live worker runs its workflow's version: it waits for one (a deploy
     #: under way, or the workers of an old version gone). Set by App.get_run.
     waiting_for_version: bool = False
+    #: the run this one was forked from (``App.fork``); set by get_run only
+    forked_from: str | None = None
 
     @property
     def duration(self) -> float | None:

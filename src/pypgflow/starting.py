@@ -19,8 +19,9 @@ from pypgflow import orchestration
 from pypgflow.engines.base import StartRequest
 from pypgflow.errors import InvalidArgument, MapInputError
 from pypgflow.ids import new_run_id
+from pypgflow.records import RunInfo
 from pypgflow.serialization import dumps
-from pypgflow.status import RunStatus
+from pypgflow.status import RunStatus, StepStatus
 from pypgflow.workflow import Workflow
 
 #: the longest queue name and idempotency key accepted
@@ -113,6 +114,54 @@ def prepare_starts(
         if same_start:
             template = request
     return requests
+
+
+def prepare_fork(
+    flow: Workflow, source: RunInfo, from_step: str, input: Any = None
+) -> StartRequest:
+    """A new run of ``source``'s workflow version (``flow``) that keeps the outputs of the steps
+    ``source`` completed (or skipped) before ``from_step`` and runs ``from_step`` and every step
+    after it (its dependents, theirs, and so on) again, on ``input`` (None: ``source``'s)."""
+    if not isinstance(from_step, str) or from_step not in flow.steps:
+        known = ", ".join(flow.topological_order())
+        raise InvalidArgument(
+            f"workflow {flow.name!r} has no step {from_step!r} to fork from (its steps: {known})"
+        )
+    rerun = {from_step}
+    dependents = flow.dependents()
+    for name in flow.topological_order():  # a step's dependents come after it
+        if name in rerun:
+            rerun.update(dependents[name])
+    kept: dict[str, orchestration.KeptStep] = {}
+    for step in source.steps:
+        if step.name in rerun or step.name not in flow.steps or not step.status.done:
+            continue
+        what = f"the output of step {step.name!r} of run {source.id}"
+        if flow.steps[step.name].is_map and step.status is StepStatus.COMPLETED:
+            elements = tuple(dumps(e, what=what) for e in step.output or [])
+            kept[step.name] = orchestration.KeptStep(
+                step.status, dumps(step.output, what=what), elements
+            )
+        else:
+            kept[step.name] = orchestration.KeptStep(step.status, dumps(step.output, what=what))
+    input_json = dumps(
+        source.input if input is None else input,
+        what=f"the input of workflow {flow.name!r}",
+    )
+    changes = orchestration.Changes()
+    run = orchestration.forked_run(
+        flow,
+        run_id=new_run_id(),
+        input_json=input_json,
+        queue=source.queue,
+        priority=source.priority,
+        kept=kept,
+        changes=changes,
+    )
+    if run.status is RunStatus.FAILED:  # a map step made ready over something not a list
+        message = run.error.message if run.error is not None else "invalid input"
+        raise MapInputError(f"cannot fork run {source.id}: {message}")
+    return StartRequest(run=run, changes=changes, forked_from=source.id)
 
 
 def _input_name(what: Callable[[int], str], index: int, workflow: str) -> str:

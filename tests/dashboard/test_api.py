@@ -18,7 +18,7 @@ from tests.dashboard.conftest import BEARER, SCRIPT
 RUN_FIELDS = {
     "id", "workflow", "status", "queue", "priority", "idempotency_key", "created_at",
     "scheduled_at", "started_at", "finished_at", "duration", "input", "output", "error",
-    "version", "waiting_for_version",
+    "version", "waiting_for_version", "forked_from",
 }  # fmt: skip
 STEP_FIELDS = {
     "name", "status", "attempts", "depends_on", "is_map", "task_count", "started_at",

@@ -14,7 +14,7 @@ default comes from :mod:`pypgflow.defaults`.
 
 from __future__ import annotations
 
-from pypgflow.cli import actions, dashboard, demo, fleet, migrate, runs, signal, start, worker
+from pypgflow.cli import actions, dashboard, demo, fleet, interact, migrate, runs, start, worker
 from pypgflow.cli.group import main
 from pypgflow.cli.loading import load_app
 
@@ -26,7 +26,8 @@ for _command in (
     runs.show_run,
     actions.retry,
     actions.cancel,
-    signal.send_signal,
+    interact.send_signal,
+    interact.fork,
     fleet.instances,
     fleet.list_schedules,
     demo.demo,

@@ -123,6 +123,8 @@ def run_fields(info: RunInfo) -> list[tuple[str, str]]:
         pairs.insert(2, ("Version", info.version))
     if info.waiting_for_version:
         pairs.append(("Waiting", f"for a worker of version {info.version}: no live worker has it"))
+    if info.forked_from:
+        pairs.append(("Forked from", info.forked_from))
     if info.idempotency_key:
         pairs.append(("Idempotency key", info.idempotency_key))
     pairs.append(("Created", when(info.created_at)))
@@ -199,6 +201,7 @@ def run_json(info: RunInfo, *, steps: bool) -> dict[str, Any]:
         "idempotency_key": info.idempotency_key,
         "version": info.version,
         "waiting_for_version": info.waiting_for_version,
+        "forked_from": info.forked_from,
         "created_at": iso_time(info.created_at),
         "scheduled_at": iso_time(info.scheduled_at),
         "started_at": iso_time(info.started_at),

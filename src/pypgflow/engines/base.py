@@ -49,6 +49,8 @@ class StartRequest:
     run_at: datetime | None = None
     #: the trace context the run is started in (a W3C carrier as JSON text; see pypgflow.events)
     trace_context: str | None = None
+    #: the run this one is forked from (App.fork)
+    forked_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
 
     def _run_info(self, row: Row, steps: Sequence[StepInfo]) -> RunInfo:
         """A row of get_run, list_runs or find_runs, as its record: the run's columns, and the
-        version after them when the row has it."""
+        version and the run it was forked from after them when the row has them."""
         (run_id, workflow, status, queue, priority, idempotency_key, input_, output, error,
          created_at, scheduled_at, started_at, finished_at) = row[:13]  # fmt: skip
         return RunInfo(
@@ -361,6 +361,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             idempotency_key=idempotency_key,
             steps=tuple(steps),
             version=row[13] if len(row) > 13 else None,
+            forked_from=row[14] if len(row) > 14 else None,
         )
 
     def _step_info(self, row: Row, stored_errors: Iterable[Any]) -> StepInfo:

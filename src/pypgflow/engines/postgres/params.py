@@ -52,6 +52,8 @@ def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
             }
             if task.delay:
                 row["delay"] = task.delay
+            if task.output is not None:  # a step a fork keeps, done already
+                row["output"] = task.output
             tasks.append(row)
     return {"runs": json_rows(runs), "tasks": json_rows(tasks)}
 
@@ -74,6 +76,7 @@ def _run_values(request: StartRequest, *, run_at: Any) -> dict[str, Any]:
         "steps": steps_text(run.steps),
         "trace_context": request.trace_context,
         "version": run.version,
+        "forked_from": request.forked_from,
     }
 
 
@@ -88,9 +91,10 @@ def copyable(requests: Sequence[StartRequest]) -> bool:
     since COPY cannot skip a run whose idempotency key is taken nor compute a time."""
     return len(requests) >= COPY_FROM and all(
         r.idempotency_key is None
+        and r.forked_from is None
         and not r.delay
         and r.run_at is None
-        and all(not t.delay for t in r.changes.new_tasks)
+        and all(not t.delay and t.output is None for t in r.changes.new_tasks)
         for r in requests
     )
 

@@ -32,8 +32,9 @@ SELECT coalesce(max(version), 0) AS version FROM {schema}.migrations;
 INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 
 -- name: insert_runs
--- Inserts a batch of runs (each with its steps: the steps column) and their root tasks (due
--- when their run is scheduled, or their delay after: a start delay, a wait step's timeout). Runs
+-- Inserts a batch of runs (each with its steps: the steps column) and their first tasks (due
+-- when their run is scheduled, or their delay after: a start delay, a wait step's timeout; or
+-- done already: the steps a fork keeps, with their outputs). Runs
 -- whose idempotency key is taken are skipped, and so are their tasks; the ids actually inserted
 -- are returned. The workers of the queues that got tasks are notified in the same statement
 -- (delivered when its transaction commits), so that a start is one statement: one round trip
@@ -44,29 +45,32 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context, version)
+         scheduled_at, output, steps, trace_context, version, forked_from)
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
-           r.output::jsonb, r.steps::jsonb, r.trace_context, r.version
+           r.output::jsonb, r.steps::jsonb, r.trace_context, r.version, r.forked_from
     FROM json_to_recordset(%(runs)s::json)
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
-             delay float8, output text, steps text, trace_context text, version text)
+             delay float8, output text, steps text, trace_context text, version text,
+             forked_from uuid)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at, version
 ), new_tasks AS (
     INSERT INTO {schema}.tasks
         (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at,
-         version)
+         version, status, output, finished_at)
     SELECT t.run_id, t.step, t.task_index, t.workflow, t.queue, t.priority, t.max_attempts,
            t.input::jsonb, n.scheduled_at + coalesce(t.delay, 0) * interval '1 second',
-           n.version
+           n.version, CASE WHEN t.output IS NULL THEN 'queued' ELSE 'completed' END,
+           t.output::jsonb, CASE WHEN t.output IS NOT NULL THEN now() END
     FROM ROWS FROM (json_to_recordset(%(tasks)s::json)
                     AS (run_id uuid, step text, task_index int, workflow text, queue text,
-                        priority smallint, max_attempts int, input text, delay float8))
+                        priority smallint, max_attempts int, input text, delay float8,
+                        output text))
         WITH ORDINALITY
         AS t(run_id, step, task_index, workflow, queue, priority, max_attempts, input, delay,
-             ord)
+             output, ord)
     JOIN new_runs n ON n.id = t.run_id
     -- ids in the batch's order: claims take equal tasks oldest (lowest id) first
     ORDER BY t.ord
@@ -85,11 +89,12 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 WITH new_run AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context, version)
+         scheduled_at, output, steps, trace_context, version, forked_from)
     VALUES (%(id)s::uuid, %(workflow)s, %(status)s, %(queue)s, %(priority)s,
             %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
             coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
-            %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text, %(version)s::text)
+            %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text, %(version)s::text,
+            %(forked_from)s::uuid)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workflow, queue, priority, scheduled_at, version
 ), new_tasks AS (
@@ -394,7 +399,7 @@ LISTEN {done_channel};
 
 -- name: get_run
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at, version
+       created_at, scheduled_at, started_at, finished_at, version, forked_from::text
 FROM {schema}.runs WHERE id = %(id)s::uuid;
 
 -- name: run_ids_by_prefix

@@ -36,6 +36,8 @@ CREATE TABLE {schema}.runs (
     trace_context text,
     -- the version of its workflow the run started on (NULL for runs stored before 0007)
     version text,
+    -- the run this one was forked from (App.fork), if it was
+    forked_from uuid,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),

@@ -45,6 +45,7 @@ def runs_param(requests: Sequence[StartRequest]) -> str:
             "steps": steps_text(r.run.steps),
             "trace_context": r.trace_context,
             "version": r.run.version,
+            "forked_from": r.forked_from,
         }
         for r in requests
     )

@@ -54,14 +54,14 @@ INSERT INTO migrations (version, name) VALUES (:version, :name);
 -- (their tasks are then not inserted either); the ids actually inserted are returned.
 INSERT INTO runs
     (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-     scheduled_at, output, steps, trace_context, version)
+     scheduled_at, output, steps, trace_context, version, forked_from)
 SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
                 {now} + (r.value ->> '$.delay')),
        r.value ->> '$.output', r.value ->> '$.steps', r.value ->> '$.trace_context',
-       r.value ->> '$.version'
+       r.value ->> '$.version', r.value ->> '$.forked_from'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
@@ -70,13 +70,16 @@ RETURNING id;
 
 -- name: insert_root_tasks
 -- The first tasks of the runs just inserted, due when their run is scheduled (or their delay
--- after: a start delay, a wait step's timeout).
+-- after: a start delay, a wait step's timeout), or done already (the steps a fork keeps).
 INSERT INTO tasks
-    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at, version)
+    (run_id, step, task_index, workflow, queue, priority, max_attempts, input, run_at, version,
+     status, output, finished_at)
 SELECT t.value ->> '$.run_id', t.value ->> '$.step', t.value ->> '$.task_index',
        t.value ->> '$.workflow', t.value ->> '$.queue', t.value ->> '$.priority',
        t.value ->> '$.max_attempts', t.value ->> '$.input',
-       r.scheduled_at + coalesce(t.value ->> '$.delay', 0), r.version
+       r.scheduled_at + coalesce(t.value ->> '$.delay', 0), r.version,
+       CASE WHEN t.value ->> '$.completed' THEN 'completed' ELSE 'queued' END,
+       t.value ->> '$.output', CASE WHEN t.value ->> '$.completed' THEN {now} END
 FROM json_each(:tasks) AS t
 JOIN runs r ON r.id = t.value ->> '$.run_id';
 
@@ -300,7 +303,7 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: get_run
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at, version
+       created_at, scheduled_at, started_at, finished_at, version, forked_from
 FROM runs WHERE id = :id;
 
 -- name: run_ids_by_prefix

@@ -39,6 +39,8 @@ CREATE TABLE runs (
     trace_context TEXT,
     -- the version of its workflow the run started on (NULL for runs stored before 0007)
     version TEXT,
+    -- the run this one was forked from (App.fork), if it was
+    forked_from TEXT,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),

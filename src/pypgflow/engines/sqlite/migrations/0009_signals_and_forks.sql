@@ -1,4 +1,5 @@
--- 0009: signals sent to runs, for their wait steps (Workflow.wait_for, App.signal).
+-- 0009: signals sent to runs, for their wait steps (Workflow.wait_for, App.signal), and the
+-- run a run was forked from (App.fork).
 CREATE TABLE signals (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -9,3 +10,5 @@ CREATE TABLE signals (
     consumed_at REAL
 ) STRICT;
 CREATE INDEX signals_run_name ON signals (run_id, name, id);
+
+ALTER TABLE runs ADD COLUMN forked_from TEXT;

@@ -4,6 +4,8 @@ runs exit 1 with a message naming the problem."""
 
 from __future__ import annotations
 
+import re
+
 from pypgflow.app import App
 from pypgflow.status import RunStatus, StepStatus
 from tests.cli.conftest import SAMPLE, Invoke, eventually
@@ -55,3 +57,20 @@ def test_signal_errors_name_the_problem(cli: Invoke, app: App) -> None:
     unknown = cli("signal", "0190a8a2-0000-7000-8000-000000000000", "approved")
     assert unknown.exit_code == 1
     assert "no run" in unknown.stderr.lower()
+
+
+def test_fork_prints_the_new_run_which_keeps_the_steps_before(cli: Invoke, app: App) -> None:
+    run = app.start("hello", {"name": "Ana"})
+    with running_worker(app):
+        run.result(timeout=10)
+        result = cli("fork", run.id[:13], "--from", "shout", "--app", SAMPLE)
+        assert result.exit_code == 0, result.output
+        new_id = result.stdout.strip()
+        assert app.run(new_id).result(timeout=10) == {"name": "Ana", "greeting": "HELLO, ANA"}
+    info = app.get_run(new_id)
+    assert info.forked_from == run.id
+    assert re.search(rf"^Forked from +{run.id}$", cli("run", new_id).stdout, re.MULTILINE)
+    assert next(s for s in info.steps if s.name == "greet").attempts == 0
+    bad = cli("fork", run.id, "--from", "nope")
+    assert bad.exit_code == 1
+    assert "no step 'nope' to fork from" in bad.stderr
