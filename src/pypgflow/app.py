@@ -40,7 +40,7 @@ from pypgflow.results import ResultWaiters
 from pypgflow.serialization import dumps
 from pypgflow.starting import check_queue, prepare_fork, prepare_start, prepare_starts
 from pypgflow.status import RunStatus
-from pypgflow.workflow import Workflow, check_signal_name
+from pypgflow.workflow import Workflow, check_signal_name, children_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -236,8 +236,12 @@ class App:
             self.catalog.add(workflow)
             if queue is not None:
                 self.default_queues[workflow.name] = check_queue(queue)
+        # the workflows they run as children: their workers must run those too
+        children = [child for workflow in workflows for child in children_of(workflow)]
+        for child in children:
+            self.catalog.add_child(child)
         if self.engine.schema_ready:  # connected already: store their blueprints now
-            self.catalog.store(list(workflows))
+            self.catalog.store([*children, *workflows])
         return workflows[-1]
 
     @property

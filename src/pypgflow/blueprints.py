@@ -35,6 +35,9 @@ def blueprint(flow: Workflow) -> dict[str, Any]:
                 "start_delay": step.start_delay,
                 "signal": step.signal,
                 "signal_timeout": step.signal_timeout,
+                "subflow": None
+                if step.child is None
+                else f"{step.child.name}@{step.child.version}",
                 "max_attempts": options.max_attempts,
                 "timeout": options.timeout,
                 "backoff": {

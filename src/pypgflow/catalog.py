@@ -45,6 +45,14 @@ class Catalog:
         self.newest.pop(flow.name, None)  # re-inserted last: the newest
         self.newest[flow.name] = flow
 
+    def add_child(self, flow: Workflow) -> None:
+        """Register ``flow`` as a workflow another one runs as a child: as :meth:`add` if it is
+        new, but never over a version registered already (the app's own choice of the newest)."""
+        if (flow.name, flow.version) in self.versions:
+            return
+        self.versions[flow.name, flow.version] = flow
+        self.newest.setdefault(flow.name, flow)
+
     @property
     def version_keys(self) -> list[str]:
         """``name@version`` of every registered version, as claims take them."""

@@ -60,6 +60,11 @@ class SignalTimeout(NonRetryable, TimeoutError):
     fails for good, and its dependents do not run."""
 
 
+class ChildRunFailed(NonRetryable):
+    """The child run of a subflow step (``Workflow.subflow``) failed or was cancelled: the step
+    fails for good with it (resume the parent, ``App.retry``, to start a new child)."""
+
+
 class RetryAfter(PypgflowError):
     """Retry this step after ``seconds`` rather than after the backoff's delay: raise it from a
     step, e.g. with the ``Retry-After`` of a rate-limited API's answer. The attempt counts

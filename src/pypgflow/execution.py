@@ -17,10 +17,13 @@ from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.context import ContextLogger, StepContext
-from pypgflow.engines.base import ClaimedTask, Completed, Failed, Outcome
-from pypgflow.errors import AttemptError, DatabaseError
+from pypgflow.defaults import DEFAULT_QUEUE
+from pypgflow.engines.base import ChildStarted, ClaimedTask, Completed, Failed, Outcome
+from pypgflow.errors import AttemptError, ChildRunFailed, DatabaseError
 from pypgflow.invocation import StepThreadPool, ThreadHandoff, call_step
 from pypgflow.serialization import dumps
+from pypgflow.starting import prepare_start
+from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow, resolve_options
 
 _MISSING: Any = object()
@@ -82,6 +85,8 @@ class StepRunner:
             )
             return self.failed(task, error, verdict)
         options = resolve_options(workflow, step)
+        if step.child is not None and task.child_run_id is not None:
+            return self.child_ended(task, step.child.name)
         try:
             if step.when is not None and not await step.should_run(
                 input=task.run_input, outputs=task.dependency_outputs, ctx=ctx
@@ -114,6 +119,8 @@ class StepRunner:
                 pool=self.pool,
                 handoff=self._handoff,
             )
+            if step.child is not None:
+                return self.child_started(task, step.child, result)
             output = dumps(result, what=f"the output of step {_where(task)!r}")
             if debug:
                 self.log.debug(
@@ -128,6 +135,37 @@ class StepRunner:
             budget = replace(options, max_attempts=task.max_attempts)
             verdict = orchestration.step_failed(exc, attempt=task.attempt, options=budget)
             return self.failed(task, exc, verdict)
+
+    def child_started(self, task: ClaimedTask, child: Workflow, child_input: Any) -> ChildStarted:
+        """A subflow step's function returned ``child_input``: the child run to start, on the
+        parent's queue and priority, recorded with its parent (its task then waits for it)."""
+        request = prepare_start(
+            child,
+            child_input,
+            queue=task.queue or DEFAULT_QUEUE,
+            priority=task.priority,
+            what=f"the child input that step {_where(task)!r} returned",
+        )
+        self.log.info(
+            "step %s of run %s started child run %s of workflow %r", _where(task), task.run_id,
+            request.run.id, child.name, extra=_extra(task),
+        )  # fmt: skip
+        return ChildStarted(
+            task, replace(request, parent_run_id=task.run_id, parent_task_id=task.id)
+        )
+
+    def child_ended(self, task: ClaimedTask, child: str) -> Outcome:
+        """A subflow task woken by its child's end: the step's outcome is the child's."""
+        ended = task.child if isinstance(task.child, dict) else {}
+        status = ended.get("status")
+        if status == RunStatus.COMPLETED.value:
+            return Completed(task, dumps(ended.get("output"), what="a child run's output"))
+        error = ended.get("error") or {}
+        why = f": {error.get('type')}: {error.get('message')}" if error.get("type") else ""
+        failure = ChildRunFailed(
+            f"child run {task.child_run_id} of workflow {child!r} is {status or 'gone'}{why}"
+        )
+        return self.failed(task, failure, orchestration.GiveUp("the child run did not complete"))
 
     def failed(
         self, task: ClaimedTask, exc: BaseException, verdict: orchestration.Verdict

@@ -42,6 +42,7 @@ from pypgflow.context import StepContext, context_logger
 from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS
 from pypgflow.errors import (
     AttemptError,
+    ChildRunFailed,
     InvalidArgument,
     MapInputError,
     NotSupported,
@@ -439,6 +440,14 @@ class _Execution:
         finally:
             await _cancel_all(tasks)
 
+    async def _run_child(self, child: Workflow, child_input: Any) -> Any:
+        """A subflow step's child, run here and now as its own execution (with its own
+        options); its failure fails the step, and is not retried."""
+        try:
+            return await execute_async(child, child_input, max_workers=self.max_workers)
+        except WorkflowFailed as exc:
+            raise ChildRunFailed(f"child workflow {child.name!r} failed: {exc}") from exc
+
     async def _run_attempts(
         self,
         step: Step,
@@ -497,6 +506,8 @@ class _Execution:
                         inline=inline,
                         handoff=self.handoff,
                     )
+                if step.child is not None:  # the function gave the child's input
+                    result = await self._run_child(step.child, result)
             except asyncio.CancelledError:
                 if ctx is not None:
                     ctx.cancel()  # tell a sync step still running in its thread to stop

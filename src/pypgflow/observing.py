@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from pypgflow import orchestration
 from pypgflow.engines.base import (
+    ChildStarted,
     ClaimedTask,
     Completed,
     Failed,
@@ -72,6 +73,8 @@ def step_ended(
 ) -> None:
     """An attempt ended, in the task that ran it: completed, failed (retried, or for good; timed
     out first, if it did) or, without an outcome, cancelled."""
+    if isinstance(outcome, ChildStarted):
+        return  # the step goes on in its child run: it ends when the child does
     if isinstance(outcome, Completed):
         events.emit(_step("step_completed", task, queue, instance_id, duration=duration))
     elif isinstance(outcome, Failed):

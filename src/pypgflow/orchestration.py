@@ -88,6 +88,8 @@ class RunState:
     #: the workflow version it started on: set by new_run (a locked run's is not read: new
     #: tasks take their run's version in the database)
     version: str | None = None
+    #: a child run's parent task, which waits for it to finish
+    parent_task_id: int | None = None
 
     def dependents(self, name: str) -> list[StepState]:
         return [s for s in self.steps.values() if name in s.depends_on]

@@ -38,6 +38,8 @@ class StepInfo:
     due_at: datetime | None = None
     #: since when its task is queued (for a wait step: since when it waits for its signal)
     queued_since: datetime | None = None
+    #: a subflow step's child runs (one per element for a map over a subflow), in order
+    child_run_ids: tuple[str, ...] = ()
 
     @property
     def waiting_for(self) -> str | None:
@@ -49,6 +51,10 @@ class StepInfo:
             if self.due_at.year >= NO_TIMEOUT_YEAR:
                 return f"signal {self.signal!r} (no timeout)"
             return f"signal {self.signal!r} (times out at {self.due_at.isoformat()})"
+        if self.child_run_ids and self.due_at.year >= NO_TIMEOUT_YEAR:
+            if len(self.child_run_ids) == 1:
+                return f"its child run {self.child_run_ids[0]}"
+            return f"its {len(self.child_run_ids)} child runs"
         if self.due_at > datetime.now(UTC):
             what = "its retry" if self.attempts else "its start"
             return f"{what}, due at {self.due_at.isoformat()}"
@@ -88,6 +94,8 @@ class RunInfo:
     waiting_for_version: bool = False
     #: the run this one was forked from (``App.fork``); set by get_run only
     forked_from: str | None = None
+    #: a child run's parent (``Workflow.subflow``); set by get_run only
+    parent_run_id: str | None = None
 
     @property
     def duration(self) -> float | None:

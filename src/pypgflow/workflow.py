@@ -95,6 +95,9 @@ class Step:
     #: (None: forever); it completes with the signal's data and calls no function of its own
     signal: str | None = None
     signal_timeout: float | None = None
+    #: a subflow step (:meth:`Workflow.subflow`, or a map with ``subflow=``): the workflow its
+    #: function's result starts as a child run; the step's output is the child's result
+    child: Workflow | None = None
 
     async def should_run(self, *, input: Any, outputs: Mapping[str, Any], ctx: Any) -> bool:
         """Whether the step runs: what its ``when`` condition (awaited if it is async) says of
@@ -206,6 +209,32 @@ def _seconds(where: str, option: str, value: Any, *, positive: bool = False) -> 
             f"timedelta, got {value!r}"
         )
     return float(seconds)
+
+
+def _nested_names(flow: Workflow) -> set[str]:
+    """The names of the workflows ``flow`` runs as children, theirs, and so on."""
+    names: set[str] = set()
+    pending = [flow]
+    while pending:
+        for step in pending.pop()._steps.values():
+            if step.child is not None and step.child.name not in names:
+                names.add(step.child.name)
+                pending.append(step.child)
+    return names
+
+
+def children_of(flow: Workflow) -> list[Workflow]:
+    """The workflows ``flow`` runs as children, and theirs, each once: what a worker of
+    ``flow`` must be able to run too."""
+    found: dict[str, Workflow] = {}
+    pending = [flow]
+    while pending:
+        for step in pending.pop()._steps.values():
+            child = step.child
+            if child is not None and f"{child.name}@{child.version}" not in found:
+                found[f"{child.name}@{child.version}"] = child
+                pending.append(child)
+    return list(found.values())
 
 
 def _duration(seconds: float | None) -> str:
@@ -352,6 +381,7 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
+        subflow: Workflow | None = None,
     ) -> F: ...
 
     @overload
@@ -367,6 +397,7 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
+        subflow: Workflow | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -381,10 +412,15 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
+        subflow: Workflow | None = None,
     ) -> Any:
         """Declare a map step: the function runs once per element of the list that step ``over``
         returned (or of the workflow input with ``over=None``); the step's output is the list of
         results, in order. Retries and timeouts apply to each element on its own.
+
+        With ``subflow=child``, the function returns, for its element, the input of a run of
+        the workflow ``child``: one child run per element, and the step's output is the list of
+        their results (see :meth:`subflow`).
         """
 
         def decorate(func: F) -> F:
@@ -400,10 +436,56 @@ class Workflow:
                 isolation=isolation,
                 is_map=True,
                 map_over=None if over is None else self._ref_name(over, "map over"),
+                child=subflow,
             )
             return func
 
         return decorate(fn) if fn is not None else decorate
+
+    def subflow(
+        self,
+        child: Workflow,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[StepRef] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        retry_on: ExceptionTypes | None = None,
+        give_up_on: ExceptionTypes | None = None,
+        when: Callable[..., Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Declare a step that runs the workflow ``child`` as a child run. The decorated function
+        is bound and called as a step is, and returns the child's input; the step then waits,
+        holding no worker slot, and completes with the child run's result, or fails for good
+        with :class:`~pypgflow.errors.ChildRunFailed` if the child failed or was cancelled. The
+        child is a run of its own (``RunInfo.parent_run_id`` names the parent, the step's
+        ``StepInfo.child_run_ids`` the child); cancelling or failing the parent cancels its
+        unfinished children. Options apply to the function's attempts, as for a step."""
+        if not isinstance(child, Workflow):
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: subflow() takes the child Workflow, got {child!r}"
+            )
+
+        def decorate(func: F) -> F:
+            self._add(
+                func,
+                name=name,
+                depends_on=depends_on,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                backoff=backoff,
+                retry_on=retry_on,
+                give_up_on=give_up_on,
+                isolation="thread",
+                is_map=False,
+                map_over=None,
+                when=when,
+                child=child,
+            )
+            return func
+
+        return decorate
 
     def wait_for(
         self,
@@ -510,6 +592,7 @@ class Workflow:
         start_delay: float | timedelta | None = None,
         signal: str | None = None,
         signal_timeout: float | None = None,
+        child: Workflow | None = None,
     ) -> None:
         if not callable(fn):
             raise WorkflowDefinitionError(
@@ -529,6 +612,13 @@ class Workflow:
             raise WorkflowDefinitionError(f"{where}: duplicate step name")
         _check_options(where, max_attempts, timeout, backoff)
         delay = 0.0 if start_delay is None else _seconds(where, "start_delay", start_delay)
+        if child is not None:
+            if not isinstance(child, Workflow):
+                raise WorkflowDefinitionError(f"{where}: subflow= takes a Workflow, got {child!r}")
+            if child is self or self.name in _nested_names(child):
+                raise WorkflowDefinitionError(
+                    f"{where}: workflow {child.name!r} cannot run {self.name!r} as its own child"
+                )
         if isolation not in ("thread", "process"):
             raise WorkflowDefinitionError(f"{where}: isolation must be 'thread' or 'process'")
         qualname = getattr(fn, "__qualname__", "")
@@ -576,6 +666,7 @@ class Workflow:
             start_delay=delay,
             signal=signal,
             signal_timeout=signal_timeout,
+            child=child,
         )
         self._steps[step_name] = step
         self._order = None
@@ -635,6 +726,7 @@ class Workflow:
             shape = [
                 [s.name, list(s.depends_on), s.is_map, s.map_over, s.when is not None]
                 + ([s.signal] if s.signal is not None else [])
+                + ([f"{s.child.name}@{s.child.version}"] if s.child is not None else [])
                 for s in self._steps.values()
             ]
             digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode())

@@ -18,12 +18,12 @@ from tests.dashboard.conftest import BEARER, SCRIPT
 RUN_FIELDS = {
     "id", "workflow", "status", "queue", "priority", "idempotency_key", "created_at",
     "scheduled_at", "started_at", "finished_at", "duration", "input", "output", "error",
-    "version", "waiting_for_version", "forked_from",
+    "version", "waiting_for_version", "forked_from", "parent_run_id",
 }  # fmt: skip
 STEP_FIELDS = {
     "name", "status", "attempts", "depends_on", "is_map", "task_count", "started_at",
     "finished_at", "duration", "instance_id", "output", "errors", "signal", "due_at",
-    "queued_since", "waiting_for",
+    "queued_since", "waiting_for", "child_run_ids",
 }  # fmt: skip
 
 

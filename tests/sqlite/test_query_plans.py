@@ -66,6 +66,8 @@ SEARCHES = {
     "list_runs_by_status_and_workflow": re.compile(
         r"SEARCH runs USING INDEX runs_workflow_status_created \(workflow=\? AND status="
     ),
+    # the children of failed or cancelled runs (a statement every such batch runs)
+    "active_children": re.compile(r"SEARCH runs USING INDEX runs_parent \(parent_run_id=\?\)"),
     "run_ids_by_prefix": re.compile(
         r"SEARCH runs USING COVERING INDEX sqlite_autoindex_runs_1 \(id>\? AND id<\?\)"
     ),

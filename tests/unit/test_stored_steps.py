@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from pypgflow import Workflow, orchestration
-from pypgflow.engines.sqlbase import steps_from_text, steps_text
+from pypgflow.engines.steps import steps_from_text, steps_text
 from pypgflow.status import StepStatus
 
 

@@ -123,6 +123,8 @@ def run_fields(info: RunInfo) -> list[tuple[str, str]]:
         pairs.insert(2, ("Version", info.version))
     if info.waiting_for_version:
         pairs.append(("Waiting", f"for a worker of version {info.version}: no live worker has it"))
+    if info.parent_run_id:
+        pairs.append(("Parent", info.parent_run_id))
     if info.forked_from:
         pairs.append(("Forked from", info.forked_from))
     if info.idempotency_key:
@@ -202,6 +204,7 @@ def run_json(info: RunInfo, *, steps: bool) -> dict[str, Any]:
         "version": info.version,
         "waiting_for_version": info.waiting_for_version,
         "forked_from": info.forked_from,
+        "parent_run_id": info.parent_run_id,
         "created_at": iso_time(info.created_at),
         "scheduled_at": iso_time(info.scheduled_at),
         "started_at": iso_time(info.started_at),
@@ -234,6 +237,7 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "due_at": iso_time(step.due_at),
         "queued_since": iso_time(step.queued_since),
         "waiting_for": step.waiting_for,
+        "child_run_ids": list(step.child_run_ids),
     }
 
 

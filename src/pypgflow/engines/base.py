@@ -3,6 +3,9 @@
 An engine stores runs, steps and tasks and hands out claimable tasks; it does not decide what a
 completion or a failure means: :mod:`pypgflow.orchestration` does, the same for every engine.
 The App and the worker talk to engines only through this interface.
+
+Why one module: the interface is meant to be read in one sitting, every verb beside the records
+it takes and gives (starts, claimed tasks, outcomes, rescues), as one contract for every engine.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class StartRequest:
     trace_context: str | None = None
     #: the run this one is forked from (App.fork)
     forked_from: str | None = None
+    #: for a child run: its parent run, and the parent's task that waits for it
+    parent_run_id: str | None = None
+    parent_task_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,14 @@ class ClaimedTask:
     version: str | None = None
     #: the trace context its run was started in, as stored (untrusted: parsed with care)
     trace_context: str | None = None
+    #: its run's priority (a child run of a subflow step gets it)
+    priority: int = 0
+    #: the child run a subflow task waited for, now finished (None: none started yet), and how
+    #: it ended: ``{"status", "output", "error"}`` as stored
+    child_run_id: str | None = None
+    child: Any = None
+    #: the queue it was claimed from
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +117,16 @@ class Began:
     task: ClaimedTask
 
 
-Outcome = Completed | Failed | Began
+@dataclass(frozen=True)
+class ChildStarted:
+    """A subflow step's function returned its child's input: the child run (``child``, built
+    with the parent's ids) is started, and the task waits for it, holding no slot."""
+
+    task: ClaimedTask
+    child: StartRequest
+
+
+Outcome = Completed | Failed | Began | ChildStarted
 
 
 @dataclass(frozen=True)

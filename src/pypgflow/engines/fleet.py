@@ -94,13 +94,15 @@ class FleetVerbs(SqlBase[C]):
                 self._lost_task(row)
                 for row in self._fetch(conn, "lost_tasks", {**params, "limit": _RESCUE_BATCH})
             ]
-            return self._rescue(
+            result = self._rescue(
                 conn,
                 lost,
                 max_rescues=max_rescues,
                 stale_after=float(stale_after),
                 how=lambda t: _lost_by_silence(t, stale_after, rescuer),
             )
+        self._cancel_children({r.run_id for r in result.finished if r.status.value == "failed"})
+        return result
 
     def hand_back_lost_tasks(
         self, instance_id: str, *, keep: Sequence[int], max_rescues: int, reason: str
@@ -114,13 +116,15 @@ class FleetVerbs(SqlBase[C]):
                     {"instance_id": instance_id, "keep": self._ids(sorted(keep))},
                 )
             ]
-            return self._rescue(
+            result = self._rescue(
                 conn,
                 lost,
                 max_rescues=max_rescues,
                 stale_after=None,
                 how=lambda t: f"{reason}; handed back by {instance_id!r} itself",
             )
+        self._cancel_children({r.run_id for r in result.finished if r.status.value == "failed"})
+        return result
 
     def heartbeat_or_register(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 from pypgflow import orchestration
 from pypgflow.engines.base import (
     Began,
+    ChildStarted,
     Completed,
     Failed,
     FinishResult,
@@ -28,7 +29,7 @@ from pypgflow.engines.base import (
 )
 from pypgflow.engines.fleet import FleetVerbs
 from pypgflow.engines.insight import InsightVerbs
-from pypgflow.engines.sqlbase import C, Row, canonical_run_id, finished_runs
+from pypgflow.engines.sqlbase import C, Row, canonical_run_id, ended_unfinished, finished_runs
 from pypgflow.errors import AttemptError, IdempotencyConflict, RunFinished, RunNotFound
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import RunInfo, StepInfo
@@ -37,7 +38,7 @@ from pypgflow.status import RunStatus, StepStatus
 
 #: step_infos' columns, in order: what every engine selects, then (where the engine aggregates
 #: them there) every attempt's error
-_STEP_COLUMNS = 14
+_STEP_COLUMNS = 15
 
 #: list_runs' statement by the filters given (status, workflow): one per filter, each served by
 #: an index that stops after the limit (see list_runs in queries.sql)
@@ -73,12 +74,13 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
         retries = [(o, o.verdict) for o in failed if isinstance(o.verdict, orchestration.Retry)]
         finals = [o for o in failed if isinstance(o.verdict, orchestration.GiveUp)]
         began = {o.task.run_id for o in outcomes if isinstance(o, Began)}
+        handoffs = [o for o in outcomes if isinstance(o, ChildStarted)]
         with self._write() as conn:
             # Every change to a run's tasks happens under its lock (see lock_runs): the lock
             # and the guarded task updates go together, in order, in one round trip.
             with self._batched(conn):
                 read_runs = self._submit_lock_runs(conn, {o.task.run_id for o in outcomes})
-                read_done = read_retried = read_failed = None
+                read_done = read_retried = read_failed = read_parked = None
                 if completed:
                     read_done = self._submit(
                         conn,
@@ -125,9 +127,29 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
                             ]
                         ),
                     )
+                if handoffs:
+                    read_parked = self._submit(
+                        conn,
+                        "park_tasks",
+                        self._batch(
+                            [
+                                {
+                                    "id": o.task.id,
+                                    "attempt": o.task.attempt,
+                                    "child_run_id": o.child.run.id,
+                                }
+                                for o in handoffs
+                            ]
+                        ),
+                    )
             runs = read_runs()
             changes = Changes()
             ran: list[str] = []
+            if read_parked is not None:
+                parked = {task_id for task_id, _ in read_parked()}
+                children = [o.child for o in handoffs if o.task.id in parked]
+                ran += [o.task.run_id for o in handoffs if o.task.id in parked]
+                self._start_children(conn, children)
             if read_done is not None:
                 outputs = {o.task.id: o.output for o in completed}
                 skipped = {o.task.id for o in completed if o.skipped}
@@ -154,14 +176,28 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
             result.finished_runs = lambda: finished_runs(changes, outcomes)
+        self._cancel_children(ended_unfinished(changes))
         return result
+
+    def _start_children(self, conn: C, children: Sequence[StartRequest]) -> None:
+        """Insert the child runs of subflow tasks just parked, in their transaction; a child that
+        finished as it started (an empty map) wakes its parent's task at once."""
+        if not children:
+            return
+        self._insert_runs(conn, children)
+        done = [c.parent_task_id for c in children if c.run.status.finished]
+        if done:
+            self._wake_parents(conn, [task_id for task_id in done if task_id is not None])
 
     # -- operator verbs -------------------------------------------------------------------------
 
     def cancel_run(self, run_id: str) -> bool:
-        return self._transition(
+        cancelled = self._transition(
             run_id, lambda run, reader, changes: orchestration.cancel_run(run, changes)
         )
+        if cancelled:
+            self._cancel_children({str(canonical_run_id(run_id))})
+        return cancelled
 
     def resume_run(self, run_id: str) -> bool:
         return self._transition(run_id, orchestration.resume_run)
@@ -362,13 +398,14 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             steps=tuple(steps),
             version=row[13] if len(row) > 13 else None,
             forked_from=row[14] if len(row) > 14 else None,
+            parent_run_id=row[15] if len(row) > 15 else None,
         )
 
     def _step_info(self, row: Row, stored_errors: Iterable[Any]) -> StepInfo:
         """A step_infos row and its stored errors, as its record."""
         (name, _position, status, depends_on, is_map, task_count, output, started_at,
-         finished_at, attempts, instance_id, signal, due_at,
-         queued_since) = row[:_STEP_COLUMNS]  # fmt: skip
+         finished_at, attempts, instance_id, signal, due_at, queued_since,
+         children) = row[:_STEP_COLUMNS]  # fmt: skip
         errors = tuple(AttemptError.from_dict(self._json(e)) for e in stored_errors)
         step_status = StepStatus(status)
         return StepInfo(
@@ -387,6 +424,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             signal=signal,
             due_at=self._optional_time(due_at),
             queued_since=self._optional_time(queued_since),
+            child_run_ids=tuple(self._json(children) or ()),
         )
 
 

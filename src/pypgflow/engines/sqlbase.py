@@ -23,10 +23,11 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pypgflow import orchestration
-from pypgflow.engines.base import Engine, FinishedRun, Outcome
+from pypgflow.engines.base import Engine, FinishedRun, Outcome, StartRequest
+from pypgflow.engines.steps import steps_from_text, steps_text
 from pypgflow.errors import AttemptError, SchemaNotMigrated
-from pypgflow.orchestration import Changes, RunState, StepState
-from pypgflow.status import RunStatus, StepStatus
+from pypgflow.orchestration import Changes, RunState
+from pypgflow.status import RunStatus
 
 logger = logging.getLogger("pypgflow.engine")
 
@@ -75,6 +76,10 @@ class SqlBase(Engine, Generic[C]):
     @abc.abstractmethod
     def _time(self, value: Any) -> datetime:
         """A timestamp column's value, as an aware datetime."""
+
+    @abc.abstractmethod
+    def _insert_runs(self, conn: C, requests: Sequence[StartRequest]) -> list[str]:
+        """Insert these starts in the transaction of ``conn``; their run ids."""
 
     @abc.abstractmethod
     def _notify(self, conn: C, queues: set[str]) -> None:
@@ -232,7 +237,7 @@ class SqlBase(Engine, Generic[C]):
 
     def _run_states(self, run_rows: list[Row]) -> dict[str, RunState]:
         runs: dict[str, RunState] = {}
-        for run_id, workflow, status, queue, priority, remaining, steps in run_rows:
+        for run_id, workflow, status, queue, priority, remaining, steps, parent_task in run_rows:
             runs[run_id] = RunState(
                 id=run_id,
                 workflow=workflow,
@@ -241,6 +246,7 @@ class SqlBase(Engine, Generic[C]):
                 priority=priority,
                 remaining_steps=remaining,
                 steps=steps_from_text(steps),
+                parent_task_id=parent_task,
             )
         return runs
 
@@ -302,7 +308,36 @@ class SqlBase(Engine, Generic[C]):
             )
             if finished and not self._update_runs_announces:
                 self._notify_finished(conn, finished)
+            waiting_parents = [
+                r.parent_task_id
+                for r in changes.runs.values()
+                if r.status.finished and r.parent_task_id is not None
+            ]
+            if waiting_parents:
+                self._wake_parents(conn, waiting_parents)
         self._notify(conn, changes.queues_with_new_work)
+
+    def _wake_parents(self, conn: C, parent_task_ids: Iterable[int]) -> None:
+        """Child runs finished: the subflow tasks waiting for them are due now."""
+        rows = self._fetch(conn, "wake_parent_tasks", {"ids": self._ids(parent_task_ids)})
+        self._notify(conn, {queue for (queue,) in rows})
+
+    def _cancel_children(self, parents: set[str]) -> None:
+        """Cancel the unfinished children of runs that failed or were cancelled, and theirs: in
+        transactions of their own, after the parents' (locking a child while holding its
+        parent's tasks could deadlock with the child's own end, which wakes a parent task)."""
+        while parents:
+            with self._read() as conn:
+                rows = self._fetch(conn, "active_children", {"ids": self._ids(sorted(parents))})
+            if not rows:
+                return
+            with self._write() as conn:
+                runs = self._lock_runs(conn, {row[0] for row in rows})
+                changes = Changes()
+                for run in runs.values():
+                    orchestration.cancel_run(run, changes)
+                self._apply(conn, changes)
+            parents = ended_unfinished(changes)
 
     def _reader(self, conn: C) -> orchestration.StateReader:
         """Orchestration's reads, inside this transaction."""
@@ -335,118 +370,11 @@ class _Reader(Generic[C]):
         return [(signal_id, data if data is not None else "null") for signal_id, data in rows]
 
 
-# -- steps ---------------------------------------------------------------------------------------
-# A run's steps are stored in its row, in its steps column: one JSON object, by step name, each
-# step's state without its null and false values (that a step is no map, that it has no tasks
-# yet), e.g. {"fetch": {"position": 0, "status": "completed", "depends_on": [],
-# "remaining_deps": 0, "max_attempts": 3, "remaining_tasks": 0, "task_count": 1}}. Outputs are
-# not there: a plain step's is its task's, a map step's its elements'.
-
-
-def steps_text(steps: Mapping[str, StepState]) -> str:
-    """A run's steps as the JSON text of its steps column.
-
-    Runs of a workflow pass through the same few step states, so each step's text is kept by
-    its state and reused: a run's steps are written at its start and at each of its outcomes."""
-    parts = []
-    for name, s in steps.items():
-        key = (
-            name,
-            s.position,
-            s.status,
-            s.depends_on,
-            s.remaining_deps,
-            s.max_attempts,
-            s.is_map,
-            s.map_over,
-            s.remaining_tasks,
-            s.task_count,
-            s.start_delay,
-            s.signal,
-            s.signal_timeout,
-        )
-        text = _step_texts.get(key)
-        if text is None:
-            text = _step_text(name, s)
-            if len(_step_texts) >= _STEP_TEXTS_KEPT:
-                _step_texts.clear()
-            _step_texts[key] = text
-        parts.append(text)
-    return "{" + ",".join(parts) + "}"
-
-
-#: step texts by state (see steps_text); emptied when this many are kept
-_STEP_TEXTS_KEPT = 10_000
-_step_texts: dict[tuple[Any, ...], str] = {}
-
-
-def _step_text(name: str, s: StepState) -> str:
-    """``"name":{...}``: one step of the steps column."""
-    state: dict[str, Any] = {
-        "position": s.position,
-        "status": s.status.value,
-        "depends_on": list(s.depends_on),
-        "remaining_deps": s.remaining_deps,
-        "max_attempts": s.max_attempts,
+def ended_unfinished(changes: Changes) -> set[str]:
+    """The runs these changes failed or cancelled: their children are cancelled after them."""
+    return {
+        r.id for r in changes.runs.values() if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)
     }
-    if s.is_map:
-        state["is_map"] = True
-    if s.map_over is not None:
-        state["map_over"] = s.map_over
-    if s.remaining_tasks is not None:
-        state["remaining_tasks"] = s.remaining_tasks
-    if s.task_count is not None:
-        state["task_count"] = s.task_count
-    if s.start_delay:
-        state["start_delay"] = s.start_delay
-    if s.signal is not None:
-        state["signal"] = s.signal
-    if s.signal_timeout is not None:
-        state["signal_timeout"] = s.signal_timeout
-    return json.dumps(name) + ":" + json.dumps(state, separators=(",", ":"))
-
-
-def steps_from_text(text: str) -> dict[str, StepState]:
-    """A run's steps from its steps column's JSON text, in position order.
-
-    As in :func:`steps_text`, the same texts come back run after run (a workflow's steps pass
-    through few states), so each text's decoded fields are kept; every call still gets steps
-    of its own to change."""
-    fields = _stored_steps.get(text)
-    if fields is None:
-        fields = _decoded_steps(json.loads(text))
-        if len(_stored_steps) >= _STEP_TEXTS_KEPT:
-            _stored_steps.clear()
-        _stored_steps[text] = fields
-    return {f[0]: StepState(*f) for f in fields}
-
-
-#: decoded steps by their column's text (see steps_from_text)
-_stored_steps: dict[str, tuple[tuple[Any, ...], ...]] = {}
-
-
-def _decoded_steps(stored: Mapping[str, Mapping[str, Any]]) -> tuple[tuple[Any, ...], ...]:
-    """Each step's fields in StepState's order (the output None), in position order."""
-    fields = [
-        (
-            name,
-            state["position"],
-            StepStatus(state["status"]),
-            tuple(state["depends_on"]),
-            state["remaining_deps"],
-            state["max_attempts"],
-            state.get("is_map", False),
-            state.get("map_over"),
-            state.get("remaining_tasks"),
-            state.get("task_count"),
-            None,  # the output
-            state.get("start_delay", 0.0),
-            state.get("signal"),
-            state.get("signal_timeout"),
-        )
-        for name, state in stored.items()
-    ]
-    return tuple(sorted(fields, key=lambda f: f[1]))
 
 
 def finished_runs(changes: Changes, outcomes: Sequence[Outcome] = ()) -> list[FinishedRun]:

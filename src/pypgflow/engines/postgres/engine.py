@@ -36,6 +36,7 @@ from pypgflow.engines.base import (
 from pypgflow.engines.postgres.listen import ListenTarget, listen_thread
 from pypgflow.engines.postgres.params import (
     array_literal,
+    claimed_tasks,
     copyable,
     json_rows,
     root_task_rows,
@@ -412,6 +413,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 self._q("notify"), {"channel": self.channel, "queues": self._ids(sorted(queues))}
             )
 
+    def _wake_parents(self, conn: psycopg.Connection[Any], parent_task_ids: Iterable[int]) -> None:
+        # the statement notifies their queues itself: it may run in a pipeline
+        conn.execute(
+            self._q("wake_parent_tasks"),
+            {"ids": self._ids(parent_task_ids), "channel": self.channel},
+        )
+
     def _notify_finished(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> None:
         if run_ids:
             conn.execute(self._q("notify_finished"), {"ids": self._ids(sorted(run_ids))})
@@ -435,24 +443,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     "versions": None if versions is None else self._ids(versions),
                 },
             )
-        return [
-            ClaimedTask(
-                id=row[0],
-                run_id=row[1],
-                step=row[2],
-                task_index=row[3],
-                workflow=row[4],
-                attempt=row[5],
-                max_attempts=row[6],
-                input=row[7],
-                run_input=row[8],
-                dependency_outputs=row[9] or {},
-                run_pending=row[10],
-                trace_context=row[11],
-                version=row[12],
-            )
-            for row in rows
-        ]
+        return claimed_tasks(rows, queue)
 
     # -- notifications ----------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from pypgflow.engines.base import StartRequest
-from pypgflow.engines.sqlbase import steps_text
+from pypgflow.engines.base import ClaimedTask, StartRequest
+from pypgflow.engines.steps import steps_text
 
 
 def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, Any]]:
@@ -77,6 +77,8 @@ def _run_values(request: StartRequest, *, run_at: Any) -> dict[str, Any]:
         "trace_context": request.trace_context,
         "version": run.version,
         "forked_from": request.forked_from,
+        "parent_run_id": request.parent_run_id,
+        "parent_task_id": request.parent_task_id,
     }
 
 
@@ -92,6 +94,7 @@ def copyable(requests: Sequence[StartRequest]) -> bool:
     return len(requests) >= COPY_FROM and all(
         r.idempotency_key is None
         and r.forked_from is None
+        and r.parent_run_id is None
         and not r.delay
         and r.run_at is None
         and all(not t.delay and t.output is None for t in r.changes.new_tasks)
@@ -161,3 +164,29 @@ def storable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [storable(v) for v in value]
     return value
+
+
+def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask]:
+    """The rows of claim_tasks, as the tasks a worker now holds."""
+    return [
+        ClaimedTask(
+            id=row[0],
+            run_id=row[1],
+            step=row[2],
+            task_index=row[3],
+            workflow=row[4],
+            attempt=row[5],
+            max_attempts=row[6],
+            input=row[7],
+            run_input=row[8],
+            dependency_outputs=row[9] or {},
+            run_pending=row[10],
+            trace_context=row[11],
+            version=row[12],
+            priority=row[13],
+            child_run_id=row[14],
+            child=row[15],
+            queue=queue,
+        )
+        for row in rows
+    ]

@@ -45,15 +45,17 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%(version)s, %(name)s);
 WITH new_runs AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context, version, forked_from)
+         scheduled_at, output, steps, trace_context, version, forked_from, parent_run_id,
+         parent_task_id)
     SELECT r.id, r.workflow, r.status, r.queue, r.priority, r.idempotency_key, r.input::jsonb,
            r.remaining_steps, coalesce(r.run_at, now() + r.delay * interval '1 second'),
-           r.output::jsonb, r.steps::jsonb, r.trace_context, r.version, r.forked_from
+           r.output::jsonb, r.steps::jsonb, r.trace_context, r.version, r.forked_from,
+           r.parent_run_id, r.parent_task_id
     FROM json_to_recordset(%(runs)s::json)
         AS r(id uuid, workflow text, status text, queue text, priority smallint,
              idempotency_key text, input text, remaining_steps int, run_at timestamptz,
              delay float8, output text, steps text, trace_context text, version text,
-             forked_from uuid)
+             forked_from uuid, parent_run_id uuid, parent_task_id bigint)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, scheduled_at, version
 ), new_tasks AS (
@@ -89,12 +91,13 @@ SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 WITH new_run AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-         scheduled_at, output, steps, trace_context, version, forked_from)
+         scheduled_at, output, steps, trace_context, version, forked_from, parent_run_id,
+         parent_task_id)
     VALUES (%(id)s::uuid, %(workflow)s, %(status)s, %(queue)s, %(priority)s,
             %(idempotency_key)s::text, %(input)s::jsonb, %(remaining_steps)s,
             coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
             %(output)s::jsonb, %(steps)s::jsonb, %(trace_context)s::text, %(version)s::text,
-            %(forked_from)s::uuid)
+            %(forked_from)s::uuid, %(parent_run_id)s::uuid, %(parent_task_id)s::bigint)
     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, workflow, queue, priority, scheduled_at, version
 ), new_tasks AS (
@@ -178,7 +181,7 @@ WITH picked AS (
         started_at = coalesce(t.started_at, now())
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
-              t.priority, t.run_at, t.version
+              t.priority, t.run_at, t.version, t.child_run_id
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
        c.max_attempts, c.input, r.input AS run_input,
@@ -194,7 +197,11 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
                END)
         FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
            AS dependency_outputs,
-       r.status = 'pending' AS run_pending, r.trace_context, c.version
+       r.status = 'pending' AS run_pending, r.trace_context, c.version, c.priority,
+       c.child_run_id::text,
+       -- a subflow task woken by its child's end: how the child ended
+       (SELECT jsonb_build_object('status', ch.status, 'output', ch.output, 'error', ch.error)
+        FROM {schema}.runs ch WHERE ch.id = c.child_run_id) AS child
 FROM claimed c
 CROSS JOIN LATERAL (SELECT input, steps, status, trace_context FROM {schema}.runs
                     WHERE id = c.run_id) AS r
@@ -223,8 +230,8 @@ CROSS JOIN LATERAL (
 -- Every change to a run's steps and tasks (but claims) happens under its row lock, taken in id
 -- order so that transactions touching the same runs never deadlock. The row holds the run's
 -- steps: one lock and one read give orchestration all it decides on. The steps come as text:
--- the engine decodes each distinct text once (see sqlbase.steps_from_text).
-SELECT id::text, workflow, status, queue, priority, remaining_steps, steps::text
+-- the engine decodes each distinct text once (see engines/steps.py).
+SELECT id::text, workflow, status, queue, priority, remaining_steps, steps::text, parent_task_id
 FROM {schema}.runs WHERE id = ANY(%(ids)s::uuid[])
 ORDER BY id
 FOR UPDATE;
@@ -284,6 +291,38 @@ ORDER BY task_index;
 
 -- name: run_input
 SELECT input::text FROM {schema}.runs WHERE id = %(run_id)s::uuid;
+
+-- name: park_tasks
+-- Subflow tasks whose function returned their child's input: back to the queue, due only when
+-- their child finishes (wake_parent_tasks), holding no slot meanwhile; the attempt is given
+-- back (the claim that takes the task again counts it anew). Guarded as complete_tasks is.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id bigint, attempt int, child_run_id uuid)
+)
+UPDATE {schema}.tasks t
+SET status = 'queued', run_at = now() + 1e11 * interval '1 second', attempt = t.attempt - 1,
+    child_run_id = d.child_run_id
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
+RETURNING t.id, t.run_id::text;
+
+-- name: wake_parent_tasks
+-- Child runs finished: the subflow tasks waiting for them are due now (a task cancelled or
+-- finished meanwhile stays as it is), and the workers of their queues are notified, in the
+-- same statement (it may run in a pipeline, where nothing is read back).
+WITH woken AS (
+    UPDATE {schema}.tasks SET run_at = now()
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'queued' AND child_run_id IS NOT NULL
+    RETURNING queue
+)
+SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM woken) AS q;
+
+-- name: active_children
+-- The unfinished child runs of these runs.
+SELECT id::text FROM {schema}.runs
+WHERE parent_run_id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'running');
 
 -- name: pending_signals
 -- The signals of that name sent to a run and not taken by a wait step yet, oldest first.
@@ -375,7 +414,7 @@ WITH d AS (
 )
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now() + d.delay * interval '1 second', finished_at = NULL,
-    max_attempts = t.attempt + d.budget
+    max_attempts = t.attempt + d.budget, child_run_id = NULL
 FROM d
 WHERE t.run_id = ANY(ARRAY(SELECT run_id FROM d))
   AND t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
@@ -399,7 +438,8 @@ LISTEN {done_channel};
 
 -- name: get_run
 SELECT id::text, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at, version, forked_from::text
+       created_at, scheduled_at, started_at, finished_at, version, forked_from::text,
+       parent_run_id::text
 FROM {schema}.runs WHERE id = %(id)s::uuid;
 
 -- name: run_ids_by_prefix
@@ -530,6 +570,7 @@ SELECT s.name, (s.state ->> 'position')::int AS position, s.state ->> 'status' A
             THEN coalesce(t.finished_at, r.finished_at) END AS finished_at,
        coalesce(t.attempts, 0) AS attempts, t.instance_id,
        s.state ->> 'signal' AS signal, t.due_at, t.queued_since,
+       coalesce(t.children, '[]'::jsonb) AS child_run_ids,
        coalesce(e.errors, '[]'::jsonb) AS errors
 FROM {schema}.runs r
 CROSS JOIN LATERAL jsonb_each(r.steps) AS s(name, state)
@@ -541,7 +582,9 @@ LEFT JOIN LATERAL (
            jsonb_agg(k.output ORDER BY k.task_index) FILTER (WHERE k.task_index IS NOT NULL)
                AS elements,
            min(k.run_at) FILTER (WHERE k.status = 'queued') AS due_at,
-           min(k.created_at) FILTER (WHERE k.status = 'queued') AS queued_since
+           min(k.created_at) FILTER (WHERE k.status = 'queued') AS queued_since,
+           jsonb_agg(k.child_run_id ORDER BY k.task_index)
+               FILTER (WHERE k.child_run_id IS NOT NULL) AS children
     FROM {schema}.tasks k WHERE k.run_id = r.id AND k.step = s.name
 ) AS t ON true
 LEFT JOIN LATERAL (

@@ -38,6 +38,9 @@ CREATE TABLE {schema}.runs (
     version text,
     -- the run this one was forked from (App.fork), if it was
     forked_from uuid,
+    -- a child run's parent run (Workflow.subflow), and the parent's task that waits for it
+    parent_run_id uuid,
+    parent_task_id bigint,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -52,6 +55,8 @@ CREATE UNIQUE INDEX runs_idempotency_key ON {schema}.runs (workflow, idempotency
 CREATE INDEX runs_status_created ON {schema}.runs (status, created_at, id);
 CREATE INDEX runs_workflow_status_created
     ON {schema}.runs ((ARRAY[workflow, status]), created_at, id);
+-- The children of a run, to cancel them with it.
+CREATE INDEX runs_parent ON {schema}.runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 -- One row per unit of work a worker claims: one per step whose dependencies completed, or one
 -- per element of a map step. No foreign key to runs: checking one costs every insert a lookup
@@ -80,6 +85,8 @@ CREATE TABLE {schema}.tasks (
     finished_at timestamptz,
     -- its run's version: a claim takes the versions its worker has (NULL: any)
     version text,
+    -- a subflow task's child run, which it waits for (queued, due when the child finishes)
+    child_run_id uuid,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)

@@ -402,7 +402,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             if not claimed:
                 return []
             inputs = {
-                row[0]: (row[1], row[2], bool(row[3]), row[4])
+                row[0]: (row[1], row[2], bool(row[3]), row[4], row[5])
                 for row in conn.execute(
                     self._q("claimed_task_inputs"), {"ids": json_array([row[0] for row in claimed])}
                 )
@@ -412,7 +412,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
         claimed.sort(key=lambda row: (row[8], row[9], row[0]))
         for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *rest in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
-            run_input, dependency_outputs, run_pending, trace_context = inputs[task_id]
+            run_input, dependency_outputs, run_pending, trace_context, child = inputs[task_id]
             tasks.append(
                 ClaimedTask(
                     id=task_id,
@@ -428,6 +428,10 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     run_pending=run_pending,
                     trace_context=trace_context,
                     version=rest[2],
+                    priority=rest[0],
+                    child_run_id=rest[3],
+                    child=load_json(child),
+                    queue=queue,
                 )
             )
         return tasks

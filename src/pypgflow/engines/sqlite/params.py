@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pypgflow.engines.base import StartRequest
-from pypgflow.engines.sqlbase import steps_text, task_rows
+from pypgflow.engines.sqlbase import task_rows
+from pypgflow.engines.steps import steps_text
 
 
 def json_array(values: Sequence[Any]) -> str:
@@ -46,6 +47,8 @@ def runs_param(requests: Sequence[StartRequest]) -> str:
             "trace_context": r.trace_context,
             "version": r.run.version,
             "forked_from": r.forked_from,
+            "parent_run_id": r.parent_run_id,
+            "parent_task_id": r.parent_task_id,
         }
         for r in requests
     )

@@ -54,14 +54,16 @@ INSERT INTO migrations (version, name) VALUES (:version, :name);
 -- (their tasks are then not inserted either); the ids actually inserted are returned.
 INSERT INTO runs
     (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
-     scheduled_at, output, steps, trace_context, version, forked_from)
+     scheduled_at, output, steps, trace_context, version, forked_from, parent_run_id,
+     parent_task_id)
 SELECT r.value ->> '$.id', r.value ->> '$.workflow', r.value ->> '$.status',
        r.value ->> '$.queue', r.value ->> '$.priority', r.value ->> '$.idempotency_key',
        r.value ->> '$.input', r.value ->> '$.remaining_steps',
        coalesce(r.value ->> '$.run_at',
                 {now} + (r.value ->> '$.delay')),
        r.value ->> '$.output', r.value ->> '$.steps', r.value ->> '$.trace_context',
-       r.value ->> '$.version', r.value ->> '$.forked_from'
+       r.value ->> '$.version', r.value ->> '$.forked_from', r.value ->> '$.parent_run_id',
+       r.value ->> '$.parent_task_id'
 FROM json_each(:runs) AS r
 -- "WHERE true": SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT
 WHERE true
@@ -124,7 +126,7 @@ WHERE status = 'queued' AND id IN (
     LIMIT :limit
 )
 RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, priority, run_at,
-          version;
+          version, child_run_id;
 
 -- name: claimed_task_inputs
 -- What the claimed tasks need besides themselves: their run's input, the outputs of their
@@ -147,7 +149,11 @@ SELECT t.id, r.input AS run_input,
                END)
         FROM json_each(r.steps -> ('$."' || t.step || '"') -> '$.depends_on') AS d)
            AS dependency_outputs,
-       r.status = 'pending' AS run_pending, r.trace_context
+       r.status = 'pending' AS run_pending, r.trace_context,
+       -- a subflow task woken by its child's end: how the child ended
+       (SELECT json_object('status', ch.status, 'output', json(ch.output),
+                           'error', json(ch.error))
+        FROM runs ch WHERE ch.id = t.child_run_id) AS child
 FROM tasks t
 JOIN runs r ON r.id = t.run_id
 WHERE t.id IN (SELECT value FROM json_each(:ids));
@@ -171,7 +177,7 @@ FROM json_each(:queues) AS q, json_each('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]') AS p;
 -- The runs a transaction changes, with their steps. No FOR UPDATE: BEGIN IMMEDIATE already
 -- holds the write lock of the whole database, which covers these rows until the transaction
 -- ends.
-SELECT id, workflow, status, queue, priority, remaining_steps, steps
+SELECT id, workflow, status, queue, priority, remaining_steps, steps, parent_task_id
 FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
 ORDER BY id;
 
@@ -186,6 +192,33 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
       FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING id, run_id, step, task_index;
+
+-- name: park_tasks
+-- Subflow tasks whose function returned their child's input: back to the queue, due only when
+-- their child finishes (wake_parent_tasks), holding no slot meanwhile; the attempt is given
+-- back (the claim that takes the task again counts it anew). Guarded as complete_tasks is.
+UPDATE tasks AS t
+SET status = 'queued', run_at = {now} + 1e11, attempt = t.attempt - 1,
+    child_run_id = d.child_run_id
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.child_run_id' AS child_run_id
+      FROM json_each(:rows)) AS d
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+RETURNING id, run_id;
+
+-- name: wake_parent_tasks
+-- Child runs finished: the subflow tasks waiting for them are due now (a task cancelled or
+-- finished meanwhile stays as it is). Returns their queues, to notify.
+UPDATE tasks SET run_at = {now}
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+  AND child_run_id IS NOT NULL
+RETURNING queue;
+
+-- name: active_children
+-- The unfinished child runs of these runs, found through runs_parent ("+status" matches no
+-- index: without statistics, runs_status_created would read every unfinished run).
+SELECT id FROM runs
+WHERE parent_run_id IN (SELECT value FROM json_each(:ids)) AND +status IN ('pending', 'running');
 
 -- name: retry_tasks
 UPDATE tasks AS t
@@ -295,7 +328,7 @@ WHERE run_id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'ru
 -- their delay (a wait step's timeout; 0 for others).
 UPDATE tasks AS t
 SET status = 'queued', run_at = {now} + d.delay, finished_at = NULL,
-    max_attempts = t.attempt + d.budget
+    max_attempts = t.attempt + d.budget, child_run_id = NULL
 FROM (SELECT value ->> '$.run_id' AS run_id, value ->> '$.step' AS step,
              value ->> '$.budget' AS budget, value ->> '$.delay' AS delay
       FROM json_each(:rows)) AS d
@@ -303,7 +336,7 @@ WHERE t.run_id = d.run_id AND t.step = d.step AND t.status <> 'completed';
 
 -- name: get_run
 SELECT id, workflow, status, queue, priority, idempotency_key, input, output, error,
-       created_at, scheduled_at, started_at, finished_at, version, forked_from
+       created_at, scheduled_at, started_at, finished_at, version, forked_from, parent_run_id
 FROM runs WHERE id = :id;
 
 -- name: run_ids_by_prefix
@@ -397,7 +430,11 @@ SELECT s.key AS name, s.value ->> '$.position' AS position, s.value ->> '$.statu
        (SELECT min(q.run_at) FROM tasks q
         WHERE q.run_id = r.id AND q.step = s.key AND q.status = 'queued') AS due_at,
        (SELECT min(q.created_at) FROM tasks q
-        WHERE q.run_id = r.id AND q.step = s.key AND q.status = 'queued') AS queued_since
+        WHERE q.run_id = r.id AND q.step = s.key AND q.status = 'queued') AS queued_since,
+       (SELECT json_group_array(c.child_run_id) FROM (
+            SELECT c.child_run_id FROM tasks c
+            WHERE c.run_id = r.id AND c.step = s.key AND c.child_run_id IS NOT NULL
+            ORDER BY c.task_index) AS c) AS child_run_ids
 FROM runs r, json_each(r.steps) AS s
 WHERE r.id = :id
 ORDER BY s.value ->> '$.position';

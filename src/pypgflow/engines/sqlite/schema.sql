@@ -41,6 +41,9 @@ CREATE TABLE runs (
     version TEXT,
     -- the run this one was forked from (App.fork), if it was
     forked_from TEXT,
+    -- a child run's parent run (Workflow.subflow), and the parent's task that waits for it
+    parent_run_id TEXT,
+    parent_task_id INTEGER,
     CONSTRAINT runs_status_is_known
         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_priority_is_0_to_9 CHECK (priority BETWEEN 0 AND 9),
@@ -77,6 +80,8 @@ CREATE TABLE tasks (
     finished_at REAL,
     -- its run's version: a claim takes the versions its worker has (NULL: any)
     version TEXT,
+    -- a subflow task's child run, which it waits for (queued, due when the child finishes)
+    child_run_id TEXT,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
@@ -154,3 +159,7 @@ CREATE TABLE signals (
     consumed_at REAL
 ) STRICT;
 CREATE INDEX signals_run_name ON signals (run_id, name, id);
+
+-- The children of a run, to cancel them with it (created after the tables above: SQLite lists
+-- a table's indexes in the order they were made, as migration 0009 made this one).
+CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
