@@ -19,7 +19,6 @@ time, and those of the router's handlers name values of the function that makes 
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from pypgflow.errors import (
     UnknownWorkflow,
     WorkflowFailed,
 )
+from pypgflow.integrations import worker_options as checked_worker_options
 from pypgflow.records import RunInfo
 from pypgflow.worker import Worker
 
@@ -68,9 +68,6 @@ __all__ = [
 logger = logging.getLogger("pypgflow.integrations.fastapi")
 #: where the lifespan puts the App: the lifespan state (``request.state``) and ``app.state``
 STATE_KEY = "pypgflow"
-#: what a Worker takes as keyword options, but the lifespan decides itself
-_LIFESPAN_OWNED = frozenset({"self", "app", "queues", "install_signal_handlers"})
-WORKER_OPTIONS = frozenset(inspect.signature(Worker.__init__).parameters) - _LIFESPAN_OWNED
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
@@ -96,12 +93,7 @@ def pypgflow_lifespan(
     """
     if not isinstance(app, App):
         raise InvalidArgument(f"pypgflow_lifespan() takes a pypgflow App, got {app!r}")
-    unknown = sorted(set(worker_options) - WORKER_OPTIONS)
-    if unknown:
-        raise InvalidArgument(
-            f"pypgflow_lifespan() got unknown worker options {', '.join(unknown)} "
-            f"(it takes {', '.join(sorted(WORKER_OPTIONS))})"
-        )
+    worker_options = checked_worker_options(worker_options, "pypgflow_lifespan()")
     if not worker and (queues is not None or worker_options):
         raise InvalidArgument("queues and worker options need worker=True")
     if worker and not app.workflows:
