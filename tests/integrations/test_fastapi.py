@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -213,7 +214,11 @@ def test_the_dashboard_is_mounted_under_its_path(database_url: str) -> None:
     api = FastAPI(lifespan=pypgflow_lifespan(flows))
     mount_dashboard(api, flows, path="/ops", token="secret-token")
     with TestClient(api) as client:
-        assert client.get("/ops/api/overview").status_code == 401
+        refused = client.get("/ops/api/overview")
+        assert refused.status_code == 401
+        assert "Bearer" in refused.json()["error"]  # the API's answer, not a login page
+        to_login = client.get("/ops/runs", follow_redirects=False)
+        assert to_login.headers["location"] == "/ops/login?next=%2Fruns"
         bearer = {"Authorization": "Bearer secret-token"}
         listed = client.get("/ops/api/runs", headers=bearer)
         assert [r["id"] for r in listed.json()["runs"]] == [run.id]
@@ -226,4 +231,11 @@ def test_the_dashboard_is_mounted_under_its_path(database_url: str) -> None:
         assert 'href="/ops/static/style.css"' in page.text
         assert 'href="/runs' not in page.text
         assert client.get("/ops/static/style.css").status_code == 200
+        csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        cancelled = client.post(
+            f"/ops/runs/{run.id}/cancel", data={"csrf_token": csrf[1]}, follow_redirects=False
+        )
+        assert cancelled.headers["location"] == f"/ops/runs/{run.id}"
+        assert flows.get_run(run.id).status is RunStatus.CANCELLED
         assert client.get("/runs").status_code == 404  # nothing of it outside its path
