@@ -103,13 +103,13 @@ def pypgflow_lifespan(
 
     @contextlib.asynccontextmanager
     async def run(application: Any) -> AsyncIterator[dict[str, Any]]:
-        if migrate:
-            await app.migrate_async()
         state: dict[str, Any] = {STATE_KEY: app}
         application.state.pypgflow = app
         running: asyncio.Task[None] | None = None
         in_process: Worker | None = None
         try:
+            if migrate:
+                await app.migrate_async()
             if worker:
                 # A schema that is missing stops the server at startup, not the worker unseen.
                 await asyncio.to_thread(app.engine.check_schema)

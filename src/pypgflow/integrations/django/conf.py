@@ -119,7 +119,7 @@ def load_object(path: Any, key: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigurationError(
                 f"settings.{SETTING}['{key}']: no module {module_name!r} (from {path!r})"
             ) from None
