@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = f"pypgflow-{pypgflow.__version__}"
 EXTRAS = {
     "dashboard": {"starlette>=0.40", "jinja2>=3.1", "uvicorn>=0.30"},
+    "django": {"django>=4.2"},
+    "fastapi": {"fastapi>=0.115"},
     "otel": {"opentelemetry-api>=1.20"},
     "prometheus": {"prometheus-client>=0.17"},
     "pydantic": {"pydantic>=2"},
@@ -111,3 +113,14 @@ def test_each_installs_in_a_clean_virtualenv_and_runs_the_demo(
     ).strip()
     assert Path(where).is_relative_to(env_dir)  # the installed copy, not this checkout
     assert (Path(where) / "py.typed").exists()
+    # The integrations' frameworks are extras: without them, their modules say which to install.
+    for framework in ("fastapi", "django"):
+        said = run(
+            python,
+            "-c",
+            "from pypgflow.errors import ConfigurationError\n"
+            f"try:\n    import pypgflow.integrations.{framework}\n"
+            "except ConfigurationError as exc:\n    print(exc)",
+            cwd=work,
+        )
+        assert f"pip install 'pypgflow[{framework}]'" in said

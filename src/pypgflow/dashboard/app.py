@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from pypgflow.app import App
 from pypgflow.dashboard import api, pages
-from pypgflow.dashboard.auth import Credentials, Guard
+from pypgflow.dashboard.auth import Credentials, Guard, route_path
 from pypgflow.dashboard.site import Dashboard, render, templates
 from pypgflow.defaults import DASHBOARD_TOKEN_ENV
 from pypgflow.errors import (
@@ -89,6 +89,6 @@ def status_of(exc: Exception) -> int:
 def error_response(dashboard: Dashboard, request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     message = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    if request.url.path.startswith("/api/"):
+    if route_path(request.scope).startswith("/api/"):
         return JSONResponse({"error": message}, status_code=status)
     return render(dashboard, request, "error.html", {"status": status, "message": message}, status)

@@ -97,7 +97,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         send = _with_headers(send)
-        path: str = scope.get("path", "")
+        path = route_path(scope)
         if path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
@@ -124,7 +124,7 @@ class Guard:
             target = path + (
                 "?" + scope["query_string"].decode() if scope.get("query_string") else ""
             )
-            await _redirect(send, "/login?next=" + quote(target, safe=""))
+            await _redirect(send, root_of(scope) + "/login?next=" + quote(target, safe=""))
             return
         scope.setdefault("state", {})["auth"] = auth
         if scope.get("method", "GET") not in SAFE_METHODS and auth == "cookie":
@@ -151,6 +151,20 @@ class Guard:
             values = fields.get(CSRF_FIELD)
             return self.credentials.csrf_ok(values[0] if values else None)
         return False
+
+
+def root_of(scope: Scope) -> str:
+    """Where the dashboard is mounted (``/ops`` under ``Mount("/ops", ...)``; ``""`` at the
+    root): what every path it sends to the browser starts with."""
+    return str(scope.get("root_path", "")).rstrip("/")
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path within the dashboard (``/runs`` of ``/ops/runs``)."""
+    path, root = str(scope.get("path", "")), root_of(scope)
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from pypgflow.cli.output import seconds
 from pypgflow.dashboard import charts, graph, reads, timeline
 from pypgflow.dashboard.auth import COOKIE
-from pypgflow.dashboard.site import Dashboard, render
+from pypgflow.dashboard.site import Dashboard, render, url
 from pypgflow.engines.insight import SCAN_WINDOW
 from pypgflow.errors import InvalidArgument
 from pypgflow.insight import TaskInfo
@@ -187,7 +187,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 return denied
             run_id = str(request.path_params["run_id"])
             await run_in_threadpool(verb, run_id)
-            return RedirectResponse(f"/runs/{run_id}", status_code=303)
+            return RedirectResponse(url(request, f"/runs/{run_id}"), status_code=303)
 
         return endpoint
 
@@ -200,7 +200,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
             ids = reads.run_ids(fields.get("run_id", []))
             await run_in_threadpool(lambda: [verb(i) for i in ids])
             back = (fields.get("back") or ["/runs"])[0]
-            return RedirectResponse(safe_next(back), status_code=303)
+            return RedirectResponse(url(request, safe_next(back)), status_code=303)
 
         return endpoint
 
@@ -223,7 +223,7 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 app.retry(run_id)
 
         await run_in_threadpool(work)
-        return RedirectResponse("/failed", status_code=303)
+        return RedirectResponse(url(request, "/failed"), status_code=303)
 
     # -- login -------------------------------------------------------------------------------
 
@@ -239,20 +239,20 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
                 return render(dashboard, request, "login.html", {"next": target, "wrong": False})
         if not dashboard.credentials.token_ok(given):
             return render(dashboard, request, "login.html", {"next": target, "wrong": True}, 401)
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(url(request, target), status_code=303)
         response.set_cookie(
             COOKIE,
             dashboard.credentials.session,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
-            path="/",
+            path=url(request, "/"),
         )
         return response
 
     async def logout(request: Request) -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
+        response = RedirectResponse(url(request, "/login"), status_code=303)
+        response.delete_cookie(COOKIE, path=url(request, "/"))
         return response
 
     return [

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 
 from pypgflow.app import App
 from pypgflow.cli.output import seconds, when
-from pypgflow.dashboard.auth import Credentials
+from pypgflow.dashboard.auth import Credentials, root_of, route_path
 
 NAV = [
     ("overview", "/", "Overview"),
@@ -63,6 +63,11 @@ def templates() -> Environment:
     return env
 
 
+def url(request: Request, path: str) -> str:
+    """A path of the dashboard (``/runs``) as the browser reaches it, under its mount point."""
+    return root_of(request.scope) + path
+
+
 def render(
     dashboard: Dashboard,
     request: Request,
@@ -73,6 +78,8 @@ def render(
     template = dashboard.templates.get_template(name)
     html = template.render(
         request=request,
+        root=root_of(request.scope),
+        path=route_path(request.scope),
         nav=NAV,
         csrf=dashboard.credentials.csrf,
         read_only=dashboard.read_only,
