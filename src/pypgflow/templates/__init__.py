@@ -43,6 +43,10 @@ class Template:
         """The starter module's source, for a module named ``module_name``."""
         return string.Template(self.module.STARTER).substitute(module=module_name)
 
+    def example(self, module_name: str) -> str:
+        """The JSON input of a first run of the starter module ``module_name``."""
+        return string.Template(self.module.EXAMPLE).substitute(module=module_name)
+
 
 TEMPLATES: dict[str, Template] = {
     t.name: t

@@ -108,6 +108,11 @@ def etl_workflow(
     return flow.validate()
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = (
+    '{"rows": [{"name": " Ada ", "email": "ADA@EXAMPLE.COM"}, {"name": "", "email": "x@y.z"}]}'
+)
+
 STARTER = '''\
 """An ETL workflow, from `pypgflow new etl`: extract -> batches -> transform (one durable
 task per batch, retried on its own) -> load.

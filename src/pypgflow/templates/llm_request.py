@@ -160,6 +160,9 @@ def llm_request_workflow(
     return flow.validate()
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = '{"prompt": "What is a saga?"}'
+
 STARTER = '''\
 """An LLM request pipeline, from `pypgflow new llm_request`: receive -> select_model ->
 call_model -> publish, with rate-limit-aware retries.

@@ -92,13 +92,16 @@ def map_reduce_workflow(
     return flow.validate()
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = '["$module.py"]'
+
 STARTER = '''\
 """Map-reduce over URLs or files, from `pypgflow new map_reduce`: one durable task per
 source (retried on its own), then the reduce.
 
     pypgflow migrate --app $module:app
     pypgflow worker $module:app
-    pypgflow start $module:app map_reduce --input '["README.md", "https://example.com/"]' --wait
+    pypgflow start $module:app map_reduce --input '["$module.py", "https://example.com/"]' --wait
 """
 
 from typing import Any

@@ -109,6 +109,9 @@ def schedule_report(
     return app.schedule(schedule or flow.name, cron, flow, input, queue=queue, timezone=timezone)
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = '{"title": "Daily report"}'
+
 STARTER = '''\
 """A scheduled report, from `pypgflow new report`: gather -> render -> deliver, started by a
 cron schedule that the app's workers keep (one run per tick, whichever workers run).
@@ -130,7 +133,8 @@ app = App()
 
 def gather(input: Any) -> dict[str, Any]:
     # e.g. counts from your database, an API's figures
-    return {"title": "Daily report", "figures": {"orders": 120, "refunds": 3}}
+    title = input.get("title", "Daily report") if isinstance(input, dict) else "Daily report"
+    return {"title": title, "figures": {"orders": 120, "refunds": 3}}
 
 
 def render(gathered: dict[str, Any]) -> str:

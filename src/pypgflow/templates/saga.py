@@ -241,6 +241,9 @@ def _finish(saga: str, actions: tuple[Action, ...]) -> Callable[..., Any]:
     return finish
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = '{"trip": "Lisbon"}'
+
 STARTER = '''\
 """A saga, from `pypgflow new saga`: actions in order, each with a compensation; when one
 fails for good, the completed ones are undone in reverse order and the run fails naming it.

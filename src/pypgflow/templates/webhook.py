@@ -132,6 +132,9 @@ def redrive(app: App, workflow: str = "webhook", *, limit: int = 50) -> list[str
     return [run.id for run in dead_letters(app, workflow, limit=limit) if app.retry(run.id)]
 
 
+#: the input of the starter's first run (``$module``: the starter module's name)
+EXAMPLE = '{"url": "https://httpbin.org/post", "payload": {"event": "order.paid", "order": 7}}'
+
 STARTER = '''\
 """Webhook delivery, from `pypgflow new webhook`: retries with backoff, failed deliveries
 kept as dead letters.
@@ -139,7 +142,7 @@ kept as dead letters.
     pypgflow migrate --app $module:app
     pypgflow worker $module:app
     pypgflow start $module:app webhook --wait \\
-        --input '{"url": "https://example.com/hooks", "payload": {"event": "order.paid"}}'
+        --input '{"url": "https://httpbin.org/post", "payload": {"event": "order.paid"}}'
     pypgflow runs --app $module:app --status failed --workflow webhook   # the dead letters
     pypgflow retry --app $module:app --status failed --workflow webhook  # send them again
 """
