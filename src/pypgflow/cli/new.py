@@ -21,7 +21,7 @@ def check_module_name(name: str) -> str:
         raise InvalidArgument(
             f"--name {name!r} is not a module name: use letters, digits and _ (e.g. orders_flow)"
         )
-    if name in sys.stdlib_module_names or name.split("_")[0] == "pypgflow":
+    if name in sys.stdlib_module_names or name == "pypgflow":
         raise InvalidArgument(
             f"--name {name!r} would hide the module of that name: choose another, e.g. {name}_flow"
         )

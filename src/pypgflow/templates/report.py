@@ -104,8 +104,6 @@ def schedule_report(
     every tick of ``cron`` in ``timezone``, on ``input``; the schedule is named ``schedule``
     (default: the workflow's name). Everything is checked here, as ``app.schedule`` does."""
     flow = workflow if workflow is not None else report_workflow()
-    if flow.name not in app.workflows or app.workflows[flow.name] is not flow:
-        app.register(flow)
     return app.schedule(schedule or flow.name, cron, flow, input, queue=queue, timezone=timezone)
 
 
