@@ -30,21 +30,26 @@ def check_module_name(name: str) -> str:
 
 def write(path: Path, text: str, *, force: bool) -> None:
     """Write ``text`` to ``path`` whole or not at all; an existing file only with ``force``."""
-    if path.exists() and not force:
-        raise InvalidArgument(f"{path.name} exists already: pass --force to overwrite it")
+    exists = f"{path.name} exists already: pass --force to overwrite it"
+    reserved = False
+    if not force:
+        try:  # the name taken at once, so that a file made meanwhile is never overwritten
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise InvalidArgument(exists) from None
+        reserved = True
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             out.write(text)
-        if force:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails if the file appeared meanwhile
-    except FileExistsError:
-        raise InvalidArgument(f"{path.name} exists already: pass --force to overwrite it") from None
-    finally:
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if reserved:
+            path.unlink(missing_ok=True)
+        raise
 
 
 @click.command()
