@@ -284,3 +284,43 @@ class WorkerLost(PypgflowError):
 class PoisonPill(WorkerLost):
     """The step lost more workers than ``max_rescues`` allows: it fails for good rather than
     take down every worker in turn."""
+
+
+# -- raised by the workflow templates (pypgflow.templates) -------------------------------------
+
+
+class HTTPStatusError(PypgflowError):
+    """An HTTP answer that is not a success, worth another attempt (a 5xx, a 408, a 429 that
+    named no delay): retried with the step's backoff. ``status`` is the answer's code."""
+
+    def __init__(self, message: str | None = None, *, status: int = 0) -> None:
+        super().__init__(message or (f"HTTP {status}" if status else None))
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_exception, (type(self), self.args, self.__dict__))
+
+
+class RequestRejected(HTTPStatusError, NonRetryable):
+    """An HTTP answer that no retry can change (a 4xx other than 408 and 429: a bad request, a
+    missing page, a refused credential): the step fails at once."""
+
+
+class SagaFailed(NonRetryable):
+    """A saga's action failed for good; the compensations of the actions it had completed ran,
+    in reverse order. ``action`` names the action that failed, ``compensated`` the actions
+    undone (in the order they were undone)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        action: str = "",
+        compensated: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.action = action
+        self.compensated = tuple(compensated)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_exception, (type(self), self.args, self.__dict__))

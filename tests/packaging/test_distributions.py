@@ -124,3 +124,7 @@ def test_each_installs_in_a_clean_virtualenv_and_runs_the_demo(
             cwd=work,
         )
         assert f"pip install 'pypgflow[{framework}]'" in said
+    # the templates ship too: a starter written by `pypgflow new` imports
+    assert "Wrote etl_flow.py" in run(env_dir / "bin" / "pypgflow", "new", "etl", cwd=work)
+    assert run(python, "-c", "import etl_flow; print(sorted(etl_flow.app.workflows))",
+               cwd=work).strip() == "['etl']"  # fmt: skip

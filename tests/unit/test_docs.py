@@ -1,8 +1,9 @@
 """The documentation's examples run, and print what the documentation says they print.
 
-Every ```python block of README.md and GETTING_STARTED.md is run as a script of its own, in a fresh
-interpreter and an empty working directory (as a reader would run it). When a ```text block
-follows it directly, the script's standard output must match that block exactly.
+Every ```python block of README.md, GETTING_STARTED.md and docs/templates.md is run as a script
+of its own, in a fresh interpreter and an empty working directory (as a reader would run it).
+When a ```text block follows it directly, the script's standard output must match that block
+exactly.
 
 An HTML comment just before a block (invisible on a rendered page) changes how it is run:
 
@@ -35,7 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(skip|file|worker)\b\s*([^<>]*?)\s*-->\s*\Z")
-DOCS = ("README.md", "GETTING_STARTED.md")
+DOCS = ("README.md", "GETTING_STARTED.md", "docs/templates.md")
 PYPGFLOW = [sys.executable, "-m", "pypgflow.cli"]
 
 

@@ -14,7 +14,18 @@ default comes from :mod:`pypgflow.defaults`.
 
 from __future__ import annotations
 
-from pypgflow.cli import actions, dashboard, demo, fleet, interact, migrate, runs, start, worker
+from pypgflow.cli import (
+    actions,
+    dashboard,
+    demo,
+    fleet,
+    interact,
+    migrate,
+    new,
+    runs,
+    start,
+    worker,
+)
 from pypgflow.cli.group import main
 from pypgflow.cli.loading import load_app
 
@@ -31,6 +42,7 @@ for _command in (
     fleet.instances,
     fleet.list_schedules,
     demo.demo,
+    new.new,
     dashboard.dashboard,
 ):
     main.add_command(_command)
