@@ -36,9 +36,10 @@ from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
 from pypgflow.errors import DatabaseError, InvalidArgument
 from pypgflow.execution import StepRunner
-from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
+from pypgflow.leader import Leader
 from pypgflow.outcomes import OutcomeWriter, StartNotes
 from pypgflow.registry import Registration
+from pypgflow.retention import DEFAULT_RETENTION, Retention
 from pypgflow.slots import Slots, queue_slots
 
 T = TypeVar("T")
