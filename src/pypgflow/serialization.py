@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from pypgflow.errors import SerializationError
@@ -59,8 +60,33 @@ def _name(what: str | Callable[[], str]) -> str:
     return what if isinstance(what, str) else what()
 
 
+#: the largest exponent a float's JSON text has (Python writes at most 1.7976931348623157e+308)
+_MAX_EXPONENT = 308
+
+
+def stored_number(token: str) -> float | int:
+    """A JSON number with a fraction or an exponent, as PostgreSQL's jsonb gives it back, so that
+    both engines return the same values: jsonb stores a number as its exact decimal, written
+    with the fractional digits its text had once the exponent is applied. So a text with an
+    exponent and no fractional digits left (``1e+20``, ``1.5e+16``) comes back an integer;
+    ``-0.0`` comes back ``0.0`` (jsonb has no negative zero); any other number keeps its value.
+    Called only for such tokens, never for integers (json.loads' ``parse_float``)."""
+    if "e" in token or "E" in token:
+        mantissa, _, exponent = token.lower().partition("e")
+        if len(mantissa.partition(".")[2]) <= int(exponent) <= _MAX_EXPONENT:
+            return int(Decimal(token))
+    return float(token) or 0.0  # -0.0 is 0.0
+
+
+#: the decoder of stored JSON (one, since json.loads with options makes one per call)
+_DECODER = json.JSONDecoder(parse_float=stored_number)
+
+
 def loads(text: str | bytes | None) -> Any:
-    return None if text is None else json.loads(text)
+    """Stored JSON text, decoded as PostgreSQL's jsonb would give it back (see stored_number)."""
+    if text is None:
+        return None
+    return _DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
 def same_json(a: str | None, b: str | None) -> bool:

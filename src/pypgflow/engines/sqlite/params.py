@@ -14,6 +14,7 @@ from typing import Any
 
 from pypgflow.engines.base import StartRequest
 from pypgflow.engines.sqlbase import steps_text, task_rows
+from pypgflow.serialization import loads
 
 
 def json_array(values: Sequence[Any]) -> str:
@@ -57,5 +58,6 @@ def root_tasks_param(requests: Sequence[StartRequest]) -> str | None:
 
 
 def load_json(text: str | None) -> Any:
-    """A JSON column's text, decoded (None stays None)."""
-    return None if text is None else json.loads(text)
+    """A JSON column's text, decoded (None stays None), its numbers as PostgreSQL's jsonb gives
+    them back (serialization.stored_number)."""
+    return loads(text)
