@@ -12,7 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pypgflow.errors import SerializationError
+from pypgflow.errors import InvalidArgument, SerializationError
 from pypgflow.values import json_form
 
 #: one encoder for every value (json.dumps with options would make one per call)
@@ -40,6 +40,12 @@ def dumps(value: Any, *, what: str | Callable[[], str]) -> str:
         raise SerializationError(
             f"{_name(what)} is not JSON-serializable: it is nested too deeply"
         ) from None
+    if "{" in text and not _string_keys(value):  # json.dumps would make {1: 2} {"1": 2}
+        path, key = _non_string_key(value)
+        raise SerializationError(
+            f"{_name(what)} is not JSON: the key {key!r} (of type {type(key).__name__}) of the "
+            f"object at {path} is not a string (JSON's keys are strings: convert it first)"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -54,6 +60,55 @@ def dumps(value: Any, *, what: str | Callable[[], str]) -> str:
             "PostgreSQL cannot store in JSON"
         )
     return text
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` unchanged if it is a string a database can store, else
+    InvalidArgument naming ``what``: the NUL character (PostgreSQL's text cannot hold it) and
+    lone surrogates (not valid Unicode, so not UTF-8) are refused on every engine alike."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} must not contain the NUL character (\\x00), got {text!r}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"{what} must be valid Unicode, got {text!r} (it holds a lone surrogate)"
+            ) from None
+    return text
+
+
+def _string_keys(value: Any) -> bool:
+    """Whether every dict in ``value`` (JSON-encodable already) has string keys only."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                return False
+            if isinstance(inner, _CONTAINERS) and not _string_keys(inner):
+                return False
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            if isinstance(inner, _CONTAINERS) and not _string_keys(inner):
+                return False
+    return True
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _non_string_key(value: Any) -> tuple[str, Any]:
+    """Where a key that is not a string is (as ``$["a"][0]``), and that key."""
+    found: list[tuple[Any, str]] = [(value, "$")]
+    while found:
+        item, path = found.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return path, key
+                found.append((inner, f"{path}[{json.dumps(key, ensure_ascii=False)}]"))
+        elif isinstance(item, list | tuple):
+            found.extend((inner, f"{path}[{index}]") for index, inner in enumerate(item))
+    raise AssertionError("no key that is not a string")  # pragma: no cover
 
 
 def _name(what: str | Callable[[], str]) -> str:
