@@ -18,7 +18,7 @@ DEFAULT_URL = "sqlite:///pypgflow.db"
 #: the PostgreSQL schema that holds pypgflow's tables
 DEFAULT_SCHEMA = "pypgflow"
 #: the environment variable holding the dashboard's token (pypgflow dashboard, create_app)
-DASHBOARD_TOKEN_ENV = "PYPGFLOW_DASHBOARD_TOKEN"
+DASHBOARD_TOKEN_ENV = "PYPGFLOW_DASHBOARD_TOKEN"  # noqa: S105  the name of an environment variable, not a secret
 
 # -- steps -------------------------------------------------------------------------------------
 

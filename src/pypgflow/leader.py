@@ -209,7 +209,7 @@ class Leader:
 
     async def _until_leader(self, timeout: float | None = None) -> None:
         """Sleep until this instance becomes the leader (or ``timeout`` passes)."""
-        assert self._gained is not None
+        assert self._gained is not None  # noqa: S101  a type narrowing: run() makes it first
         self._gained.clear()
         if self.is_leader:
             return
@@ -278,7 +278,7 @@ class Leader:
                 await self._until_leader(wait if failures else None)
 
     async def _retention_loop(self) -> None:
-        assert self.retention is not None
+        assert self.retention is not None  # noqa: S101  a type narrowing: run() checks it
         while True:
             if not self.is_leader:
                 await self._until_leader(None)

@@ -368,7 +368,7 @@ def tasks_completed(
         if step.status is not StepStatus.READY:
             continue
         if step.is_map:
-            assert step.remaining_tasks is not None
+            assert step.remaining_tasks is not None  # noqa: S101  a type narrowing: map steps count tasks
             step.remaining_tasks -= 1
             changes.touch_step(run, step)
             if step.remaining_tasks == 0:
