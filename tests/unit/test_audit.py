@@ -3,20 +3,16 @@ could be checked, rather than passing as "No known vulnerabilities found"."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from tests.conftest import module_at
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def audit() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ci_audit", ROOT / ".ci" / "audit.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_at(ROOT / ".ci" / "audit.py", "ci_audit")
 
 
 def test_a_vulnerability_found_fails() -> None:
