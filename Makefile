@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit docs bench bench-peers screenshots clean
+.PHONY: demo test lint typecheck unit docs audit bench bench-peers screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -32,6 +32,12 @@ test: lint typecheck
 # site/index.html (or `$(BIN)/mkdocs serve` while writing).
 docs: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Known vulnerabilities in the installed dependencies (pip-audit). Fails only on a vulnerability
+# found; says so plainly when pip-audit cannot reach its vulnerability service (.ci/audit.py).
+# Arguments go to pip-audit: `make audit ARGS='-s osv'`.
+audit: $(BIN)/.installed
+	$(BIN)/python .ci/audit.py $(ARGS)
 
 # The dashboard's pages photographed by its browser tests, for the docs (docs/screenshots/).
 screenshots: $(BIN)/.installed

@@ -19,6 +19,7 @@ PAGES = {
     "GETTING_STARTED.md": "getting-started.md",
     "ARCHITECTURE.md": "architecture.md",
     "CHANGELOG.md": "changelog.md",
+    "RELIABILITY.md": "reliability.md",
 }
 INCLUDE = re.compile(r'^--8<-- "([^"]+)"\s*$', re.M)
 LINK = re.compile(r"\]\((?!https?://|#|mailto:)([^)#\s]+)(#[^)\s]*)?\)")

@@ -7,10 +7,13 @@ and drop their own). Default: postgresql://postgres@127.0.0.1:5432/postgres.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -152,3 +155,13 @@ def running_worker(app: App, queues: Any = None, **options: Any) -> Iterator[Wor
         assert not thread.is_alive(), "the worker did not stop within 30 s"
     if errors:
         raise errors[0]
+
+
+def module_at(path: Path, name: str) -> ModuleType:
+    """The module of a file outside the packages (docs/hooks.py, .ci/audit.py), loaded."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

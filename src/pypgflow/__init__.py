@@ -33,8 +33,8 @@ from pypgflow.errors import (
     WorkflowTimedOut,
 )
 from pypgflow.executor import execute, execute_async
-from pypgflow.leader import Retention
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo, StepInfo
+from pypgflow.retention import Retention
 from pypgflow.status import RunStatus, StepStatus
 from pypgflow.worker import Worker
 from pypgflow.workflow import Step, Workflow

@@ -33,6 +33,7 @@ from pypgflow.errors import (
 )
 from pypgflow.events import Events, Handler
 from pypgflow.ids import SHOWN_MATCHES, one_run_id
+from pypgflow.insight import check_limit
 from pypgflow.leader import LEADER_LEASE
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
@@ -618,8 +619,7 @@ class App:
         if isinstance(workflow, Job):
             workflow = workflow.workflow
         name = workflow.name if isinstance(workflow, Workflow) else workflow
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
+        check_limit(limit)
         return self.engine.list_runs(status=status, workflow=name, limit=limit)
 
     async def list_runs_async(

@@ -37,8 +37,11 @@ class Backoff:
             raise InvalidArgument(f"Backoff base must be >= 0, got {self.base!r}")
         if not self.factor >= 1:
             raise InvalidArgument(f"Backoff factor must be >= 1, got {self.factor!r}")
-        if not self.max >= 0:
-            raise InvalidArgument(f"Backoff max must be >= 0, got {self.max!r}")
+        if not 0 <= self.max <= defaults.MAX_DELAY:
+            raise InvalidArgument(
+                f"Backoff max must be from 0 to {defaults.MAX_DELAY:.0f} s (100 years), got "
+                f"{self.max!r}"
+            )
         if not 0 <= self.jitter <= 1:
             raise InvalidArgument(f"Backoff jitter must be between 0 and 1, got {self.jitter!r}")
 

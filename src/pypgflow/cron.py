@@ -13,12 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from pypgflow.errors import InvalidArgument
 
 #: due_ticks' default limit (the leader applies its own catch-up policy: see pypgflow.leader)
 MAX_CATCH_UP = 1
+#: where check_cron looks for a first tick (any fixed instant would do: a cron that ever fires
+#: fires again within croniter's search window, a few decades)
+_PROBE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def check_cron(expression: str) -> str:
@@ -31,6 +34,12 @@ def check_cron(expression: str) -> str:
             f"invalid cron expression {expression!r}: use five fields (minute hour day month "
             "weekday), or six with seconds last"
         )
+    try:  # a date no month has ("0 0 31 2 *") parses, but would raise at every leader's pass
+        croniter(expression, _PROBE_FROM).get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidArgument(
+            f"cron expression {expression!r} never fires: no date matches its day and month"
+        ) from None
     return expression
 
 

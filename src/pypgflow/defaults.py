@@ -18,7 +18,7 @@ DEFAULT_URL = "sqlite:///pypgflow.db"
 #: the PostgreSQL schema that holds pypgflow's tables
 DEFAULT_SCHEMA = "pypgflow"
 #: the environment variable holding the dashboard's token (pypgflow dashboard, create_app)
-DASHBOARD_TOKEN_ENV = "PYPGFLOW_DASHBOARD_TOKEN"
+DASHBOARD_TOKEN_ENV = "PYPGFLOW_DASHBOARD_TOKEN"  # noqa: S105  the name of an environment variable, not a secret
 
 # -- steps -------------------------------------------------------------------------------------
 
@@ -38,6 +38,11 @@ DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 #: runs listed at most by ``App.list_runs`` and ``pypgflow runs``
 DEFAULT_LIST_LIMIT = 50
+#: the largest limit of a listing (a bound the databases' integers hold, with room to spare)
+MAX_LIST_LIMIT = 1_000_000_000
+#: the longest wait a start's delay or a retry's may ask for, in seconds (100 years): far
+#: beyond any real schedule, and well within what both databases and Python's datetime hold
+MAX_DELAY = 100 * 365.25 * 24 * 3600
 #: seconds between a ``result()`` waiter's own looks at its run: a safety net, since the
 #: announcement of its finish wakes it at once (a notification may be lost with a connection)
 RESULT_RECHECK_INTERVAL = 1.0

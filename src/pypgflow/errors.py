@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from pypgflow.defaults import MAX_DELAY
+
 
 class PypgflowError(Exception):
     """pypgflow failed."""
@@ -75,10 +77,11 @@ class RetryAfter(PypgflowError):
         if (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
-            or not 0 <= delay < float("inf")
+            or not 0 <= delay <= MAX_DELAY
         ):
             raise InvalidArgument(
-                f"RetryAfter takes a number of seconds >= 0 or a timedelta, got {seconds!r}"
+                f"RetryAfter takes a number of seconds from 0 to {MAX_DELAY:.0f} (100 years) or "
+                f"a timedelta, got {seconds!r}"
             )
         super().__init__(message or f"retry after {delay:g} s")
         self.delay = float(delay)

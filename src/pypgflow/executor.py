@@ -491,7 +491,7 @@ class _Execution:
                 # in the attempt: a value that does not fit a parameter's type fails it
                 args, kwargs = step.bind(input=self.input, outputs=outputs, ctx=ctx, item=item)
                 if step.isolation == "process":
-                    assert self.process_slots is not None
+                    assert self.process_slots is not None  # noqa: S101  a type narrowing: set as the pass starts
                     async with self.process_slots:
                         result = await call_step(
                             step, args, kwargs, timeout=options.timeout, pool=None

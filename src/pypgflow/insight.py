@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pypgflow.errors import AttemptError
+from pypgflow import defaults
+from pypgflow.errors import AttemptError, InvalidArgument
 from pypgflow.records import RunInfo
+from pypgflow.serialization import check_text
 from pypgflow.status import RunStatus, TaskStatus
 
 
@@ -32,11 +34,30 @@ class RunFilter:
     #: the version of its workflow a run started on
     version: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("workflow", "queue", "search", "version"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, name)
+
     @property
     def scans(self) -> bool:
         """Whether a filter is checked on the runs read rather than by an index (queue, search,
         version): such a page reads a bounded window of runs, and may come back short."""
         return bool(self.queue or self.search or self.version)
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` if it is a whole number of rows a listing may ask for, else InvalidArgument."""
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= defaults.MAX_LIST_LIMIT
+    ):
+        raise InvalidArgument(
+            f"limit must be an integer from 1 to {defaults.MAX_LIST_LIMIT}, got {limit!r}"
+        )
+    return limit
 
 
 @dataclass(frozen=True)

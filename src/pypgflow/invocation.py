@@ -424,7 +424,7 @@ def _child_main(
             # An exception whose class cannot be rebuilt from its args (a custom __init__) pickles
             # fine and then fails to unpickle in the parent: check the round trip here.
             payload = pickle.dumps(exc)
-            pickle.loads(payload)
+            pickle.loads(payload)  # noqa: S301  our own child's exception, never stored
         except Exception:  # the exception itself cannot be sent: send its description
             payload = pickle.dumps(
                 StepProcessError(
@@ -485,7 +485,7 @@ async def _call_in_process(
             return payload
         if status == "error":
             try:
-                error = pickle.loads(payload)
+                error = pickle.loads(payload)  # noqa: S301  from our own child process, never stored
             except Exception as exc:
                 raise StepProcessError(
                     f"step {step.name!r}: its error could not be received: "

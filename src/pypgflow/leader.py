@@ -36,12 +36,11 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pypgflow import defaults, observing
@@ -49,7 +48,8 @@ from pypgflow.context import context_logger
 from pypgflow.cron import Schedule
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ScheduleState, ScheduleTicks, StartRequest
-from pypgflow.errors import DatabaseError, InvalidArgument, UnknownWorkflow
+from pypgflow.errors import DatabaseError, InvalidArgument, PypgflowError, UnknownWorkflow
+from pypgflow.retention import DEFAULT_RETENTION, Pruned, Retention, seconds
 from pypgflow.starting import prepare_start
 
 #: the lease whose holder is the leader
@@ -60,72 +60,15 @@ MAX_TICKS_PER_PASS = 1000
 T = TypeVar("T")
 
 
-def _seconds(value: float | timedelta, what: str, *, positive: bool = False) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds < 0
-        or (positive and seconds == 0)
-    ):
-        bound = "> 0" if positive else ">= 0"
-        raise InvalidArgument(
-            f"{what} must be a number of seconds {bound} or a timedelta, got {value!r}"
-        )
-    return float(seconds)
-
-
 @dataclass(frozen=True)
-class Retention:
-    """How long finished runs are kept, and how the leader prunes them.
+class _Plan:
+    """One schedule's part of a pass: its due ticks, their starts, its next tick."""
 
-    ``completed``: completed and cancelled runs, after they finished (7 days). ``failed``: failed
-    runs, kept longer for inspection and retry (30 days). ``instances``: instances offline for
-    this long are removed (an hour). Ages are seconds or timedeltas. ``batch`` runs are deleted
-    per transaction, ``pause`` seconds apart; the leader prunes every ``interval`` seconds.
-    """
-
-    completed: float | timedelta = defaults.KEEP_COMPLETED
-    failed: float | timedelta = defaults.KEEP_FAILED
-    instances: float | timedelta = defaults.KEEP_OFFLINE_INSTANCES
-    batch: int = defaults.PRUNE_BATCH
-    pause: float = defaults.PRUNE_PAUSE
-    interval: float = defaults.PRUNE_INTERVAL
-
-    def __post_init__(self) -> None:
-        self.completed_seconds  # noqa: B018 - validates
-        self.failed_seconds  # noqa: B018
-        self.instances_seconds  # noqa: B018
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise InvalidArgument(f"retention batch must be an integer >= 1, got {self.batch!r}")
-        _seconds(self.pause, "retention pause")
-        _seconds(self.interval, "retention interval", positive=True)
-
-    @property
-    def completed_seconds(self) -> float:
-        return _seconds(self.completed, "retention of completed runs")
-
-    @property
-    def failed_seconds(self) -> float:
-        return _seconds(self.failed, "retention of failed runs")
-
-    @property
-    def instances_seconds(self) -> float:
-        return _seconds(self.instances, "retention of offline instances")
-
-
-#: the default retention: 7 days for completed and cancelled runs, 30 for failed ones
-DEFAULT_RETENTION = Retention()
-
-
-@dataclass(frozen=True)
-class Pruned:
-    """What one retention pass deleted, and in how many batches (statements) of runs."""
-
-    runs: int = 0
-    batches: int = 0
-    instances: int = 0
+    schedule: Schedule
+    state: ScheduleState
+    ticks: list[datetime]
+    requests: list[StartRequest]
+    next_tick: datetime
 
 
 class Leader:
@@ -144,7 +87,7 @@ class Leader:
         tick_interval: float = defaults.DEFAULT_TICK_INTERVAL,
         catch_up: float = defaults.DEFAULT_CATCH_UP,
     ) -> None:
-        self.lease_ttl = _seconds(lease_ttl, "lease_ttl", positive=True)
+        self.lease_ttl = seconds(lease_ttl, "lease_ttl", positive=True)
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidArgument(
                 f"retention must be a Retention (or None to keep every run), got {retention!r}"
@@ -154,8 +97,8 @@ class Leader:
         self.events = app.events
         self.instance_id = instance_id or app.instance_id
         self.retention = retention
-        self.tick_interval = _seconds(tick_interval, "tick_interval", positive=True)
-        self.catch_up = _seconds(catch_up, "catch_up")
+        self.tick_interval = seconds(tick_interval, "tick_interval", positive=True)
+        self.catch_up = seconds(catch_up, "catch_up")
         # Threads start on first use; run() shuts them down when it ends.
         self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="pypgflow-lease")
         self._work_thread = ThreadPoolExecutor(1, thread_name_prefix="pypgflow-leader")
@@ -165,6 +108,7 @@ class Leader:
         self._synced = False
         self._gained: asyncio.Event | None = None
         self._logged_foreign: set[str] = set()
+        self._failing: dict[str, str] = {}  # schedule name: its failure, as last logged
         self.log = context_logger("pypgflow.leader", instance_id=self.instance_id)
 
     async def _on(
@@ -265,7 +209,7 @@ class Leader:
 
     async def _until_leader(self, timeout: float | None = None) -> None:
         """Sleep until this instance becomes the leader (or ``timeout`` passes)."""
-        assert self._gained is not None
+        assert self._gained is not None  # noqa: S101  a type narrowing: run() makes it first
         self._gained.clear()
         if self.is_leader:
             return
@@ -334,7 +278,7 @@ class Leader:
                 await self._until_leader(wait if failures else None)
 
     async def _retention_loop(self) -> None:
-        assert self.retention is not None
+        assert self.retention is not None  # noqa: S101  a type narrowing: run() checks it
         while True:
             if not self.is_leader:
                 await self._until_leader(None)
@@ -353,13 +297,20 @@ class Leader:
         """Store the app's schedule definitions (blocking; any instance, at start)."""
         chosen = list(self.app.defined_schedules.values() if schedules is None else schedules)
         now = now or datetime.now(UTC)
-        self.engine.sync_schedules(chosen, [s.next_tick(now) for s in chosen])
+        kept: list[Schedule] = []
+        next_ticks: list[datetime] = []
+        for schedule in chosen:
+            with self._isolated(schedule):
+                next_ticks.append(schedule.next_tick(now))
+                kept.append(schedule)
+        self.engine.sync_schedules(kept, next_ticks)
         if schedules is None:
             self._synced = True
 
     def tick(self, now: datetime | None = None) -> datetime | None:
         """One pass (blocking): start the due ticks of the app's schedules and record them.
-        Returns the earliest next tick (None without schedules)."""
+        Returns the earliest next tick (None without schedules). A schedule that fails (its
+        ticks, its start refused) is logged and left out of the pass; the others still fire."""
         schedules = list(self.app.defined_schedules.values())
         if not schedules:
             return None
@@ -372,40 +323,73 @@ class Leader:
             self.sync(now, missing)
             states = self.engine.schedule_states()
         self._log_foreign(states)
-        requests: list[StartRequest] = []
-        started: list[tuple[Schedule, datetime]] = []
-        records: list[ScheduleTicks] = []
-        next_ticks: list[datetime] = []
+        plans: list[_Plan] = []
         for schedule in schedules:
             state = states.get(schedule.name)
             if state is None:
                 continue
-            next_tick = schedule.next_tick(now)
-            next_ticks.append(next_tick)
-            ticks = self.due_ticks(schedule, state, now)
-            for tick in ticks:
-                requests.append(self._request(schedule, tick))
-                started.append((schedule, tick))
-            if ticks or state.next_tick_at != next_tick:
-                records.append(
-                    ScheduleTicks(schedule.name, ticks[-1] if ticks else None, next_tick)
-                )
-        if requests:
-            run_ids = observing.start_runs(
-                self.events, requests, self.instance_id, self.engine.start_runs
-            )
-            for request, (schedule, tick), run_id in zip(requests, started, run_ids, strict=True):
-                # Another id: the tick's key was taken, its run started by an earlier leader.
-                self.log.info(
-                    "cron: schedule %r, tick %s: %s run %s of %s",
-                    schedule.name, tick.isoformat(),
-                    "started" if run_id == request.run.id else "already started,", run_id,
-                    schedule.workflow,
-                    extra={"run_id": run_id},
-                )  # fmt: skip
+            with self._isolated(schedule):
+                next_tick = schedule.next_tick(now)
+                ticks = self.due_ticks(schedule, state, now)
+                requests = [self._request(schedule, tick) for tick in ticks]
+                plans.append(_Plan(schedule, state, ticks, requests, next_tick))
+        try:
+            self._start(plans)
+        except DatabaseError:
+            raise  # the database, not a schedule: the whole pass is tried again
+        except Exception:  # one schedule's start refused (say, IdempotencyConflict): each alone
+            started = []
+            for plan in plans:
+                with self._isolated(plan.schedule):
+                    self._start([plan])
+                    started.append(plan)
+            plans = started
+        records = [
+            ScheduleTicks(p.schedule.name, p.ticks[-1] if p.ticks else None, p.next_tick)
+            for p in plans
+            if p.ticks or p.state.next_tick_at != p.next_tick
+        ]
         if records:
             self.engine.record_schedule_ticks(records)
-        return min(next_ticks, default=None)
+        for plan in plans:
+            self._failing.pop(plan.schedule.name, None)
+        return min((p.next_tick for p in plans), default=None)
+
+    def _start(self, plans: list[_Plan]) -> None:
+        requests = [r for p in plans for r in p.requests]
+        if not requests:
+            return
+        run_ids = observing.start_runs(
+            self.events, requests, self.instance_id, self.engine.start_runs
+        )
+        started = [(p.schedule, t) for p in plans for t in p.ticks]
+        for request, (schedule, tick), run_id in zip(requests, started, run_ids, strict=True):
+            # Another id: the tick's key was taken, its run started by an earlier leader.
+            self.log.info(
+                "cron: schedule %r, tick %s: %s run %s of %s",
+                schedule.name, tick.isoformat(),
+                "started" if run_id == request.run.id else "already started,", run_id,
+                schedule.workflow,
+                extra={"run_id": run_id},
+            )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _isolated(self, schedule: Schedule) -> Iterator[None]:
+        """One schedule's failure logged (once while it lasts) and swallowed, so that it never
+        stops the others; a database error still ends the pass, to be tried again."""
+        try:
+            yield
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(schedule.name) != said:
+                self._failing[schedule.name] = said
+                self.log.warning(
+                    "cron: schedule %r cannot fire (%s); the other schedules still do",
+                    schedule.name, said,
+                    exc_info=not isinstance(exc, PypgflowError),  # a bug: its traceback
+                )  # fmt: skip
 
     def due_ticks(self, schedule: Schedule, state: ScheduleState, now: datetime) -> list[datetime]:
         """The ticks to start now: every tick since the last one (or since the definition was

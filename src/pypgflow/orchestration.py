@@ -463,7 +463,7 @@ def tasks_completed(
         if step.status is not StepStatus.READY:
             continue
         if step.is_map:
-            assert step.remaining_tasks is not None
+            assert step.remaining_tasks is not None  # noqa: S101  a type narrowing: map steps count tasks
             step.remaining_tasks -= 1
             changes.touch_step(run, step)
             if step.remaining_tasks == 0:
@@ -544,7 +544,7 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
     step.status = StepStatus.READY
     changes.touch_step(run, step)
     if step.signal is not None:
-        _wait(run, step, changes, reader)
+        _wait(run, step, step.signal, changes, reader)
         return
     if not step.is_map:
         step.task_count = 1
@@ -583,14 +583,15 @@ def _make_ready(run: RunState, step: StepState, changes: Changes, reader: StateR
         changes.new_tasks.append(_task(run, step, index, item_json, delay=step.start_delay))
 
 
-def _wait(run: RunState, step: StepState, changes: Changes, reader: StateReader) -> None:
+def _wait(
+    run: RunState, step: StepState, signal: str, changes: Changes, reader: StateReader
+) -> None:
     """A wait step is reached: a signal it waits for that came already completes it now (the
     oldest not taken yet); else its task waits, due (to time out) when its timeout passes."""
     step.task_count = 1
     step.remaining_tasks = 1
-    assert step.signal is not None
     taken = {signal_id for signal_id, _, _ in changes.consumed_signals}
-    for signal_id, data in reader.pending_signals(run.id, step.signal):
+    for signal_id, data in reader.pending_signals(run.id, signal):
         if signal_id not in taken:
             changes.consumed_signals.append((signal_id, run.id, step.name))
             changes.new_tasks.append(_task(run, step, None, None, output=data))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
-from pypgflow.errors import SerializationError
+from pypgflow.errors import InvalidArgument, SerializationError
 from pypgflow.values import json_form
 
 #: one encoder for every value (json.dumps with options would make one per call)
@@ -39,6 +40,12 @@ def dumps(value: Any, *, what: str | Callable[[], str]) -> str:
         raise SerializationError(
             f"{_name(what)} is not JSON-serializable: it is nested too deeply"
         ) from None
+    if "{" in text and not _string_keys(value):  # json.dumps would make {1: 2} {"1": 2}
+        path, key = _non_string_key(value)
+        raise SerializationError(
+            f"{_name(what)} is not JSON: the key {key!r} (of type {type(key).__name__}) of the "
+            f"object at {path} is not a string (JSON's keys are strings: convert it first)"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -55,12 +62,86 @@ def dumps(value: Any, *, what: str | Callable[[], str]) -> str:
     return text
 
 
+def check_text(text: str, what: str) -> str:
+    """``text`` unchanged if it is a string a database can store, else
+    InvalidArgument naming ``what``: the NUL character (PostgreSQL's text cannot hold it) and
+    lone surrogates (not valid Unicode, so not UTF-8) are refused on every engine alike."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} must not contain the NUL character (\\x00), got {text!r}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"{what} must be valid Unicode, got {text!r} (it holds a lone surrogate)"
+            ) from None
+    return text
+
+
+def _string_keys(value: Any) -> bool:
+    """Whether every dict in ``value`` (JSON-encodable already) has string keys only."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                return False
+            if isinstance(inner, _CONTAINERS) and not _string_keys(inner):
+                return False
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            if isinstance(inner, _CONTAINERS) and not _string_keys(inner):
+                return False
+    return True
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _non_string_key(value: Any) -> tuple[str, Any]:
+    """Where a key that is not a string is (as ``$["a"][0]``), and that key."""
+    found: list[tuple[Any, str]] = [(value, "$")]
+    while found:
+        item, path = found.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return path, key
+                found.append((inner, f"{path}[{json.dumps(key, ensure_ascii=False)}]"))
+        elif isinstance(item, list | tuple):
+            found.extend((inner, f"{path}[{index}]") for index, inner in enumerate(item))
+    raise AssertionError("no key that is not a string")  # pragma: no cover
+
+
 def _name(what: str | Callable[[], str]) -> str:
     return what if isinstance(what, str) else what()
 
 
+#: the largest exponent a float's JSON text has (Python writes at most 1.7976931348623157e+308)
+_MAX_EXPONENT = 308
+
+
+def stored_number(token: str) -> float | int:
+    """A JSON number with a fraction or an exponent, as PostgreSQL's jsonb gives it back, so that
+    both engines return the same values: jsonb stores a number as its exact decimal, written
+    with the fractional digits its text had once the exponent is applied. So a text with an
+    exponent and no fractional digits left (``1e+20``, ``1.5e+16``) comes back an integer;
+    ``-0.0`` comes back ``0.0`` (jsonb has no negative zero); any other number keeps its value.
+    Called only for such tokens, never for integers (json.loads' ``parse_float``)."""
+    if "e" in token or "E" in token:
+        mantissa, _, exponent = token.lower().partition("e")
+        if len(mantissa.partition(".")[2]) <= int(exponent) <= _MAX_EXPONENT:
+            return int(Decimal(token))
+    return float(token) or 0.0  # -0.0 is 0.0
+
+
+#: the decoder of stored JSON (one, since json.loads with options makes one per call)
+_DECODER = json.JSONDecoder(parse_float=stored_number)
+
+
 def loads(text: str | bytes | None) -> Any:
-    return None if text is None else json.loads(text)
+    """Stored JSON text, decoded as PostgreSQL's jsonb would give it back (see stored_number)."""
+    if text is None:
+        return None
+    return _DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
 def same_json(a: str | None, b: str | None) -> bool:

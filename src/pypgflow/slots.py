@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pypgflow import defaults
 from pypgflow.engines.base import ClaimedTask
 from pypgflow.errors import InvalidArgument
+from pypgflow.starting import check_queue
 
 #: a queue whose steps take less than this on average (seconds) claims ahead of its free slots
 CLAIM_AHEAD_BELOW = 0.05
@@ -32,8 +33,7 @@ def queue_slots(queues: Mapping[str, int] | Sequence[str] | None) -> dict[str, i
     elif not isinstance(queues, Mapping):
         queues = dict.fromkeys(queues, defaults.DEFAULT_SLOTS)
     for name, slots in queues.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"queue names must be non-empty strings, got {name!r}")
+        check_queue(name)
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise InvalidArgument(f"queue {name!r}: slots must be an integer >= 1, got {slots!r}")
     return dict(queues)

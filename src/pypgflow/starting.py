@@ -8,19 +8,18 @@ everything about it is valid.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from pypgflow import orchestration
+from pypgflow import defaults, orchestration
 from pypgflow.engines.base import StartRequest
 from pypgflow.errors import InvalidArgument, MapInputError
 from pypgflow.ids import new_run_id
 from pypgflow.records import RunInfo
-from pypgflow.serialization import dumps
+from pypgflow.serialization import check_text, dumps
 from pypgflow.status import RunStatus, StepStatus
 from pypgflow.workflow import Workflow
 
@@ -50,6 +49,8 @@ def prepare_start(
             f"idempotency_key must be a non-empty string of up to {MAX_IDEMPOTENCY_KEY_LENGTH} "
             "characters"
         )
+    if idempotency_key is not None:
+        check_text(idempotency_key, "idempotency_key")
     (request,) = prepare_starts(
         flow,
         [input],
@@ -199,21 +200,21 @@ def check_queue(queue: Any) -> str:
         raise InvalidArgument(
             f"queue must be a non-empty name of up to {MAX_QUEUE_LENGTH} characters, got {queue!r}"
         )
-    return queue
+    return check_text(queue, "queue")
 
 
 def delay_seconds(delay: float | timedelta | None) -> float:
-    """A delay as seconds >= 0 (None: 0), else InvalidArgument."""
+    """A delay as seconds from 0 to ``defaults.MAX_DELAY`` (None: 0), else InvalidArgument."""
     if delay is None:
         return 0.0
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds < 0
+        or not 0 <= seconds <= defaults.MAX_DELAY  # (NaN compares false)
     ):
         raise InvalidArgument(
-            f"delay must be a number of seconds >= 0 or a timedelta, got {delay!r}"
+            f"delay must be a number of seconds from 0 to {defaults.MAX_DELAY:.0f} (100 years) "
+            f"or a timedelta, got {delay!r}"
         )
     return float(seconds)

@@ -36,9 +36,10 @@ from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
 from pypgflow.errors import DatabaseError, InvalidArgument
 from pypgflow.execution import StepRunner
-from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
+from pypgflow.leader import Leader
 from pypgflow.outcomes import OutcomeWriter, StartNotes
 from pypgflow.registry import Registration
+from pypgflow.retention import DEFAULT_RETENTION, Retention
 from pypgflow.slots import Slots, queue_slots
 
 T = TypeVar("T")
@@ -263,7 +264,7 @@ class Worker:
             or threading.current_thread() is not threading.main_thread()
         ):
             return installed
-        assert self._loop is not None
+        assert self._loop is not None  # noqa: S101  a type narrowing: run() sets it first
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -293,11 +294,11 @@ class Worker:
             self._loop.call_soon_threadsafe(self._wake_up)
 
     def _wake_up(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None  # noqa: S101  a type narrowing: run() makes it first
         self._wake.set()
 
     async def _claim_loop(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None  # noqa: S101  a type narrowing: run() makes it first
         failures = 0
         idle_checks = 0
         while not self._stopping:
@@ -327,7 +328,7 @@ class Worker:
             await self._sleep_or_wake(wait)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
-        assert self._wake is not None
+        assert self._wake is not None  # noqa: S101  a type narrowing: run() makes it first
         if seconds <= 0:
             await asyncio.sleep(0)
             return

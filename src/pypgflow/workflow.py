@@ -136,7 +136,7 @@ def _arguments(
         elif param.source is ArgSource.ITEM:
             value = item
         else:
-            assert param.dependency is not None
+            assert param.dependency is not None  # noqa: S101  a type narrowing
             value = outputs[param.dependency]
         if param.decode is not None:
             try:
@@ -850,7 +850,7 @@ def _bind_parameters(
         elif len(required_free) == 1:
             taker = required_free[0]
     if taker is not None:
-        assert obvious is not None
+        assert obvious is not None  # noqa: S101  a type narrowing
         index = next(i for i, param in enumerate(params) if param.name == taker.name)
         params[index] = Param(taker.name, obvious[0], params[index].positional_only, obvious[1])
         required_free = []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from pypgflow.app import App
 from pypgflow.cli import main
 from pypgflow.defaults import DATABASE_URL_ENV
 from tests.cli.conftest import SAMPLE, Invoke
@@ -196,3 +197,36 @@ def test_errors_go_through_the_standalone_entry_point(pg_url: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--database-url", "mysql://x", "runs"], prog_name="pypgflow")
     assert exit_info.value.code == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["start", SAMPLE, "hello", "--queue", "a\udcff"], "queue must be valid Unicode"),
+        (["start", SAMPLE, "hello", "--queue", "a\x00"], "queue must not contain the NUL"),
+        (["start", SAMPLE, "hello", "--idempotency-key", "k\udcff"], "idempotency_key must be"),
+        (["start", SAMPLE, "hello", "--idempotency-key", "k\x00"], "idempotency_key must not"),
+        (["start", SAMPLE, "hello", "--delay", "1e15"], "delay must be a number of seconds"),
+        (["start", SAMPLE, "hello", "--delay", "inf"], "delay must be a number of seconds"),
+        (["worker", SAMPLE, "--queue", "a\udcff"], "queue must be valid Unicode"),
+        (["runs", "--limit", str(2**63)], "'--limit'"),
+        (["runs", "--workflow", "a\x00"], "workflow must not contain the NUL"),
+    ],
+    ids=[
+        "queue-surrogate", "queue-nul", "key-surrogate", "key-nul", "delay", "delay-inf",
+        "worker-queue", "limit", "runs-workflow",
+    ],
+)  # fmt: skip
+def test_arguments_no_database_takes_are_refused_clearly(
+    cli: Invoke, app: App, args: list[str], problem: str
+) -> None:
+    """Shells can hand over undecodable bytes (as lone surrogates) and NUL-free text only, but
+    an argument list from another program may hold anything: each is a usage error or a clear
+    `Error:` line, never a database error, and nothing is written."""
+    result = cli(*args)
+    assert result.exit_code in (1, 2), result.output
+    assert problem in result.stderr
+    assert "Traceback" not in result.output
+    assert "DatabaseError" not in result.output
+    assert "PostgreSQL" not in result.stderr
+    assert app.list_runs() == []

@@ -10,7 +10,8 @@ import pytest
 
 from pypgflow.app import App
 from pypgflow.defaults import DATABASE_URL_ENV
-from pypgflow.leader import Leader, Retention
+from pypgflow.leader import Leader
+from pypgflow.retention import Retention
 from pypgflow.worker import Worker
 from tests.cli import schedule_app
 from tests.cli.conftest import Invoke, eventually

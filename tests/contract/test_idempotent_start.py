@@ -8,10 +8,11 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from pypgflow import IdempotencyConflict, InvalidArgument, Workflow
+from pypgflow import DatabaseUnavailable, IdempotencyConflict, InvalidArgument, Workflow
 from pypgflow.app import App
 from tests.conftest import running_worker
 
@@ -170,3 +171,36 @@ def test_concurrent_conflicting_starts_make_one_run_and_conflicts(
     (run,) = [r for r in apps[0].list_runs() if r.idempotency_key == "contested"]
     assert run.id == winners[0]
     assert run.input == {"amount": outcomes.index(winners[0])}
+
+
+def test_a_start_that_failed_after_its_commit_is_retried_safely_with_its_key(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection lost once COMMIT was sent: the caller gets DatabaseUnavailable, yet the run
+    was stored. Retrying with the same key and input returns that run; nothing runs twice. (A
+    start without a key, retried, would start a second run: the key is what makes it safe.)"""
+    calls: list[object] = []
+    flow = make_flow(calls)
+    app = make_app(flow)
+    write = app.engine.start_runs
+
+    def committed_then_lost(requests: Any, connection: Any = None) -> list[str]:
+        write(requests, connection=connection)
+        raise DatabaseUnavailable("lost the connection after COMMIT was sent")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.engine, "start_runs", committed_then_lost)
+        with pytest.raises(DatabaseUnavailable):
+            app.start(flow, {"amount": 7}, idempotency_key="order-7")
+        with pytest.raises(DatabaseUnavailable):
+            app.start(flow, {"amount": 8})
+    stored = app.list_runs()
+    assert len(stored) == 2  # both failed starts were written
+    keyed = next(run for run in stored if run.idempotency_key == "order-7")
+    retried = app.start(flow, {"amount": 7}, idempotency_key="order-7")
+    assert retried.id == keyed.id
+    app.start(flow, {"amount": 8})  # no key: a second run of the same input
+    assert len(app.list_runs()) == 3
+    with running_worker(app):
+        assert retried.result(timeout=10) == 7
+    assert calls.count({"amount": 7}) == 1

@@ -11,7 +11,8 @@ import pytest
 
 from pypgflow import InvalidArgument, Workflow
 from pypgflow.app import App
-from pypgflow.leader import LEADER_LEASE, Leader, Retention
+from pypgflow.leader import LEADER_LEASE, Leader
+from pypgflow.retention import Retention
 from pypgflow.worker import Worker
 from tests.conftest import running_worker
 

@@ -3,6 +3,7 @@ into exactly one run per tick by the leader (its passes driven here with chosen 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,28 @@ def test_invalid_cron_expressions_fail_at_definition(make_app: Callable[..., App
     with pytest.raises(InvalidArgument, match="cron expression"):
         app.schedule("nightly", 5, "report")  # type: ignore[arg-type]
     assert app.defined_schedules == {}
+
+
+def test_crons_that_never_fire_fail_at_definition(make_app: Callable[..., App]) -> None:
+    """A date no month has parses, but no tick would ever come: refused, not left to raise at
+    every pass of the leader. A date some years have (29 February) is fine."""
+    app = make_app(report_flow())
+    for never in ("0 0 31 2 *", "0 0 30 2 *", "0 0 31 4 *", "0 0 31 11 * 30"):
+        with pytest.raises(
+            InvalidArgument, match=re.escape(f"cron expression '{never}' never fires")
+        ):
+            app.schedule("nightly", never, "report")
+        with pytest.raises(InvalidArgument, match="never fires"):
+
+            @app.job(cron=never)
+            def impossible() -> None: ...
+
+        with pytest.raises(InvalidArgument, match="never fires"):
+            Schedule(name="nightly", cron=never, workflow="report", input_json="null")
+    assert app.defined_schedules == {}
+    assert "impossible" not in app.workflows
+    leap = app.schedule("leap", "0 0 29 2 *", "report")
+    assert leap.next_tick(datetime(2026, 3, 1, tzinfo=UTC)) == datetime(2028, 2, 29, tzinfo=UTC)
 
 
 def test_invalid_time_zones_fail_at_definition(make_app: Callable[..., App]) -> None:
@@ -314,4 +337,66 @@ def test_time_zones_decide_when_ticks_fall(make_app: Callable[..., App]) -> None
     }
     assert sorted(r.idempotency_key or "" for r in app.list_runs()) == sorted(
         f"pypgflow:cron:{name}:{tick.isoformat()}" for name, tick in expected.items()
+    )
+
+
+# -- one schedule's failure ---------------------------------------------------------------------
+
+
+def test_a_failing_schedule_does_not_stop_the_others(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule whose ticks raise (here a cron that never fires, defined before definitions
+    refused it) is logged, once, and left out of the pass: every other schedule still fires."""
+    app = make_app(report_flow())
+    app.schedule("every-second", "* * * * * */1", "report", {"n": 1})
+    with monkeypatch.context() as patched:
+        patched.setattr("pypgflow.cron.check_cron", lambda expression: expression)
+        broken = Schedule(name="broken", cron="0 0 31 2 *", workflow="report", input_json="null")
+    app.defined_schedules["broken"] = broken
+    leader = Leader(app)
+    with caplog.at_level("WARNING", logger="pypgflow.leader"):
+        leader.sync()  # stores the others
+        states = app.engine.schedule_states()
+        assert set(states) == {"every-second"}
+        now = states["every-second"].defined_at + timedelta(seconds=2.5)
+        next_tick = leader.tick(now)
+        leader.tick(now + timedelta(seconds=1))
+    runs = app.list_runs()
+    assert len(runs) >= 2
+    assert {run.input["n"] for run in runs} == {1}
+    assert next_tick is not None
+    assert next_tick > now
+    said = [r for r in caplog.records if "'broken' cannot fire" in r.getMessage()]
+    assert len(said) == 1  # once while it lasts, not at every pass
+    assert "failed to find next date" in said[0].getMessage()
+    assert "the other schedules still do" in said[0].getMessage()
+
+
+def test_a_refused_start_of_one_schedule_does_not_stop_the_others(
+    make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tick's key already held by a run of another input (a leader with an older definition
+    started it, and was deposed before it recorded the tick): that schedule's starts are refused
+    (IdempotencyConflict) and its tick is not recorded; the others' runs start and are recorded."""
+    app = make_app(report_flow())
+    app.schedule("mine", "* * * * * */1", "report", {"n": 1})
+    app.schedule("theirs", "* * * * * */1", "report", {"n": 2})
+    leader = Leader(app)
+    leader.sync()
+    states = app.engine.schedule_states()
+    now = max(s.defined_at for s in states.values()) + timedelta(seconds=1.5)
+    theirs = app.defined_schedules["theirs"]
+    for tick in theirs.due_ticks(states["theirs"].defined_at, now, limit=10):
+        app.start("report", {"n": "old"}, idempotency_key=theirs.idempotency_key(tick))
+    with caplog.at_level("WARNING", logger="pypgflow.leader"):
+        assert leader.tick(now) is not None
+    inputs = sorted(str(run.input["n"]) for run in app.list_runs())
+    assert "1" in inputs
+    assert "2" not in inputs
+    after = app.engine.schedule_states()
+    assert after["mine"].last_tick_at is not None
+    assert after["theirs"].last_tick_at is None
+    assert any(
+        "'theirs' cannot fire (IdempotencyConflict" in r.getMessage() for r in caplog.records
     )

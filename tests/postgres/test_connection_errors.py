@@ -75,6 +75,21 @@ def test_schema_name_is_checked() -> None:
         App("postgresql://postgres@127.0.0.1:5432/x", schema="bad; DROP")
 
 
+def test_schema_names_fit_their_channels(pg_url: str) -> None:
+    """PostgreSQL cuts identifiers at 63 bytes, channel names too: a longer schema would
+    migrate, then every start would fail ("channel name too long"). The longest allowed works
+    end to end (its channels are its name and "_work"/"_done")."""
+    for too_long in ("s" * 59, "é" * 30):  # bytes, not characters
+        with pytest.raises(InvalidArgument, match="at most 58 bytes"):
+            App(pg_url, schema=too_long)
+    longest = App(pg_url, workflows=[flow], schema="s" * 58)
+    longest.migrate()
+    run = longest.start(flow, "fits")
+    with running_worker(longest):
+        assert run.result(timeout=5) == "fits"
+    longest.close()
+
+
 def test_a_server_that_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     app = App("postgresql://postgres@127.0.0.1:1/x", workflows=[flow])  # lazy: no error yet
     started = time.monotonic()

@@ -56,7 +56,7 @@ def test_zero_base_means_no_wait() -> None:
         ({"base": -1.0}, "base must be >= 0"),
         ({"base": float("nan")}, "base must be >= 0"),
         ({"factor": 0.5}, "factor must be >= 1"),
-        ({"max": -1.0}, "max must be >= 0"),
+        ({"max": -1.0}, "max must be from 0 to"),
         ({"jitter": 1.5}, "jitter must be between 0 and 1"),
         ({"jitter": -0.1}, "jitter must be between 0 and 1"),
         ({"base": "1"}, "base must be a number"),

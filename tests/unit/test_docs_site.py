@@ -5,7 +5,6 @@ its references come from the code."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,16 +13,13 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import module_at
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def hooks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_at(ROOT / "docs" / "hooks.py", "docs_hooks")
 
 
 def test_a_page_shows_a_document_with_its_links_for_the_site() -> None:

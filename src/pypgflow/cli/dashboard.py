@@ -17,7 +17,7 @@ from pypgflow.defaults import DASHBOARD_TOKEN_ENV
 def login_url(host: str, port: int, token: str | None) -> str:
     """Where to open the dashboard: the login link with the token when it was made here."""
     shown = f"[{host}]" if ":" in host else host
-    if host in ("0.0.0.0", "::"):
+    if host in ("0.0.0.0", "::"):  # noqa: S104  compares a host given by the user; binds nothing
         shown = "127.0.0.1"
     base = f"http://{shown}:{port}"
     return f"{base}/login?token={token}" if token else f"{base}/"

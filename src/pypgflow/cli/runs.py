@@ -33,7 +33,7 @@ from pypgflow.cli.output import (
 @filter_options(status_help="Only runs in this state (repeatable: any of them).")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=defaults.MAX_LIST_LIMIT),
     default=defaults.DEFAULT_LIST_LIMIT,
     show_default=True,
     help="At most this many runs, newest first.",

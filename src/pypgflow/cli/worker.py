@@ -13,7 +13,7 @@ from pypgflow import defaults
 from pypgflow.cli.loading import user_app
 from pypgflow.cli.logs import LOG_FORMATS, configure_logging
 from pypgflow.errors import ConfigurationError
-from pypgflow.leader import Retention
+from pypgflow.retention import Retention
 
 DAY = 86400.0
 

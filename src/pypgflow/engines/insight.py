@@ -38,6 +38,7 @@ from pypgflow.insight import (
     Throughput,
     ThroughputRow,
     WorkflowStats,
+    check_limit,
 )
 from pypgflow.records import RunInfo, StepInfo
 from pypgflow.status import RunStatus, TaskStatus
@@ -84,8 +85,7 @@ class InsightVerbs(SqlBase[C]):
     def find_runs(self, where: RunFilter, *, limit: int, cursor: str | None = None) -> RunPage:
         """A page of runs matching ``where``, newest first, after ``cursor`` (a page's
         ``next_cursor``)."""
-        if limit < 1:
-            raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
+        check_limit(limit)
         infinity = datetime.max.replace(tzinfo=UTC)
         # [created_after, created_before): the start is in the range, the end is not
         hi_at: Any = self._instant(where.created_before or infinity)

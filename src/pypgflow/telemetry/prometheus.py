@@ -276,7 +276,13 @@ def register(
 class MetricsServer:
     """``app``'s metrics served over HTTP at ``/metrics`` from a registry of their own."""
 
-    def __init__(self, app: Definitions, port: int, host: str = "0.0.0.0", **options: Any) -> None:
+    def __init__(
+        self,
+        app: Definitions,
+        port: int,
+        host: str = "0.0.0.0",  # noqa: S104  scraped from elsewhere
+        **options: Any,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = register(app, self.registry, **options)
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
@@ -293,7 +299,12 @@ class MetricsServer:
         self.metrics.close()
 
 
-def serve(app: Definitions, port: int, host: str = "0.0.0.0", **options: Any) -> MetricsServer:
+def serve(
+    app: Definitions,
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104  scraped from elsewhere
+    **options: Any,
+) -> MetricsServer:
     """Serve ``app``'s metrics at ``http://HOST:PORT/metrics`` (every interface by default), on a
     thread of their own; ``options`` are :func:`register`'s."""
     return MetricsServer(app, port, host, **options)

@@ -214,7 +214,7 @@ def _undo_needed(name: str) -> Callable[[Outcome], bool]:
 
 def _undo(action: Action) -> Callable[..., Any]:
     compensate = action.compensate
-    assert compensate is not None
+    assert compensate is not None  # noqa: S101  only actions with a compensation get an undo step
 
     def undo(verdict: Outcome, input: Any, ctx: StepContext) -> Any:
         ctx.logger.info("compensating %s (attempt %d)", action.name, ctx.attempt)

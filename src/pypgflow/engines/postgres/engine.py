@@ -61,6 +61,7 @@ logger = logging.getLogger("pypgflow.engine.postgres")
 _PACKAGE = "pypgflow.engines.postgres"
 _MIGRATIONS = f"{_PACKAGE}.migrations"
 _MIGRATE_LOCK = 0x7079_7067_666C  # pg_advisory_xact_lock key held while migrating
+MAX_SCHEMA_BYTES = 63 - len("_work")  # identifiers' limit, channels' ("{schema}_work") too
 
 
 def describe_url(url: str) -> str:
@@ -100,8 +101,11 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     f"invalid PostgreSQL connection string: port {port!r} is not a port number "
                     "(1 to 65535)"
                 )
-        if not schema or not schema.replace("_", "").isalnum():
-            raise InvalidArgument(f"schema must be a plain identifier, got {schema!r}")
+        if not (schema.replace("_", "").isalnum() and len(schema.encode()) <= MAX_SCHEMA_BYTES):
+            raise InvalidArgument(
+                f"schema must be a plain identifier of at most {MAX_SCHEMA_BYTES} bytes (its "
+                f"notification channels add '_work' to it), got {schema!r}"
+            )
         self.url = url
         self.schema = schema
         self.channel = f"{schema}_work"

@@ -15,6 +15,7 @@ from typing import Any
 from pypgflow.engines.base import StartRequest
 from pypgflow.engines.sqlbase import task_rows
 from pypgflow.engines.steps import steps_text
+from pypgflow.serialization import loads
 
 
 def json_array(values: Sequence[Any]) -> str:
@@ -61,5 +62,6 @@ def root_tasks_param(requests: Sequence[StartRequest]) -> str | None:
 
 
 def load_json(text: str | None) -> Any:
-    """A JSON column's text, decoded (None stays None)."""
-    return None if text is None else json.loads(text)
+    """A JSON column's text, decoded (None stays None), its numbers as PostgreSQL's jsonb gives
+    them back (serialization.stored_number)."""
+    return loads(text)
