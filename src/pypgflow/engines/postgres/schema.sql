@@ -78,6 +78,8 @@ CREATE TABLE {schema}.tasks (
     finished_at timestamptz,
     -- its run's version: a claim takes the versions its worker has (NULL: any)
     version text,
+    -- of its lost workers, those running it alone (see orchestration.task_lost)
+    lone_losses integer NOT NULL DEFAULT 0,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)

@@ -75,6 +75,8 @@ CREATE TABLE tasks (
     finished_at REAL,
     -- its run's version: a claim takes the versions its worker has (NULL: any)
     version TEXT,
+    -- of its lost workers, those running it alone (see orchestration.task_lost)
+    lone_losses INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
