@@ -34,7 +34,7 @@ from pypgflow import defaults, observing
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
-from pypgflow.errors import DatabaseError, InvalidArgument
+from pypgflow.errors import DatabaseError, DatabaseUnavailable, InvalidArgument
 from pypgflow.execution import StepRunner
 from pypgflow.leader import DEFAULT_RETENTION, Leader, Retention
 from pypgflow.outcomes import OutcomeWriter, StartNotes
@@ -123,6 +123,8 @@ class Worker:
         self._unknown_logged: set[str] = set()
         #: the last claim filled every free slot (a freed slot claims again at once)
         self._backlog = False
+        #: a claim failed on a connection error: it may have committed, its answer lost
+        self._unanswered = False
         self._interrupted: set[int] = set()
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
@@ -309,9 +311,14 @@ class Worker:
                 await self._sleep_or_wake(self.poll_interval)
                 continue
             try:
+                if self._unanswered:  # the last claim may have committed: hand back its tasks
+                    await self.registration.release_unanswered_claim(self._db_call)
+                    self._unanswered = False
                 claimed_full = self._backlog = await self._claim_once()
                 failures = 0
             except DatabaseError as exc:
+                # a lost connection may have lost a committed claim's answer
+                self._unanswered = self._unanswered or isinstance(exc, DatabaseUnavailable)
                 failures += 1
                 pause = min(0.2 * 2**failures, 5.0)
                 if failures == 1 or failures % 10 == 0:
@@ -494,15 +501,17 @@ class Worker:
             await asyncio.wait([h.future for h in leftover if h.future is not None], timeout=1.0)
         not_started = self.slots.clear_waiting()
         ids = sorted(self._interrupted | {h.task.id for h in leftover} | not_started)
-        if not ids:
-            return
-        try:
-            released = await self._db_call(
-                self.engine.release_tasks, ids, instance_id=self.instance_id
-            )
-            self.log.warning("handed %d unfinished steps back to their queues", released)
-        except DatabaseError as exc:
-            self.log.error("could not hand back %d steps: %s", len(ids), exc)
+        if ids:
+            try:
+                released = await self._db_call(
+                    self.engine.release_tasks, ids, instance_id=self.instance_id
+                )
+                self.log.warning("handed %d unfinished steps back to their queues", released)
+            except DatabaseError as exc:
+                self.log.error("could not hand back %d steps: %s", len(ids), exc)
+        if self._unanswered:  # what a claim took whose answer was lost
+            with contextlib.suppress(DatabaseError):
+                await self.registration.release_unanswered_claim(self._db_call)
 
     # -- cancellation -----------------------------------------------------------------------
 
