@@ -5,7 +5,9 @@ its live worker rather than stranded."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ from pypgflow.app import App
 from pypgflow.engines import fleet
 from pypgflow.engines.base import ClaimedTask
 from pypgflow.errors import DatabaseUnavailable
-from pypgflow.status import RunStatus, StepStatus
+from pypgflow.status import RunStatus, StepStatus, TaskStatus
 from tests.conftest import running_worker
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,3 +173,68 @@ def test_a_worker_hands_back_what_a_claim_whose_answer_was_lost_took(
     for run in runs:
         (step,) = app.get_run(run.id).steps
         assert (step.status, step.attempts, step.errors) == (StepStatus.COMPLETED, 1, ())
+
+
+def test_the_hand_back_after_a_lost_claim_keeps_what_the_worker_holds(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two slots: two steps running, a third claimed ahead of them (slots.py), when the claim of
+    # a fourth loses its answer. Only the fourth may be handed back.
+    gate = threading.Event()
+    calls: list[Any] = []
+
+    def step(input: Any) -> Any:
+        calls.append(input)
+        if input != "late":
+            gate.wait(20)
+        return input
+
+    flow = Workflow("gated", max_attempts=1)
+    flow.step(name="only")(step)
+    app = make_app(flow, stale_after=30.0)
+    engine = app.engine
+    early = app.start_many(flow, ["a", "b", "c"])
+    early_ids = {run.id for run in early}
+    real_claim = engine.claim_tasks
+    lost: list[ClaimedTask] = []
+
+    def claim(*args: Any, **kwargs: Any) -> list[ClaimedTask]:
+        tasks = real_claim(*args, **kwargs)
+        if not lost and any(t.run_id not in early_ids for t in tasks):
+            lost.extend(tasks)
+            raise DatabaseUnavailable("lost the connection (the claim had committed)")
+        return tasks
+
+    monkeypatch.setattr(engine, "claim_tasks", claim)
+
+    def running() -> int:
+        return sum(t.status is TaskStatus.RUNNING for r in early for t in engine.run_tasks(r.id))
+
+    said = "a claim's answer was lost with its connection: handed"
+
+    def handed_back() -> list[str]:
+        return [r.getMessage() for r in caplog.records if said in r.getMessage()]
+
+    caplog.set_level(logging.WARNING, logger="pypgflow")
+    with running_worker(app, {"default": 2}, heartbeat_interval=0.5):
+        deadline = time.monotonic() + 10
+        while (len(calls) < 2 or running() < 3) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (len(calls), running()) == (2, 3)  # two started, one claimed ahead
+        late = app.start(flow, "late")
+        deadline = time.monotonic() + 10
+        while not handed_back() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [t.run_id for t in lost] == [late.id]
+        assert handed_back() == [f"{said} 1 steps it had claimed back to their queues"]
+        assert running() == 3  # what it holds (running, claimed ahead) was not handed back
+        gate.set()
+        assert [run.result(timeout=10) for run in [*early, late]] == ["a", "b", "c", "late"]
+    assert sorted(calls) == ["a", "b", "c", "late"]  # each step ran once
+    for run in [*early, late]:
+        (step_info,) = app.get_run(run.id).steps
+        assert (step_info.status, step_info.attempts, step_info.errors) == (
+            StepStatus.COMPLETED,
+            1,
+            (),
+        )
