@@ -71,7 +71,8 @@ class Worker:
     lost more than ``max_rescues`` workers running it alone fails as a poison pill. A worker that
     cannot reach the database for longer than ``stale_after`` abandons its running steps (they
     may have been rescued elsewhere) until it is back; one whose claim failed on a lost
-    connection hands back, once it is back, what that claim may have taken. See ARCHITECTURE.md, "Many instances".
+    connection hands back, once it is back, what that claim may have taken. See
+    ARCHITECTURE.md, "Many instances".
 
     Every worker also competes for the leader lease (``lease_ttl`` seconds, renewed every third
     of it); the leader starts the app's cron schedules and prunes old runs per ``retention``
