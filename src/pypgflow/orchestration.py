@@ -591,6 +591,7 @@ def _close_unfinished_steps(run: RunState, status: StepStatus, changes: Changes)
 __all__ = [
     "Changes",
     "GiveUp",
+    "Loss",
     "LostTask",
     "NewTask",
     "Retry",
