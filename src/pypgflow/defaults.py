@@ -69,7 +69,7 @@ INSTANCE_ID_ENVS = ("PYPGFLOW_INSTANCE_ID", "INSTANCE_ID")
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 #: seconds without a heartbeat after which an instance is offline and its steps are rescued
 DEFAULT_STALE_AFTER = 30.0
-#: a step that has lost more workers than this fails for good (a poison pill)
+#: a step fails for good (a poison pill) once more workers than this died running it alone
 DEFAULT_MAX_RESCUES = 3
 #: seconds the leader lease lasts (renewed every third of it)
 DEFAULT_LEASE_TTL = 15.0

@@ -285,8 +285,8 @@ class WorkerLost(PypgflowError):
 
 
 class PoisonPill(WorkerLost):
-    """The step lost more workers than ``max_rescues`` allows: it fails for good rather than
-    take down every worker in turn."""
+    """More than ``max_rescues`` workers were lost while running the step alone (nothing else
+    lost with it): it fails for good rather than take down every worker in turn."""
 
 
 # -- raised by the workflow templates (pypgflow.templates) -------------------------------------

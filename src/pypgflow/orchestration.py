@@ -282,25 +282,51 @@ class LostTask:
     last_seen: datetime | None
     #: seconds between that heartbeat and the rescue
     silent_for: float | None
+    #: of the workers lost before, how many were running this task alone (charged losses)
+    lone_losses: int = 0
+    #: how many tasks its instance lost at once, this one included
+    together: int = 1
+    #: False when the instance did not die but gave the task up itself, alive (cut off from
+    #: the database, or a claim whose answer it never got): nothing was killed
+    worker_died: bool = True
 
 
-def task_lost(task: LostTask, *, how: str, max_rescues: int) -> tuple[AttemptError, Verdict]:
+@dataclass(frozen=True)
+class Loss:
+    """What a lost attempt becomes: the error to record, the task's verdict, and whether the
+    loss is charged to the step (it counts toward ``max_rescues``)."""
+
+    error: AttemptError
+    verdict: Verdict
+    charged: bool
+
+
+def task_lost(task: LostTask, *, how: str, max_rescues: int) -> Loss:
     """The error to record for a lost attempt (``how``: what happened, and who noticed), and
     what becomes of the task: back to its queue at once (its attempt stays counted), or failed
-    for good when no attempt is left (``WorkerLost``) or when it has now lost more than
-    ``max_rescues`` workers (``PoisonPill``: it may be what kills them)."""
+    for good when no attempt is left (``WorkerLost``) or when it has now been running alone on
+    more than ``max_rescues`` lost workers (``PoisonPill``: it is what kills them).
+
+    A loss is *charged* to the step only when its worker died running nothing else (no other
+    task of that instance lost with it): a worker killed from outside (OOM killer, a deploy, a
+    node lost) while it ran several steps says nothing about any one of them, and charging them
+    all condemned healthy steps that were merely unlucky. A step that kills its worker while
+    others run beside it is still bounded: each loss counts one of its attempts."""
     where = task.step if task.task_index is None else f"{task.step}[{task.task_index}]"
     lost = task.rescues + 1
+    charged = task.worker_died and task.together <= 1
+    lone = task.lone_losses + (1 if charged else 0)
     lost_what = (
         f"instance {task.instance_id!r} was lost while running step {where!r} "
         f"(attempt {task.attempt} of {task.max_attempts}): {how}"
     )
     verdict: Verdict
-    if lost > max_rescues:
+    if charged and lone > max_rescues:
         kind: type[WorkerLost] = PoisonPill
         message = (
-            f"step {where!r} killed or lost {lost} workers, more than max_rescues={max_rescues}: "
-            f"failed for good. The last: {lost_what}"
+            f"step {where!r} was running alone on {lone} workers that were lost, more than "
+            f"max_rescues={max_rescues} ({lost} lost in all): it kills them; failed for good. "
+            f"The last: {lost_what}"
         )
         verdict = GiveUp()
     elif task.attempt >= task.max_attempts:
@@ -322,7 +348,7 @@ def task_lost(task: LostTask, *, how: str, max_rescues: int) -> tuple[AttemptErr
         last_seen=None if task.last_seen is None else task.last_seen.isoformat(),
         lost_workers=lost,
     )
-    return error, verdict
+    return Loss(error, verdict, charged)
 
 
 # -- building a run ----------------------------------------------------------------------------
@@ -706,6 +732,7 @@ __all__ = [
     "Changes",
     "GiveUp",
     "KeptStep",
+    "Loss",
     "LostTask",
     "NewTask",
     "Retry",

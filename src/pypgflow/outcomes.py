@@ -57,6 +57,8 @@ class OutcomeWriter:
         self._replacement = replacement
         self.log = log
         self._pending: list[Outcome] = []
+        #: the batch being written: its tasks are still the worker's until it is recorded
+        self._writing: Sequence[Outcome] = ()
         self._needed = asyncio.Event()
 
     def add(self, outcome: Outcome) -> None:
@@ -66,8 +68,9 @@ class OutcomeWriter:
 
     @property
     def pending_task_ids(self) -> set[int]:
-        """Tasks whose outcome is not recorded yet: the worker still owns them."""
-        return {o.task.id for o in self._pending}
+        """Tasks whose outcome is not recorded yet, buffered or being written: the worker still
+        owns them (a hand-back must keep them)."""
+        return {o.task.id for o in self._pending} | {o.task.id for o in self._writing}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -85,32 +88,36 @@ class OutcomeWriter:
         failures = 0
         while self._pending:
             batch, self._pending = self._pending, []
+            self._writing = batch
             try:
-                result = await self._call(self.engine.finish_tasks, batch)
-            except asyncio.CancelledError:
-                # The worker is stopping: the write may or may not commit on its thread. Keep
-                # the batch for flush_remaining, which writes it again (a recorded outcome
-                # written twice changes nothing), so that a stop never loses an outcome.
-                self._pending[:0] = batch
-                raise
-            except DatabaseUnavailable as exc:
-                self._pending[:0] = batch
-                failures += 1
-                pause = min(0.2 * 2**failures, 5.0)
-                if failures == 1 or failures % 10 == 0:
-                    self.log.warning(
-                        "cannot record %d step outcomes (%s); retrying in %.1f s",
-                        len(self._pending), exc, pause,
-                    )  # fmt: skip
-                await asyncio.sleep(pause)
-                continue
-            except Exception:
-                # Not an outage: something in the batch cannot be stored. Retrying the batch as
-                # it is would fail forever, dropping it would leave its tasks running forever:
-                # record its outcomes one by one, so that a bad one cannot hold the others back.
-                await self._record_one_by_one(batch)
-                continue
-            self._on_recorded(result)
+                try:
+                    result = await self._call(self.engine.finish_tasks, batch)
+                except asyncio.CancelledError:
+                    # The worker is stopping: the write may or may not commit on its thread. Keep
+                    # the batch for flush_remaining, which writes it again (a recorded outcome
+                    # written twice changes nothing), so that a stop never loses an outcome.
+                    self._pending[:0] = batch
+                    raise
+                except DatabaseUnavailable as exc:
+                    self._pending[:0] = batch
+                    failures += 1
+                    pause = min(0.2 * 2**failures, 5.0)
+                    if failures == 1 or failures % 10 == 0:
+                        self.log.warning(
+                            "cannot record %d step outcomes (%s); retrying in %.1f s",
+                            len(self._pending), exc, pause,
+                        )  # fmt: skip
+                    await asyncio.sleep(pause)
+                    continue
+                except Exception:
+                    # Not an outage: something in the batch cannot be stored. Retrying the batch as
+                    # it is would fail forever, dropping it would leave its tasks running forever:
+                    # record its outcomes one by one, so that a bad one cannot hold the others back.
+                    await self._record_one_by_one(batch)
+                    continue
+                self._on_recorded(result)
+            finally:
+                self._writing = ()
 
     async def flush_remaining(self, timeout: float) -> None:
         """At shutdown: write what is left, giving up after ``timeout`` seconds."""

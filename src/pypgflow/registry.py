@@ -227,6 +227,7 @@ class Registration:
                 f"it was cut off from the database for more than stale_after={self.stale_after:g}"
                 " s and abandoned the step"
             ),
+            worker_died=False,  # alive: no loss is charged to the steps
         )
         self._tell(result)
         await self._register()
@@ -240,6 +241,27 @@ class Registration:
         )  # fmt: skip
         self._abandoned = 0
         self._on_work(self.queues.keys())
+
+    # -- a claim whose answer was lost ------------------------------------------------------------
+
+    async def release_unanswered_claim(self, call: Callable[..., Any]) -> None:
+        """A claim failed with a connection error: it may have committed, its answer lost on
+        the way, leaving tasks running for this live, heartbeating instance that nobody runs
+        (and nobody would rescue). Once the database answers, hand back what is running here
+        but not held (running, claimed ahead, or with an outcome not recorded yet), without
+        counting the attempt the claim counted. The caller is the claim loop, so that no other
+        claim is on its way meanwhile; by the time the worker has a connection again, the lost
+        claim has committed or rolled back. Raises DatabaseError if the database is still away."""
+        released = await call(
+            self.engine.release_unheld_tasks, self.instance_id, keep=sorted(self._owned())
+        )
+        if released:
+            self.log.warning(
+                "a claim's answer was lost with its connection: handed %d steps it had claimed "
+                "back to their queues",
+                released,
+            )
+            self._on_work(self.queues.keys())
 
     # -- rescue ----------------------------------------------------------------------------------
 

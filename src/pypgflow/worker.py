@@ -34,7 +34,7 @@ from pypgflow import defaults, observing
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
-from pypgflow.errors import DatabaseError, InvalidArgument
+from pypgflow.errors import DatabaseError, DatabaseUnavailable, InvalidArgument
 from pypgflow.execution import StepRunner
 from pypgflow.leader import Leader
 from pypgflow.outcomes import OutcomeWriter, StartNotes
@@ -69,9 +69,11 @@ class Worker:
 
     Every ``heartbeat_interval`` the worker tells the database it is alive and rescues the steps
     of instances silent for longer than ``stale_after`` (default: the app's, 30 s); a step that
-    has lost more than ``max_rescues`` workers fails as a poison pill. A worker that cannot reach
-    the database for longer than ``stale_after`` abandons its running steps (they may have been
-    rescued elsewhere) until it is back. See ARCHITECTURE.md, "Many instances".
+    lost more than ``max_rescues`` workers running it alone fails as a poison pill. A worker that
+    cannot reach the database for longer than ``stale_after`` abandons its running steps (they
+    may have been rescued elsewhere) until it is back; one whose claim failed on a lost
+    connection hands back, once it is back, what that claim may have taken. See
+    ARCHITECTURE.md, "Many instances".
 
     Every worker also competes for the leader lease (``lease_ttl`` seconds, renewed every third
     of it); the leader starts the app's cron schedules and prunes old runs per ``retention``
@@ -124,6 +126,8 @@ class Worker:
         self._unknown_logged: set[str] = set()
         #: the last claim filled every free slot (a freed slot claims again at once)
         self._backlog = False
+        #: a claim failed on a connection error: it may have committed, its answer lost
+        self._unanswered = False
         self._interrupted: set[int] = set()
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pypgflow-db")
         self.log = context_logger("pypgflow.worker", instance_id=self.instance_id)
@@ -310,9 +314,14 @@ class Worker:
                 await self._sleep_or_wake(self.poll_interval)
                 continue
             try:
+                if self._unanswered:  # the last claim may have committed: hand back its tasks
+                    await self.registration.release_unanswered_claim(self._db_call)
+                    self._unanswered = False
                 claimed_full = self._backlog = await self._claim_once()
                 failures = 0
             except DatabaseError as exc:
+                # a lost connection may have lost a committed claim's answer
+                self._unanswered = self._unanswered or isinstance(exc, DatabaseUnavailable)
                 failures += 1
                 pause = min(0.2 * 2**failures, 5.0)
                 if failures == 1 or failures % 10 == 0:
@@ -495,15 +504,17 @@ class Worker:
             await asyncio.wait([h.future for h in leftover if h.future is not None], timeout=1.0)
         not_started = self.slots.clear_waiting()
         ids = sorted(self._interrupted | {h.task.id for h in leftover} | not_started)
-        if not ids:
-            return
-        try:
-            released = await self._db_call(
-                self.engine.release_tasks, ids, instance_id=self.instance_id
-            )
-            self.log.warning("handed %d unfinished steps back to their queues", released)
-        except DatabaseError as exc:
-            self.log.error("could not hand back %d steps: %s", len(ids), exc)
+        if ids:
+            try:
+                released = await self._db_call(
+                    self.engine.release_tasks, ids, instance_id=self.instance_id
+                )
+                self.log.warning("handed %d unfinished steps back to their queues", released)
+            except DatabaseError as exc:
+                self.log.error("could not hand back %d steps: %s", len(ids), exc)
+        if self._unanswered:  # what a claim took whose answer was lost
+            with contextlib.suppress(DatabaseError):
+                await self.registration.release_unanswered_claim(self._db_call)
 
     # -- cancellation -----------------------------------------------------------------------
 

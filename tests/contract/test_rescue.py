@@ -144,7 +144,7 @@ def test_the_poison_pill_cap_fails_the_run_and_cancels_its_other_work(
     with pytest.raises(WorkflowFailed) as caught:
         run.result(timeout=1)
     assert "PoisonPill" in str(caught.value)
-    assert "killed or lost 3 workers" in str(caught.value)
+    assert "running alone on 3 workers that were lost" in str(caught.value)
     info = app.get_run(run.id)
     assert info.status is RunStatus.FAILED
     assert info.error is not None

@@ -1,6 +1,9 @@
 """A tiny TCP proxy in the test process, to cut a worker process off from PostgreSQL and bring it
 back: ``cut()`` drops every connection through it and refuses new ones (as a network partition
-that resets connections would), ``restore()`` lets them through again."""
+that resets connections would), ``restore()`` lets them through again. ``drop_answer(markers)``
+drops the one connection whose next answer from the server holds all of ``markers``, without
+passing that answer on: the statement ran (and committed), the client never hears of it, as when
+a server crash-restarts or a link drops right after a commit."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ class TcpProxy:
         self._cut = False
         self._closed = False
         self.refused = 0  # connections refused while cut
+        self._drop_markers: tuple[bytes, ...] = ()
+        self.dropped = 0  # answers dropped (see drop_answer)
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -42,6 +47,12 @@ class TcpProxy:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
             _close(sock)
+
+    def drop_answer(self, *markers: bytes) -> None:
+        """Drop the connection whose next chunk from the server holds every one of ``markers``
+        (once), without passing the chunk on."""
+        with self._lock:
+            self._drop_markers = markers
 
     def restore(self) -> None:
         with self._lock:
@@ -83,16 +94,27 @@ class TcpProxy:
                     _close(upstream)
                     continue
                 self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
+            for source, sink, answers in ((client, upstream, False), (upstream, client, True)):
                 threading.Thread(
-                    target=self._pump, args=(source, sink), name="tcp-proxy-pump", daemon=True
+                    target=self._pump,
+                    args=(source, sink, answers),
+                    name="tcp-proxy-pump",
+                    daemon=True,
                 ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _dropping(self, data: bytes) -> bool:
+        with self._lock:
+            if not self._drop_markers or not all(m in data for m in self._drop_markers):
+                return False
+            self._drop_markers = ()
+            self.dropped += 1
+            return True
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while True:
                 data = source.recv(65536)
-                if not data:
+                if not data or (answers and self._dropping(data)):
                     break
                 sink.sendall(data)
         except OSError:

@@ -125,7 +125,7 @@ def test_a_step_that_kills_its_worker_every_time_fails_as_a_poison_pill(
     with pytest.raises(WorkflowFailed) as caught:
         run.result(timeout=1)
     assert "PoisonPill" in str(caught.value)
-    assert "killed or lost 3 workers, more than max_rescues=2" in str(caught.value)
+    assert "running alone on 3 workers that were lost, more than max_rescues=2" in str(caught.value)
     killed = [e["instance"] for e in begins(log_path)]
     assert len(killed) == 3  # max_rescues + 1 executions, then no more
     (step,) = app.get_run(run.id).steps
@@ -243,3 +243,35 @@ def test_a_worker_cut_off_from_the_database_abandons_its_steps_and_recovers(
         assert begins(log_path, "work")[-1]["instance"] == "cut-off"
         assert cut_off.stop(timeout=15) == 0
         assert "Traceback" not in cut_off.stderr()
+
+
+@postgres_only(
+    "a TCP proxy drops the answer of a committed claim on its way from a PostgreSQL server; the "
+    "worker's side of it runs on both engines in tests/contract/test_lost_work.py::"
+    "test_a_worker_hands_back_what_a_claim_whose_answer_was_lost_took"
+)
+def test_a_claim_whose_answer_was_lost_is_handed_back_by_its_live_worker(
+    app: App, database_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
+) -> None:
+    # As after a crash-restart of PostgreSQL: the claim commits, its answer never arrives, the
+    # connection drops for far less than stale_after. The worker keeps heartbeating, so nobody
+    # else rescues what the claim took: the worker must hand it back itself.
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        worker = spawn_worker(
+            "unanswered", url=proxy.url_for(database_url), stale_after=30.0, heartbeat_interval=BEAT
+        )
+        wait_ready(app, [worker])
+        marker = "claim-answer-lost-7f3a"
+        proxy.drop_answer(b"run_pending", marker.encode())  # the claim's answer, with its input
+        started = time.monotonic()
+        run = app.start("it_one", {"log": str(log_path), "i": 1, "marker": marker})
+        assert run.result(timeout=10) == {"i": 1, "steps": ["work"]}
+        assert time.monotonic() - started < 10  # well within stale_after=30 s
+        assert proxy.dropped == 1
+        (step,) = app.get_run(run.id).steps
+        # the lost claim's attempt was given back: it never ran
+        assert (step.attempts, step.errors, step.instance_id) == (1, (), "unanswered")
+        assert len(begins(log_path, "work")) == 1
+        assert "a claim's answer was lost with its connection: handed 1 steps" in worker.stderr()
+        assert worker.stop(timeout=15) == 0
+        assert "Traceback" not in worker.stderr()

@@ -130,7 +130,15 @@ def test_the_default_backoff_applies_when_none_is_given() -> None:
 # -- what a lost attempt means ------------------------------------------------------------------
 
 
-def lost(*, attempt: int = 1, max_attempts: int = 3, rescues: int = 0) -> LostTask:
+def lost(
+    *,
+    attempt: int = 1,
+    max_attempts: int = 3,
+    rescues: int = 0,
+    lone_losses: int | None = None,
+    together: int = 1,
+    worker_died: bool = True,
+) -> LostTask:
     return LostTask(
         id=7,
         run_id="r1",
@@ -143,12 +151,17 @@ def lost(*, attempt: int = 1, max_attempts: int = 3, rescues: int = 0) -> LostTa
         queue="q",
         last_seen=datetime(2026, 1, 1, 12, tzinfo=UTC),
         silent_for=31.0,
+        lone_losses=rescues if lone_losses is None else lone_losses,
+        together=together,
+        worker_died=worker_died,
     )
 
 
 def test_a_lost_attempt_goes_back_to_its_queue_with_a_worker_lost_entry() -> None:
-    error, verdict = task_lost(lost(), how="last seen 31 s ago", max_rescues=3)
-    assert verdict == Retry(delay=0.0)
+    loss = task_lost(lost(), how="last seen 31 s ago", max_rescues=3)
+    error = loss.error
+    assert loss.verdict == Retry(delay=0.0)
+    assert loss.charged  # its worker died running it alone
     assert error.type == WorkerLost.__name__
     assert (error.step, error.task_index, error.attempt) == ("resize", 2, 1)
     assert (error.instance_id, error.lost_workers) == ("w-1", 1)
@@ -158,29 +171,54 @@ def test_a_lost_attempt_goes_back_to_its_queue_with_a_worker_lost_entry() -> Non
 
 
 def test_a_lost_last_attempt_fails_for_good() -> None:
-    error, verdict = task_lost(lost(attempt=3, max_attempts=3), how="gone", max_rescues=3)
-    assert verdict == GiveUp()
-    assert error.type == WorkerLost.__name__
-    assert "no attempts left: failed for good" in error.message
+    loss = task_lost(lost(attempt=3, max_attempts=3), how="gone", max_rescues=3)
+    assert loss.verdict == GiveUp()
+    assert loss.error.type == WorkerLost.__name__
+    assert "no attempts left: failed for good" in loss.error.message
 
 
-def test_a_task_that_loses_more_workers_than_max_rescues_is_a_poison_pill() -> None:
-    # the 4th lost worker with max_rescues=3: condemned, attempts left or not
-    error, verdict = task_lost(lost(rescues=3, max_attempts=10), how="gone", max_rescues=3)
-    assert verdict == GiveUp()
-    assert error.type == PoisonPill.__name__
-    assert error.lost_workers == 4
-    assert "killed or lost 4 workers, more than max_rescues=3" in error.message
+def test_a_task_running_alone_on_more_lost_workers_than_max_rescues_is_a_poison_pill() -> None:
+    # the 4th worker lost running it alone, with max_rescues=3: condemned, attempts left or not
+    loss = task_lost(lost(rescues=3, max_attempts=10), how="gone", max_rescues=3)
+    assert loss.verdict == GiveUp()
+    assert loss.error.type == PoisonPill.__name__
+    assert loss.error.lost_workers == 4
+    assert "running alone on 4 workers that were lost, more than max_rescues=3" in (
+        loss.error.message
+    )
     # the 3rd is still given another chance
-    _, verdict = task_lost(lost(rescues=2, max_attempts=10), how="gone", max_rescues=3)
-    assert verdict == Retry()
-    # max_rescues=0: the first loss condemns it
-    _, verdict = task_lost(lost(), how="gone", max_rescues=0)
-    assert verdict == GiveUp()
+    assert task_lost(lost(rescues=2, max_attempts=10), how="gone", max_rescues=3).verdict == Retry()
+    # max_rescues=0: the first lone loss condemns it
+    assert task_lost(lost(), how="gone", max_rescues=0).verdict == GiveUp()
+
+
+def test_a_loss_shared_with_other_tasks_of_the_instance_is_not_charged() -> None:
+    # lost with 4 other tasks of its instance: an outside kill is as likely as any one of them
+    loss = task_lost(lost(rescues=3, max_attempts=10, together=5), how="gone", max_rescues=3)
+    assert not loss.charged
+    assert loss.verdict == Retry()
+    assert loss.error.type == WorkerLost.__name__
+    assert loss.error.lost_workers == 4  # every loss is still told
+    # only the lone losses count: 9 losses, 3 of them alone, and a 4th lone one condemns it
+    many = lost(rescues=8, lone_losses=3, max_attempts=20, together=2)
+    assert task_lost(many, how="gone", max_rescues=3).verdict == Retry()
+    alone = lost(rescues=8, lone_losses=3, max_attempts=20)
+    loss = task_lost(alone, how="gone", max_rescues=3)
+    assert (loss.verdict, loss.error.type, loss.charged) == (GiveUp(), PoisonPill.__name__, True)
+    assert "(9 lost in all)" in loss.error.message
+
+
+def test_a_task_handed_back_by_a_live_worker_is_never_charged() -> None:
+    # cut off from the database, or a claim's answer lost: the worker lived, nothing was killed
+    loss = task_lost(lost(rescues=5, max_attempts=10, worker_died=False), how="x", max_rescues=3)
+    assert (loss.charged, loss.verdict, loss.error.type) == (False, Retry(), WorkerLost.__name__)
+    # attempts still bound it
+    spent = lost(attempt=3, max_attempts=3, worker_died=False)
+    assert task_lost(spent, how="x", max_rescues=3).verdict == GiveUp()
 
 
 def test_a_lost_error_round_trips_through_its_stored_form() -> None:
-    error, _ = task_lost(lost(), how="gone", max_rescues=3)
+    error = task_lost(lost(), how="gone", max_rescues=3).error
     assert AttemptError.from_dict(json.loads(json.dumps(error.to_dict()))) == error
     plain = failure("x")
     assert "lost_workers" not in plain.to_dict()  # only the fields a kind of error uses

@@ -101,3 +101,24 @@ def test_a_stop_in_the_middle_of_a_write_loses_no_outcome() -> None:
     # written by the interrupted call and again at shutdown: recording an outcome twice
     # changes nothing (the engine's updates are guarded by the running attempt)
     assert recorder.batches == [[9], [9]]
+
+
+def test_the_tasks_of_the_batch_being_written_are_still_owned() -> None:
+    # A hand-back keeps what the worker owns: a task whose outcome is on its way must stay
+    # running, or its outcome would find it queued again and be dropped.
+    recorder, recorded = Recorder(), []
+    recorder.release.clear()
+
+    async def scenario() -> None:
+        outcomes = writer(recorder, recorded)
+        outcomes.add(completed(1))
+        flushing = asyncio.create_task(outcomes.flush())
+        await asyncio.to_thread(recorder.entered.wait, 5)
+        outcomes.add(completed(2))  # buffered behind the batch being written
+        assert outcomes.pending_task_ids == {1, 2}
+        recorder.release.set()
+        await flushing
+        assert outcomes.pending_task_ids == set()
+
+    asyncio.run(scenario())
+    assert recorder.batches == [[1], [2]]

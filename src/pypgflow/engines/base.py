@@ -260,6 +260,12 @@ class Engine(abc.ABC):
         """Hand running tasks back to the queue without counting the interrupted attempt."""
 
     @abc.abstractmethod
+    def release_unheld_tasks(self, instance_id: str, *, keep: Sequence[int]) -> int:
+        """After a claim of ``instance_id`` whose answer was lost (it may have committed): hand
+        back, without counting their attempt, the tasks running for it but those in ``keep``
+        (what it holds): that claim took them and nobody runs them. Returns how many."""
+
+    @abc.abstractmethod
     def still_running(self, task_ids: Sequence[int]) -> set[int]:
         """Of these tasks, the ones still running (the others were cancelled)."""
 
@@ -375,18 +381,27 @@ class Engine(abc.ABC):
         A task is lost when it is running for an instance whose heartbeat is older than
         ``stale_after`` seconds, or that has no registration at all (``rescuer``'s own tasks
         are left to it: a live worker knows what it holds). It goes back to its queue
-        (its attempt stays counted, ``rescues`` + 1, a ``WorkerLost`` entry in its errors), or
-        fails for good, failing its run, when it has no attempts left or when it has now lost
-        more than ``max_rescues`` workers (``PoisonPill``). ``rescuer`` names the instance that
-        noticed."""
+        (its attempt stays counted, ``rescues`` + 1, a ``WorkerLost`` entry in its errors), in
+        its place (its due time kept), or fails for good, failing its run, when it has no
+        attempts left or when it has now been running alone on more than ``max_rescues`` lost
+        workers (``PoisonPill``; see :func:`pypgflow.orchestration.task_lost`). ``rescuer``
+        names the instance that noticed."""
 
     @abc.abstractmethod
     def hand_back_lost_tasks(
-        self, instance_id: str, *, keep: Sequence[int], max_rescues: int, reason: str
+        self,
+        instance_id: str,
+        *,
+        keep: Sequence[int],
+        max_rescues: int,
+        reason: str,
+        worker_died: bool = True,
     ) -> RescueResult:
         """Rescue, as :meth:`rescue_tasks` does, the tasks still running for ``instance_id``
         itself but for those in ``keep``: the ones it abandoned while cut off from the database,
-        or held by an earlier process of the same instance id. ``reason`` says what happened."""
+        claimed by a claim whose answer it never got, or held by an earlier process of the same
+        instance id. ``reason`` says what happened; ``worker_died=False`` when the instance
+        gave them up alive (no loss is charged to their steps)."""
 
     @abc.abstractmethod
     def heartbeat_or_register(

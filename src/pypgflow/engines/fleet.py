@@ -105,11 +105,17 @@ class FleetVerbs(SqlBase[C]):
         return result
 
     def hand_back_lost_tasks(
-        self, instance_id: str, *, keep: Sequence[int], max_rescues: int, reason: str
+        self,
+        instance_id: str,
+        *,
+        keep: Sequence[int],
+        max_rescues: int,
+        reason: str,
+        worker_died: bool = True,
     ) -> RescueResult:
         with self._write() as conn:
             lost = [
-                self._lost_task(row)
+                self._lost_task(row, worker_died=worker_died)
                 for row in self._fetch(
                     conn,
                     "own_running_tasks",
@@ -144,9 +150,9 @@ class FleetVerbs(SqlBase[C]):
             )
             return True
 
-    def _lost_task(self, row: Row) -> orchestration.LostTask:
+    def _lost_task(self, row: Row, *, worker_died: bool = True) -> orchestration.LostTask:
         (task_id, run_id, step, index, attempt, max_attempts, rescues, instance_id, queue,
-         heartbeat_at, silent_for) = row  # fmt: skip
+         heartbeat_at, silent_for, lone_losses, together) = row  # fmt: skip
         return orchestration.LostTask(
             id=task_id,
             run_id=run_id,
@@ -159,6 +165,9 @@ class FleetVerbs(SqlBase[C]):
             queue=queue,
             last_seen=self._optional_time(heartbeat_at),
             silent_for=None if silent_for is None else float(silent_for),
+            lone_losses=lone_losses,
+            together=together,
+            worker_died=worker_died,
         )
 
     def _rescue(
@@ -181,15 +190,16 @@ class FleetVerbs(SqlBase[C]):
         fail: list[dict[str, Any]] = []
         errors: dict[int, AttemptError] = {}
         for task in lost:
-            error, verdict = orchestration.task_lost(task, how=how(task), max_rescues=max_rescues)
-            errors[task.id] = error
+            loss = orchestration.task_lost(task, how=how(task), max_rescues=max_rescues)
+            errors[task.id] = loss.error
             row = {
                 "id": task.id,
                 "attempt": task.attempt,
                 "instance_id": task.instance_id,
-                "error": self._error_text(error),
+                "error": self._error_text(loss.error),
+                "charged": int(loss.charged),
             }
-            (requeue if isinstance(verdict, orchestration.Retry) else fail).append(row)
+            (requeue if isinstance(loss.verdict, orchestration.Retry) else fail).append(row)
         guard = {"stale_after": stale_after}
         run_ids: set[str] = set()
         queues: set[str] = set()

@@ -266,6 +266,16 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             self._notify(conn, {row[0] for row in rows})
         return len(rows)
 
+    def release_unheld_tasks(self, instance_id: str, *, keep: Sequence[int]) -> int:
+        with self._write() as conn:
+            rows = self._fetch(
+                conn,
+                "release_unheld_tasks",
+                {"instance_id": instance_id, "keep": self._ids(sorted(keep))},
+            )
+            self._notify(conn, {row[0] for row in rows})
+        return len(rows)
+
     # -- reads ----------------------------------------------------------------------------------
 
     def still_running(self, task_ids: Sequence[int]) -> set[int]:

@@ -627,9 +627,18 @@ WHERE status = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
 LIMIT 20;
 
 -- name: release_tasks
--- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted.
-UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1, run_at = now()
+-- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted,
+-- in their place in the queue (run_at kept: they were due when claimed).
+UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1
 WHERE id = ANY(%(ids)s::bigint[]) AND instance_id = %(instance_id)s AND status = 'running'
+RETURNING queue;
+
+-- name: release_unheld_tasks
+-- After a claim whose answer was lost (the connection dropped, maybe after its commit): the
+-- tasks running for this instance that it does not hold (keep) were claimed by that claim and
+-- never started. Queued again in their place, the attempt the claim counted given back.
+UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1
+WHERE status = 'running' AND instance_id = %(instance_id)s AND id <> ALL(%(keep)s::bigint[])
 RETURNING queue;
 
 -- name: lost_tasks_exist
@@ -648,23 +657,39 @@ SELECT EXISTS (
 
 -- name: lost_tasks
 -- The running tasks of lost instances, with when each instance was last seen (NULL: not
--- registered). Not locked: the updates that follow are guarded, under their runs' locks. The
--- rescuer's own tasks are left to it (a live worker knows what it holds).
-SELECT t.id, t.run_id::text, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
-       t.instance_id, t.queue, i.heartbeat_at, extract(epoch FROM now() - i.heartbeat_at)
-FROM {schema}.tasks t
-LEFT JOIN {schema}.instances i ON i.id = t.instance_id
-WHERE t.status = 'running'
-  AND (i.id IS NULL OR i.heartbeat_at < now() - %(stale_after)s::float8 * interval '1 second')
-  AND t.instance_id IS DISTINCT FROM %(rescuer)s
-ORDER BY t.id
-LIMIT %(limit)s;
+-- registered) and how many tasks it lost at once (together: the poison-pill rule charges a loss
+-- only to a task lost alone). Not locked: the updates that follow are guarded, under their runs'
+-- locks. The rescuer's own tasks are left to it (a live worker knows what it holds). A batch
+-- takes whole instances (the first whose tasks start within %(limit)s): a count split across
+-- batches would make the last task of a large loss look lost alone.
+SELECT id, run_id, step, task_index, attempt, max_attempts, rescues, instance_id, queue,
+       heartbeat_at, silent_for, lone_losses, together
+FROM (
+    SELECT *, min(n) OVER (PARTITION BY instance_id) AS first_n
+    FROM (
+        SELECT t.id, t.run_id::text AS run_id, t.step, t.task_index, t.attempt, t.max_attempts,
+               t.rescues, t.instance_id, t.queue, i.heartbeat_at,
+               extract(epoch FROM now() - i.heartbeat_at) AS silent_for, t.lone_losses,
+               count(*) OVER (PARTITION BY t.instance_id) AS together,
+               row_number() OVER (ORDER BY t.instance_id, t.id) AS n
+        FROM {schema}.tasks t
+        LEFT JOIN {schema}.instances i ON i.id = t.instance_id
+        WHERE t.status = 'running'
+          AND (i.id IS NULL
+               OR i.heartbeat_at < now() - %(stale_after)s::float8 * interval '1 second')
+          AND t.instance_id IS DISTINCT FROM %(rescuer)s
+    ) AS numbered
+) AS lost
+WHERE first_n <= %(limit)s
+ORDER BY id;
 
 -- name: own_running_tasks
 -- The tasks still running for this instance but those it holds (keep): abandoned while it was
--- cut off from the database, or held by an earlier process with the same instance id.
+-- cut off from the database, claimed by a claim whose answer was lost, or held by an earlier
+-- process with the same instance id; together: how many there are.
 SELECT t.id, t.run_id::text, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
-       t.instance_id, t.queue, i.heartbeat_at, extract(epoch FROM now() - i.heartbeat_at)
+       t.instance_id, t.queue, i.heartbeat_at, extract(epoch FROM now() - i.heartbeat_at),
+       t.lone_losses, count(*) OVER () AS together
 FROM {schema}.tasks t
 LEFT JOIN {schema}.instances i ON i.id = t.instance_id
 WHERE t.status = 'running' AND t.instance_id = %(instance_id)s
@@ -674,13 +699,15 @@ ORDER BY t.id;
 -- name: requeue_lost_tasks
 -- Guarded: only the attempt seen running for the lost instance is rescued, so that two rescuers
 -- racing rescue it once. With stale_after, the instance must still be silent (it may have come
--- back since the tasks were selected). The attempt stays counted.
+-- back since the tasks were selected). The attempt stays counted. run_at is kept: the task
+-- was due when it was claimed, and keeps its place in the queue rather than waiting behind
+-- everything started since. lone_losses + charged: see orchestration.task_lost.
 WITH d AS (
     SELECT * FROM json_to_recordset(%(rows)s::json)
-        AS d(id bigint, attempt int, instance_id text, error text)
+        AS d(id bigint, attempt int, instance_id text, error text, charged int)
 )
 UPDATE {schema}.tasks t
-SET status = 'queued', run_at = now(), rescues = t.rescues + 1,
+SET status = 'queued', rescues = t.rescues + 1, lone_losses = t.lone_losses + d.charged,
     errors = t.errors || jsonb_build_array(d.error::jsonb)
 FROM d
 WHERE t.id = ANY(ARRAY(SELECT id FROM d))
@@ -696,10 +723,11 @@ RETURNING t.id, t.run_id::text, t.queue;
 -- The same guard, for lost tasks that fail for good (no attempts left, or a poison pill).
 WITH d AS (
     SELECT * FROM json_to_recordset(%(rows)s::json)
-        AS d(id bigint, attempt int, instance_id text, error text)
+        AS d(id bigint, attempt int, instance_id text, error text, charged int)
 )
 UPDATE {schema}.tasks t
 SET status = 'failed', finished_at = now(), rescues = t.rescues + 1,
+    lone_losses = t.lone_losses + d.charged,
     errors = t.errors || jsonb_build_array(d.error::jsonb)
 FROM d
 WHERE t.id = ANY(ARRAY(SELECT id FROM d))

@@ -479,11 +479,21 @@ WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
 LIMIT 20;
 
 -- name: release_tasks
--- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted.
+-- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted,
+-- in their place in the queue (run_at kept: they were due when claimed).
 UPDATE tasks
-SET status = 'queued', attempt = attempt - 1, run_at = {now}
+SET status = 'queued', attempt = attempt - 1
 WHERE id IN (SELECT value FROM json_each(:ids)) AND instance_id = :instance_id
   AND status = 'running'
+RETURNING queue;
+
+-- name: release_unheld_tasks
+-- After a claim whose answer was lost (an error after its commit): the tasks running for this
+-- instance that it does not hold (keep) were claimed by that claim and never started. Queued
+-- again in their place, the attempt the claim counted given back.
+UPDATE tasks SET status = 'queued', attempt = attempt - 1
+WHERE status = 'running' AND instance_id = :instance_id
+  AND id NOT IN (SELECT value FROM json_each(:keep))
 RETURNING queue;
 
 -- name: lost_tasks_exist
@@ -502,26 +512,38 @@ SELECT EXISTS (
 
 -- name: lost_tasks
 -- The running tasks of lost instances, with when each instance was last seen (NULL: not
--- registered). Run under the write lock, like the updates that follow. The rescuer's own tasks
--- are left to it (a live worker knows what it holds).
-SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
-       t.instance_id, t.queue, i.heartbeat_at,
-       {now} - i.heartbeat_at
-FROM tasks t
-LEFT JOIN instances i ON i.id = t.instance_id
-WHERE t.status = 'running'
-  AND (i.id IS NULL
-       OR i.heartbeat_at < {now} - :stale_after)
-  AND t.instance_id IS NOT :rescuer
-ORDER BY t.id
-LIMIT :limit;
+-- registered) and how many tasks it lost at once (together: the poison-pill rule charges a loss
+-- only to a task lost alone). Run under the write lock, like the updates that follow. The
+-- rescuer's own tasks are left to it (a live worker knows what it holds). A batch takes whole
+-- instances (the first whose tasks start within :limit): a count split across batches would
+-- make the last task of a large loss look lost alone.
+SELECT id, run_id, step, task_index, attempt, max_attempts, rescues, instance_id, queue,
+       heartbeat_at, silent_for, lone_losses, together
+FROM (
+    SELECT *, min(n) OVER (PARTITION BY instance_id) AS first_n
+    FROM (
+        SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
+               t.instance_id, t.queue, i.heartbeat_at, {now} - i.heartbeat_at AS silent_for,
+               t.lone_losses, count(*) OVER (PARTITION BY t.instance_id) AS together,
+               row_number() OVER (ORDER BY t.instance_id, t.id) AS n
+        FROM tasks t
+        LEFT JOIN instances i ON i.id = t.instance_id
+        WHERE t.status = 'running'
+          AND (i.id IS NULL
+               OR i.heartbeat_at < {now} - :stale_after)
+          AND t.instance_id IS NOT :rescuer
+    ) AS numbered
+) AS lost
+WHERE first_n <= :limit
+ORDER BY id;
 
 -- name: own_running_tasks
 -- The tasks still running for this instance but those it holds (keep): abandoned while it was
--- cut off from the database, or held by an earlier process with the same instance id.
+-- cut off from the database, claimed by a claim whose answer was lost, or held by an earlier
+-- process with the same instance id; together: how many there are.
 SELECT t.id, t.run_id, t.step, t.task_index, t.attempt, t.max_attempts, t.rescues,
        t.instance_id, t.queue, i.heartbeat_at,
-       {now} - i.heartbeat_at
+       {now} - i.heartbeat_at, t.lone_losses, count(*) OVER () AS together
 FROM tasks t
 LEFT JOIN instances i ON i.id = t.instance_id
 WHERE t.status = 'running' AND t.instance_id = :instance_id
@@ -531,12 +553,15 @@ ORDER BY t.id;
 -- name: requeue_lost_tasks
 -- Guarded: only the attempt seen running for the lost instance is rescued (the write lock
 -- serializes rescuers already; the guard keeps a late one from rescuing twice). With
--- :stale_after, the instance must still be silent. The attempt stays counted.
+-- :stale_after, the instance must still be silent. The attempt stays counted. run_at is kept:
+-- the task was due when it was claimed, and keeps its place in the queue rather than waiting
+-- behind everything started since. lone_losses + charged: see orchestration.task_lost.
 UPDATE tasks AS t
-SET status = 'queued', run_at = {now},
-    rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
+SET status = 'queued', rescues = t.rescues + 1, lone_losses = t.lone_losses + d.charged,
+    errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
-             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
+             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error,
+             value ->> '$.charged' AS charged
       FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND t.instance_id = d.instance_id
@@ -550,9 +575,11 @@ RETURNING id, run_id, queue;
 -- The same guard, for lost tasks that fail for good (no attempts left, or a poison pill).
 UPDATE tasks AS t
 SET status = 'failed', finished_at = {now},
-    rescues = t.rescues + 1, errors = json_insert(t.errors, '$[#]', json(d.error))
+    rescues = t.rescues + 1, lone_losses = t.lone_losses + d.charged,
+    errors = json_insert(t.errors, '$[#]', json(d.error))
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
-             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error
+             value ->> '$.instance_id' AS instance_id, value ->> '$.error' AS error,
+             value ->> '$.charged' AS charged
       FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.status = 'running' AND t.attempt = d.attempt
   AND t.instance_id = d.instance_id

@@ -82,6 +82,8 @@ CREATE TABLE tasks (
     version TEXT,
     -- a subflow task's child run, which it waits for (queued, due when the child finishes)
     child_run_id TEXT,
+    -- of its lost workers, those running it alone (see orchestration.task_lost)
+    lone_losses INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
