@@ -18,6 +18,9 @@ An HTML comment just before a block (invisible on a rendered page) changes how i
 - ``<!-- docs-test: worker flows:app -->``: before the example runs, ``pypgflow migrate --app
   flows:app``; while it runs, ``pypgflow worker flows:app`` in the background, stopped by SIGTERM
   afterwards (and it must then exit cleanly).
+- ``<!-- docs-test: repository -->``: run in the repository's root rather than an empty
+  directory, for a command about the repository itself (``python bench/...``); it must write
+  nothing there.
 
 A document with the line ``<!-- docs-test: sequence -->`` is one test: its examples run in order
 in one working directory, each seeing what the ones before it left (the database, the files), as
@@ -43,7 +46,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
-DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(skip|file|worker)\b\s*([^<>]*?)\s*-->\s*\Z")
+DIRECTIVE = re.compile(
+    r"<!--\s*docs-test:\s*(skip|file|worker|repository)\b\s*([^<>]*?)\s*-->\s*\Z"
+)
 SEQUENCE = "<!-- docs-test: sequence -->"
 SHELLS = ("sh", "bash")
 DOCS = ("README.md", "GETTING_STARTED.md")
@@ -71,6 +76,7 @@ class Example:
     expected: str | None
     file: str | None  # the file it is saved as (``file`` directive), None for a script
     worker: str | None  # MODULE:APP of the worker running beside it
+    in_repository: bool = False  # run in the repository's root
 
     @property
     def runs(self) -> bool:
@@ -120,6 +126,7 @@ def _blocks(name: str) -> Iterator[Example | Skipped]:
             expected,
             argument if kind == "file" else None,
             argument if kind == "worker" else None,
+            kind == "repository",
         )
 
 
@@ -188,6 +195,9 @@ def _run(example: Example, directory: Path) -> None:
     env = _environment()
     process = None
     log = directory / "worker.log"
+    if example.in_repository:  # a command, which writes nothing there
+        assert example.language in SHELLS, f"{example.where}: only commands run in the repository"
+        directory = ROOT
     if example.worker is not None:
         migrated = subprocess.run(
             [*PYPGFLOW, "migrate", "--app", example.worker],
