@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from tests.conftest import module_at
 
@@ -44,6 +45,26 @@ def test_each_stub_page_is_a_document_and_nothing_else() -> None:
         assert (ROOT / "docs" / page).read_text(encoding="utf-8") == f'--8<-- "{document}"\n'
 
 
+def test_the_navigation_goes_from_a_first_read_to_the_reference() -> None:
+    """A reader meets the tutorial and the concepts before the guides and the reference; every
+    page of the site's own (docs/**.md besides the included documents) is in the navigation."""
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    titles = [next(iter(entry)) for entry in nav]
+    order = ["Home", "Tutorial", "Concepts", "How-to guides", "Dashboard", "Telemetry"]
+    order += ["Benchmarks", "Architecture", "Reference", "Changelog"]
+    assert [title for title in titles if title in order] == order
+
+    def pages(entries: list[dict[str, object]]) -> set[str]:
+        found: set[str] = set()
+        for entry in entries:
+            (value,) = entry.values()
+            found |= pages(value) if isinstance(value, list) else {str(value)}
+        return found
+
+    own = {str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").rglob("*.md")}
+    assert own <= pages(nav), own - pages(nav)
+
+
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     site = tmp_path / "site"
     result = subprocess.run(
@@ -63,3 +84,6 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
         assert usage in cli, usage
     index = (site / "index.html").read_text(encoding="utf-8")
     assert 'href="getting-started/' in index
+    assert 'href="how-to/scale-out/' in index  # README's link to docs/how-to/scale-out.md
+    postgresql = (site / "how-to" / "postgresql" / "index.html").read_text(encoding="utf-8")
+    assert "pool_mode = session" in postgresql
