@@ -60,6 +60,20 @@ async def bottom(left: int, right: int) -> int:
     return left + right
 
 
+#: the concurrency limit of bench_noop_limited's step (bench/durable.py --limits)
+LIMITED_CONCURRENCY = 50
+
+noop_limited = Workflow("bench_noop_limited")
+
+
+@noop_limited.step(name="noop", concurrency=LIMITED_CONCURRENCY)
+async def noop_limited_step(input: Any) -> Any:
+    now = time.time()
+    if PROBE.armed:
+        PROBE.hit(now, input["i"])
+    return input
+
+
 nap = Workflow("bench_nap")
 
 
@@ -69,4 +83,6 @@ async def nap_step(input: Any) -> None:
 
 
 #: every workflow, by name
-BY_NAME: dict[str, Workflow] = {flow.name: flow for flow in (noop, noop_sync, diamond, nap)}
+BY_NAME: dict[str, Workflow] = {
+    flow.name: flow for flow in (noop, noop_sync, diamond, noop_limited, nap)
+}

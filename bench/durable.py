@@ -6,6 +6,7 @@ latency, and a bare SQL queue loop as the reference, on both engines.
     python bench/durable.py --quick               # smaller workloads, one pass: a smoke run
     python bench/durable.py --slots 100           # the worker with queues={"default": 100}
     python bench/durable.py --telemetry           # (1) and (2) with telemetry off, then on
+    python bench/durable.py --limits              # (2) with no limit, then concurrency=50
 
 How it measures
 ---------------
@@ -100,7 +101,9 @@ one_step = bench_flows.noop
 one_step_sync = bench_flows.noop_sync
 diamond = bench_flows.diamond
 
-WORKFLOWS = {flow.name: flow for flow in (one_step, one_step_sync, diamond)}
+one_step_limited = bench_flows.noop_limited
+
+WORKFLOWS = {flow.name: flow for flow in (one_step, one_step_sync, diamond, one_step_limited)}
 
 
 def make_app(url: str, workflow: Workflow, telemetry: bool = False) -> App:
@@ -591,6 +594,28 @@ def measure_telemetry(engine: str, args: argparse.Namespace) -> None:
     print(flush=True)
 
 
+def measure_limits(engine: str, args: argparse.Namespace) -> None:
+    """(2) with no limit and with a step concurrency limit of 50, pass by pass, and the ratio."""
+    with bench_store(engine) as store:
+        print(
+            f"== {engine}: {store.describe()}; cores: {os.cpu_count()}; no limit, then "
+            f"concurrency={bench_flows.LIMITED_CONCURRENCY}; passes per figure: {args.repeat} "
+            f"(median); wall clock{'; QUICK counts' if args.quick else ''}",
+            flush=True,
+        )
+        figures: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeat):
+            for limited in (False, True):
+                flow = one_step_limited if limited else one_step
+                done = bench_processing(store, flow, args.runs, args.slots)
+                figures[limited].append(done.runs / done.from_spawn)
+    off, on = median(figures[False]), median(figures[True])
+    label = f"(2)  {args.runs:,} one-step runs, async step: spawn->done"
+    print(f"{'figure':<{len(label)}} {'no limit':>10} {'limit 50':>10} {'ratio':>7}  (runs/s)")
+    print(f"{label} {off:>10,.0f} {on:>10,.0f} {on / off:>7.2f}")
+    print(flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -606,6 +631,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="passes per figure (median)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads, one pass")
     parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="only (2), each pass twice: with no limit, then with a step concurrency limit of "
+        f"{bench_flows.LIMITED_CONCURRENCY}",
+    )
+    parser.add_argument(
         "--telemetry",
         action="store_true",
         help="only (1) and (2), each with tracing and metrics off, then on (needs the otel and "
@@ -619,7 +650,10 @@ def main() -> None:
     if args.quick:
         args.runs, args.diamonds, args.repeat = min(args.runs, 2000), min(args.diamonds, 200), 1
     for engine in ("postgres", "sqlite") if args.engine == "both" else (args.engine,):
-        (measure_telemetry if args.telemetry else measure)(engine, args)
+        if args.limits:
+            measure_limits(engine, args)
+        else:
+            (measure_telemetry if args.telemetry else measure)(engine, args)
 
 
 def worker_main() -> None:

@@ -35,6 +35,7 @@ from pypgflow.events import Events, Handler
 from pypgflow.ids import SHOWN_MATCHES, one_run_id
 from pypgflow.insight import check_limit
 from pypgflow.leader import LEADER_LEASE
+from pypgflow.limits import RateLimit, check_capacity, check_period
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
 from pypgflow.results import ResultWaiters
@@ -182,6 +183,8 @@ class App:
         #: the newest registered version of each workflow, by name
         self.workflows: dict[str, Workflow] = self.catalog.newest
         self.default_queues: dict[str, str] = {}
+        self._queue_limits: dict[str, int] = {}
+        self._rate_limits: dict[str, RateLimit] = {}
         #: cron schedules defined in code (app.schedule, @app.job(cron=...)), by name
         self.defined_schedules: dict[str, Schedule] = {}
         for flow in workflows:
@@ -297,6 +300,36 @@ class App:
         if not isinstance(name_or_flow, str):
             raise UnknownWorkflow(f"a workflow is named by a string, got {name_or_flow!r}")
         return self.catalog.find(name_or_flow, version)
+
+    # -- fleet-wide limits ---------------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int) -> None:
+        """Limit the queue ``name`` fleet-wide: at most ``concurrency`` of its tasks run at once
+        across every worker of this app's code (declare it the same way in every process that
+        runs workers). Tasks over the limit wait in the database, holding no slot."""
+        self._queue_limits[check_queue(name)] = check_capacity(f"queue {name!r}", concurrency)
+
+    def rate_limit(self, name: str, limit: int, *, per: float | timedelta) -> RateLimit:
+        """Declare the rate limit ``name``, shared by every worker: at most ``limit`` executions
+        of the steps that take it (``@flow.step(rate_limit=name)``) start in any ``per``
+        seconds (a sliding window). Steps over it wait in the database, holding no slot, and
+        are claimed when the window allows. Declare it the same way in every worker process."""
+        where = f"rate limit {name!r}"
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise InvalidArgument(f"{where}: a rate limit is named by 1 to 200 characters")
+        declared = RateLimit(
+            name, check_capacity(where, limit, what="limit"), check_period(where, per)
+        )
+        self._rate_limits[name] = declared
+        return declared
+
+    @property
+    def queue_limits(self) -> Mapping[str, int]:
+        return self._queue_limits
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        return self._rate_limits
 
     # -- cron schedules ------------------------------------------------------------------------
 

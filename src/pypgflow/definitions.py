@@ -13,6 +13,7 @@ from typing import Protocol
 from pypgflow.cron import Schedule
 from pypgflow.engines.base import Engine
 from pypgflow.events import Events
+from pypgflow.limits import RateLimit
 from pypgflow.workflow import Workflow
 
 
@@ -51,6 +52,16 @@ class Definitions(Protocol):
     @property
     def defined_schedules(self) -> Mapping[str, Schedule]:
         """The cron schedules defined in code, by name."""
+        ...
+
+    @property
+    def queue_limits(self) -> Mapping[str, int]:
+        """The fleet-wide concurrency limit of each limited queue (``App.queue``)."""
+        ...
+
+    @property
+    def rate_limits(self) -> Mapping[str, RateLimit]:
+        """The rate limits steps may take tokens of (``App.rate_limit``), by name."""
         ...
 
     @property

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pypgflow.errors import AttemptError
+from pypgflow.limits import describe_gate
 from pypgflow.status import RunStatus, StepStatus
 
 #: a wait step without a timeout is due (to time out) thousands of years from now: a due time
@@ -40,6 +41,8 @@ class StepInfo:
     queued_since: datetime | None = None
     #: a subflow step's child runs (one per element for a map over a subflow), in order
     child_run_ids: tuple[str, ...] = ()
+    #: the fleet-wide limit (its gate's key, see pypgflow.limits) its queued task waits for
+    gate_wait: str | None = None
 
     @property
     def waiting_for(self) -> str | None:
@@ -51,6 +54,8 @@ class StepInfo:
             if self.due_at.year >= NO_TIMEOUT_YEAR:
                 return f"signal {self.signal!r} (no timeout)"
             return f"signal {self.signal!r} (times out at {self.due_at.isoformat()})"
+        if self.gate_wait is not None:
+            return describe_gate(self.gate_wait)
         if self.child_run_ids and self.due_at.year >= NO_TIMEOUT_YEAR:
             if len(self.child_run_ids) == 1:
                 return f"its child run {self.child_run_ids[0]}"

@@ -27,14 +27,20 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from pypgflow import defaults, observing
+from pypgflow import defaults, observing, orchestration
+from pypgflow.admission import gates_for, request_of, token_stale, undeclared_rate_limits
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
-from pypgflow.errors import DatabaseError, DatabaseUnavailable, InvalidArgument
+from pypgflow.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidArgument,
+)
 from pypgflow.execution import StepRunner
 from pypgflow.leader import Leader
 from pypgflow.outcomes import OutcomeWriter, StartNotes
@@ -113,6 +119,20 @@ class Worker:
         self.install_signal_handlers = install_signal_handlers
         self.stale_after = app.stale_after if stale_after is None else stale_after
         self.max_rescues = max_rescues
+        undeclared = undeclared_rate_limits(app.workflow_versions, app.rate_limits)
+        if undeclared:
+            raise ConfigurationError(
+                "rate limits used by steps but not declared on the app (app.rate_limit): "
+                + ", ".join(undeclared)
+            )
+        #: some claimed tasks may have fleet-wide limits to pass (see pypgflow.limits)
+        self._limited = bool(app.queue_limits) or any(
+            flow.concurrency is not None
+            or any(s.concurrency is not None or s.rate_limit is not None for s in flow)
+            for flow in app.workflow_versions.values()
+        )
+        #: per queue, the capacity of the gate that last sent tasks back (see _claim_size)
+        self._gate_caps: dict[str, int] = {}
         self.workflow_names = sorted(app.workflows)
         self.versions = sorted(f"{name}@{version}" for name, version in app.workflow_versions)
         self._held: dict[int, _Held] = {}
@@ -348,7 +368,7 @@ class Worker:
         """Claim for every queue with room; True if some queue filled all its room."""
         full = False
         for queue in self.queues:
-            want = self.slots.room(queue)
+            want = self._claim_size(queue)
             if want <= 0 or self._stopping:
                 continue
             began = time.monotonic()
@@ -364,12 +384,75 @@ class Worker:
                 full = True
             if tasks and self.events.active:
                 observing.claimed(self.events, queue, want, len(tasks), began, self.instance_id)
+            if self._limited:
+                tasks = await self._admitted(queue, tasks)
             for task in tasks:
                 if self.slots.free(queue) and not self.stopping:
                     self._start(task, queue)
                 else:  # a task claimed ahead (or stopped meanwhile: handed back with the rest)
                     self.slots.wait(queue, task)
         return full
+
+    def _claim_size(self, queue: str) -> int:
+        """How many tasks to claim: the queue's room, but no more than its last full gate may
+        admit beside the tasks of this worker that hold a gate (claiming more would only send
+        the rest back, writing each task three times more)."""
+        room = self.slots.room(queue)
+        cap = self._gate_caps.get(queue)
+        if cap is None:
+            return room
+        holding = sum(1 for held in self._held.values() if held.task.gates)
+        holding += sum(1 for task in self.slots.waiting() if task.gates)
+        holding += self.outcomes.pending_with_gates()
+        return min(room, max(1, cap - holding))
+
+    async def _admitted(self, queue: str, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
+        """The claimed tasks that may run now: those with no gate, and those the engine
+        admitted through theirs (see pypgflow.limits), in claim order; the others are queued
+        again by the engine. A task whose gates cannot be worked out fails."""
+        gated: dict[int, ClaimedTask] = {}
+        for task in tasks:
+            try:
+                gates = gates_for(
+                    task,
+                    self.runner.workflow_of(task),
+                    queue_limits=self.app.queue_limits,
+                    rate_limits=self.app.rate_limits,
+                )
+            except Exception as exc:
+                verdict = orchestration.GiveUp("its fleet-wide limit's key could not be made")
+                self.outcomes.add(self.runner.failed(task, exc, verdict))
+                gated[task.id] = task  # not run
+                continue
+            if gates:
+                gated[task.id] = replace(task, gates=gates)
+        requests = [request_of(t) for t in gated.values() if t.gates]
+        if len(requests) < len(tasks):
+            self._gate_caps.pop(queue, None)  # tasks without gates too: claim what room allows
+        if not requests:
+            return [t for t in tasks if t.id not in gated]
+        try:
+            admission = await self._db_call(self.engine.admit, requests)
+        except Exception:
+            # their claim stands: what is running for this worker and not held is handed back
+            # before the next claim (see _claim_loop)
+            self._unanswered = True
+            raise
+        full = {d.gate for d in admission.deferred.values()}
+        capacities = [
+            g.capacity
+            for t in gated.values()
+            for g in t.gates
+            if g.key in full and g.kind != "rate"
+        ]
+        if capacities:
+            self._gate_caps[queue] = min(capacities)
+        now = time.monotonic()
+        return [
+            replace(gated[t.id], admitted_at=now) if t.id in gated else t
+            for t in tasks
+            if t.id not in gated or t.id in admission.admitted
+        ]
 
     async def _idle_wait(self, *, check_unknown: bool) -> float:
         """How long to sleep when there was nothing (more) to claim."""
@@ -425,7 +508,15 @@ class Worker:
         if events is not None:  # in this task: a tracer's span is current for the step
             observing.step_started(events, task, held.queue, self.instance_id)
         try:
-            outcome = await self.runner.run(task, held.ctx)
+            if task.gates and token_stale(task, time.monotonic()):
+                # claimed ahead: its rate token is too old for the call it would start now
+                admission = await self._db_call(self.engine.admit, [request_of(task)])
+                outcome = None
+                if task.id in admission.admitted:
+                    task = held.task = replace(task, admitted_at=time.monotonic())
+                    outcome = await self.runner.run(task, held.ctx)
+            else:
+                outcome = await self.runner.run(task, held.ctx)
         except asyncio.CancelledError:
             outcome = None  # cancelled run, shutdown, or abandoned: nothing to record
             if self._stopping and task.id not in self._abandoned:

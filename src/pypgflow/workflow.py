@@ -98,6 +98,14 @@ class Step:
     #: a subflow step (:meth:`Workflow.subflow`, or a map with ``subflow=``): the workflow its
     #: function's result starts as a child run; the step's output is the child's result
     child: Workflow | None = None
+    #: at most this many executions of the step at once across every worker (None: no limit),
+    #: per value of ``concurrency_key(input)`` when it is given
+    concurrency: int | None = None
+    concurrency_key: Callable[[Any], Any] | None = None
+    #: the App's rate limit each execution takes a token of (``app.rate_limit``), per value of
+    #: ``rate_limit_key(input)`` when it is given
+    rate_limit: str | None = None
+    rate_limit_key: Callable[[Any], Any] | None = None
 
     async def should_run(self, *, input: Any, outputs: Mapping[str, Any], ctx: Any) -> bool:
         """Whether the step runs: what its ``when`` condition (awaited if it is async) says of
@@ -158,6 +166,39 @@ def _check_name(kind: str, name: Any) -> str:
             f"invalid {kind} name {name!r}: use 1 to 200 letters, digits, '_', '.', ':' or '-'"
         )
     return name
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """A step's (or a workflow's) limit options, as given."""
+
+    concurrency: int | None = None
+    concurrency_key: Callable[[Any], Any] | None = None
+    rate_limit: str | None = None
+    rate_limit_key: Callable[[Any], Any] | None = None
+
+
+def _check_limits(where: str, limits: _Limits) -> _Limits:
+    concurrency = limits.concurrency
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise WorkflowDefinitionError(
+            f"{where}: concurrency must be an integer >= 1, got {concurrency!r}"
+        )
+    for option, fn in (
+        ("concurrency_key", limits.concurrency_key),
+        ("rate_limit_key", limits.rate_limit_key),
+    ):
+        if fn is not None and not callable(fn):
+            raise WorkflowDefinitionError(f"{where}: {option} takes a function, got {fn!r}")
+    if limits.concurrency_key is not None and concurrency is None:
+        raise WorkflowDefinitionError(f"{where}: concurrency_key needs concurrency=")
+    if limits.rate_limit is not None:
+        _check_name("rate limit", limits.rate_limit)
+    if limits.rate_limit_key is not None and limits.rate_limit is None:
+        raise WorkflowDefinitionError(f"{where}: rate_limit_key needs rate_limit=")
+    return limits
 
 
 def check_signal_name(name: Any) -> str:
@@ -264,7 +305,10 @@ class Workflow:
     this definition of it (by default, a fingerprint of its shape: see :attr:`version`).
 
     ``max_attempts``, ``timeout``, ``backoff``, ``retry_on`` and ``give_up_on`` set this
-    workflow's defaults; a step's own setting wins over them.
+    workflow's defaults; a step's own setting wins over them. ``concurrency`` (with an optional
+    ``concurrency_key``, a function of the run's input) limits whole runs: at most that many
+    runs of this workflow (per key) at once across every worker, a run counting from its first
+    step's start until it finishes, gaps between steps included.
     """
 
     def __init__(
@@ -277,9 +321,16 @@ class Workflow:
         retry_on: ExceptionTypes | None = None,
         give_up_on: ExceptionTypes | None = None,
         version: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
     ) -> None:
         self.name = _check_name("workflow", name)
         where = f"workflow {name!r}"
+        run_limits = _check_limits(where, _Limits(concurrency, concurrency_key))
+        #: at most this many runs unfinished at once (counted from their first step's start),
+        #: per value of ``concurrency_key(input)`` when it is given
+        self.concurrency = run_limits.concurrency
+        self.concurrency_key = run_limits.concurrency_key
         if version is not None and not (isinstance(version, str) and _NAME_RE.match(version)):
             raise WorkflowDefinitionError(
                 f"{where}: version must be 1 to 200 letters, digits and _ . : - (not starting "
@@ -317,6 +368,10 @@ class Workflow:
         isolation: Isolation = "thread",
         when: Callable[..., Any] | None = None,
         start_delay: float | timedelta | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -333,6 +388,10 @@ class Workflow:
         isolation: Isolation = "thread",
         when: Callable[..., Any] | None = None,
         start_delay: float | timedelta | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Declare a step. Used bare (``@flow.step``) or with options; returns the function unchanged.
 
@@ -346,6 +405,14 @@ class Workflow:
         ``start_delay`` (seconds or a timedelta): the step becomes due that long after its
         dependencies complete (after the run starts, for a root). The wait is durable: the step
         waits in the database, survives restarts and holds no worker slot meanwhile.
+
+        ``concurrency``: at most that many executions of this step at once, across every worker
+        (with ``concurrency_key``, a function of the run's input, at most that many per key:
+        ``concurrency=1, concurrency_key=lambda input: input["customer"]`` runs one at a time
+        per customer). ``rate_limit``: the name of a rate limit declared on the App
+        (``app.rate_limit("stripe", 100, per=60)``), of which each execution takes a token
+        (per ``rate_limit_key(input)`` when given). A step over a limit waits in the database,
+        not in a worker slot.
         """
 
         def decorate(func: F) -> F:
@@ -363,6 +430,7 @@ class Workflow:
                 map_over=None,
                 when=when,
                 start_delay=start_delay,
+                limits=_Limits(concurrency, concurrency_key, rate_limit, rate_limit_key),
             )
             return func
 
@@ -382,6 +450,10 @@ class Workflow:
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
         subflow: Workflow | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> F: ...
 
     @overload
@@ -398,6 +470,10 @@ class Workflow:
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
         subflow: Workflow | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -413,6 +489,10 @@ class Workflow:
         give_up_on: ExceptionTypes | None = None,
         isolation: Isolation = "thread",
         subflow: Workflow | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Declare a map step: the function runs once per element of the list that step ``over``
         returned (or of the workflow input with ``over=None``); the step's output is the list of
@@ -420,7 +500,8 @@ class Workflow:
 
         With ``subflow=child``, the function returns, for its element, the input of a run of
         the workflow ``child``: one child run per element, and the step's output is the list of
-        their results (see :meth:`subflow`).
+        their results (see :meth:`subflow`). ``concurrency`` and ``rate_limit`` (see
+        :meth:`step`) count each element's execution.
         """
 
         def decorate(func: F) -> F:
@@ -437,6 +518,7 @@ class Workflow:
                 is_map=True,
                 map_over=None if over is None else self._ref_name(over, "map over"),
                 child=subflow,
+                limits=_Limits(concurrency, concurrency_key, rate_limit, rate_limit_key),
             )
             return func
 
@@ -593,6 +675,7 @@ class Workflow:
         signal: str | None = None,
         signal_timeout: float | None = None,
         child: Workflow | None = None,
+        limits: _Limits | None = None,
     ) -> None:
         if not callable(fn):
             raise WorkflowDefinitionError(
@@ -612,6 +695,7 @@ class Workflow:
             raise WorkflowDefinitionError(f"{where}: duplicate step name")
         _check_options(where, max_attempts, timeout, backoff)
         delay = 0.0 if start_delay is None else _seconds(where, "start_delay", start_delay)
+        limits = _check_limits(where, limits or _Limits())
         if child is not None:
             if not isinstance(child, Workflow):
                 raise WorkflowDefinitionError(f"{where}: subflow= takes a Workflow, got {child!r}")
@@ -667,6 +751,10 @@ class Workflow:
             signal=signal,
             signal_timeout=signal_timeout,
             child=child,
+            concurrency=limits.concurrency,
+            concurrency_key=limits.concurrency_key,
+            rate_limit=limits.rate_limit,
+            rate_limit_key=limits.rate_limit_key,
         )
         self._steps[step_name] = step
         self._order = None

@@ -23,7 +23,7 @@ RUN_FIELDS = {
 STEP_FIELDS = {
     "name", "status", "attempts", "depends_on", "is_map", "task_count", "started_at",
     "finished_at", "duration", "instance_id", "output", "errors", "signal", "due_at",
-    "queued_since", "waiting_for", "child_run_ids",
+    "queued_since", "waiting_for", "child_run_ids", "gate_wait",
 }  # fmt: skip
 
 

@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def app(database_url: str) -> Iterator[App]:
     """The test's own App (starting runs, reading them) on this test's database."""
     with App(database_url, workflows=flows.ALL, instance_id="it-test") as test_app:
+        flows.configure(test_app)
         yield test_app
 
 

@@ -146,7 +146,37 @@ def explode(input: dict[str, Any], ctx: StepContext) -> None:
     os._exit(1)
 
 
-ALL = [one, three, slow, slow_async, poison]
+# -- it_limited: a step with a fleet-wide concurrency limit, then one with a rate limit -------
+
+#: what it_limited's steps may do: at most EXPORTS exports at once; at most CALLS[0] calls in
+#: any CALLS[1] seconds
+EXPORTS = 3
+CALLS = (20, 0.5)
+
+limited = Workflow("it_limited")
+
+
+@limited.step(concurrency=EXPORTS)
+def export(input: dict[str, Any], ctx: StepContext) -> int:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return int(input["i"])
+
+
+@limited.step(rate_limit="it_api")
+def call(export: int, input: dict[str, Any], ctx: StepContext) -> int:
+    record(input["log"], ctx, "begin")
+    record(input["log"], ctx, "end")
+    return export
+
+
+ALL = [one, three, slow, slow_async, poison, limited]
+
+
+def configure(app: Any) -> None:
+    """What every process's App declares besides the workflows: it_limited's rate limit."""
+    app.rate_limit("it_api", CALLS[0], per=CALLS[1])
 
 
 def deploy(version: str) -> Workflow:

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     extra = [flows.deploy(args.deploy)] if args.deploy else []
     app = App(args.url, workflows=[*flows.ALL, *extra])
+    flows.configure(app)
     try:
         app.run_worker(
             _queues(args.queue),

@@ -238,6 +238,7 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "queued_since": iso_time(step.queued_since),
         "waiting_for": step.waiting_for,
         "child_run_ids": list(step.child_run_ids),
+        "gate_wait": step.gate_wait,
     }
 
 

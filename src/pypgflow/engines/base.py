@@ -30,6 +30,7 @@ from pypgflow.insight import (
     Throughput,
     WorkflowStats,
 )
+from pypgflow.limits import Admission, Gate, GateRequest
 from pypgflow.orchestration import Changes, RunState, Verdict
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.status import RunStatus
@@ -88,6 +89,10 @@ class ClaimedTask:
     child: Any = None
     #: the queue it was claimed from
     queue: str = ""
+    #: the fleet-wide limits it passed (set by the worker once admitted: see pypgflow.limits),
+    #: and when (the worker's monotonic clock)
+    gates: tuple[Gate, ...] = ()
+    admitted_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def resume_run(self, run_id: str) -> bool:
         """Resume a failed or cancelled run from its unfinished steps; False if it was not."""
+
+    @abc.abstractmethod
+    def admit(self, requests: Sequence[GateRequest]) -> Admission:
+        """Admit these claimed tasks through their gates, in order (see pypgflow.limits), in
+        one transaction holding the gates' locks: those admitted hold their gates; the others
+        are queued again, their attempt not counted, waiting for the gate that was full."""
 
     @abc.abstractmethod
     def send_signal(self, run_id: str, name: str, data: str) -> str | None:

@@ -1,7 +1,8 @@
 """SqlEngine: what both SQL engines share. Their run, step and task verbs are written here once
 (starts resolved by idempotency key, outcomes, operator transitions, reads and the records they
 return); the fleet verbs come from :class:`pypgflow.engines.fleet.FleetVerbs`, the operators'
-reads (the dashboard's) from :class:`pypgflow.engines.insight.InsightVerbs`, and the hooks
+reads (the dashboard's) from :class:`pypgflow.engines.insight.InsightVerbs`, fleet-wide limits
+from :class:`pypgflow.engines.gates.GateVerbs`, and the hooks
 each engine provides, the schema verbs, the run lock and the writing of orchestration's changes
 from :class:`pypgflow.engines.sqlbase.SqlBase`.
 
@@ -28,6 +29,7 @@ from pypgflow.engines.base import (
     StartRequest,
 )
 from pypgflow.engines.fleet import FleetVerbs
+from pypgflow.engines.gates import GateVerbs
 from pypgflow.engines.insight import InsightVerbs
 from pypgflow.engines.sqlbase import C, Row, canonical_run_id, ended_unfinished, finished_runs
 from pypgflow.errors import AttemptError, IdempotencyConflict, RunFinished, RunNotFound
@@ -38,7 +40,7 @@ from pypgflow.status import RunStatus, StepStatus
 
 #: step_infos' columns, in order: what every engine selects, then (where the engine aggregates
 #: them there) every attempt's error
-_STEP_COLUMNS = 15
+_STEP_COLUMNS = 16
 
 #: list_runs' statement by the filters given (status, workflow): one per filter, each served by
 #: an index that stops after the limit (see list_runs in queries.sql)
@@ -50,7 +52,7 @@ _LIST_RUNS = {
 }
 
 
-class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
+class SqlEngine(FleetVerbs[C], InsightVerbs[C], GateVerbs[C]):
     """An engine whose storage is SQL: everything here runs the same named statements."""
 
     # -- starting runs --------------------------------------------------------------------------
@@ -173,6 +175,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
                 orchestration.tasks_failed(runs, given_up, changes)
             result.accepted = len(ran)
             orchestration.tasks_ran(runs, [*ran, *(began & runs.keys())], changes)
+            self._release_gates(conn, outcomes, changes)
             self._apply(conn, changes, last=True)
             result.queues_with_new_work = changes.queues_with_new_work
             result.finished_runs = lambda: finished_runs(changes, outcomes)
@@ -415,7 +418,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
         """A step_infos row and its stored errors, as its record."""
         (name, _position, status, depends_on, is_map, task_count, output, started_at,
          finished_at, attempts, instance_id, signal, due_at, queued_since,
-         children) = row[:_STEP_COLUMNS]  # fmt: skip
+         children, gate_wait) = row[:_STEP_COLUMNS]  # fmt: skip
         errors = tuple(AttemptError.from_dict(self._json(e)) for e in stored_errors)
         step_status = StepStatus(status)
         return StepInfo(
@@ -435,6 +438,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C]):
             due_at=self._optional_time(due_at),
             queued_since=self._optional_time(queued_since),
             child_run_ids=tuple(self._json(children) or ()),
+            gate_wait=gate_wait,
         )
 
 

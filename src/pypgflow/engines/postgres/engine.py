@@ -8,6 +8,9 @@ work on one channel (``{schema}_work``, for workers), finished runs on another
 (``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends it). Everything else is
 :class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is one round trip per claim and a
 handful per batch of outcomes, whatever the batch size.
+
+Why one module: each hook that PostgreSQL does its own way sits beside the connection pool and
+the translation of driver errors that all of them share.
 """
 
 from __future__ import annotations
@@ -423,6 +426,20 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             self._q("wake_parent_tasks"),
             {"ids": self._ids(parent_task_ids), "channel": self.channel},
         )
+
+    def _lock_gates(self, conn: psycopg.Connection[Any], keys: Sequence[str]) -> None:
+        if keys:
+            conn.execute(
+                self._q("lock_gates"),
+                {"keys": self._ids(keys), "namespace": f"pypgflow:{self.schema}:"},
+            )
+
+    def _wake_gate_waiters(
+        self, conn: psycopg.Connection[Any], released: Mapping[str, int]
+    ) -> None:
+        # one statement for every gate, which notifies their queues itself
+        rows = [{"key": key, "n": n} for key, n in sorted(released.items())]
+        conn.execute(self._q("wake_gate_waiters"), {**self._batch(rows), "channel": self.channel})
 
     def _notify_finished(self, conn: psycopg.Connection[Any], run_ids: set[str]) -> None:
         if run_ids:

@@ -260,7 +260,7 @@ WITH d AS (
 )
 UPDATE {schema}.tasks t
 SET status = 'queued', run_at = now() + d.delay * interval '1 second',
-    errors = t.errors || jsonb_build_array(d.error::jsonb)
+    errors = t.errors || jsonb_build_array(d.error::jsonb), gate_wait = NULL
 FROM d
 WHERE t.id = ANY(ARRAY(SELECT id FROM d))
   AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
@@ -570,7 +570,7 @@ SELECT s.name, (s.state ->> 'position')::int AS position, s.state ->> 'status' A
             THEN coalesce(t.finished_at, r.finished_at) END AS finished_at,
        coalesce(t.attempts, 0) AS attempts, t.instance_id,
        s.state ->> 'signal' AS signal, t.due_at, t.queued_since,
-       coalesce(t.children, '[]'::jsonb) AS child_run_ids,
+       coalesce(t.children, '[]'::jsonb) AS child_run_ids, t.gate_wait,
        coalesce(e.errors, '[]'::jsonb) AS errors
 FROM {schema}.runs r
 CROSS JOIN LATERAL jsonb_each(r.steps) AS s(name, state)
@@ -584,7 +584,8 @@ LEFT JOIN LATERAL (
            min(k.run_at) FILTER (WHERE k.status = 'queued') AS due_at,
            min(k.created_at) FILTER (WHERE k.status = 'queued') AS queued_since,
            jsonb_agg(k.child_run_id ORDER BY k.task_index)
-               FILTER (WHERE k.child_run_id IS NOT NULL) AS children
+               FILTER (WHERE k.child_run_id IS NOT NULL) AS children,
+           min(k.gate_wait) FILTER (WHERE k.status = 'queued') AS gate_wait
     FROM {schema}.tasks k WHERE k.run_id = r.id AND k.step = s.name
 ) AS t ON true
 LEFT JOIN LATERAL (
@@ -1251,3 +1252,90 @@ FROM pg_class c
 LEFT JOIN pg_stats s
     ON s.schemaname = %(schema)s AND s.tablename = 'runs' AND s.attname = 'status'
 WHERE c.oid = to_regclass(%(table)s);
+
+-- ============================================================================================
+-- Fleet-wide limits (pypgflow/limits.py, SqlEngine.admit): a claimed task with gates is
+-- admitted, or sent back to the queue, in one transaction that holds its gates' locks.
+-- ============================================================================================
+
+-- name: lock_gates
+-- Admissions to the same gates take turns: a transaction-scoped advisory lock per gate key,
+-- taken in key order (so that two admissions never deadlock), in this schema's namespace.
+SELECT pg_advisory_xact_lock(hashtextextended(%(namespace)s || k, 0))
+FROM (SELECT k FROM unnest(%(keys)s::text[]) AS k ORDER BY k) AS ordered;
+
+-- name: gate_holders
+-- The holders of these gates, each said to hold it still (a task running that attempt, a run
+-- unfinished) or not any more: found through gate_holders_key, then each task or run by its key.
+SELECT h.key, h.task_id, h.attempt, h.run_id::text,
+       CASE WHEN h.task_id IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM {schema}.tasks t
+                         WHERE t.id = h.task_id AND t.status = 'running'
+                           AND t.attempt = h.attempt)
+            ELSE EXISTS (SELECT 1 FROM {schema}.runs r
+                         WHERE r.id = h.run_id AND r.status IN ('pending', 'running'))
+       END AS holding
+FROM {schema}.gate_holders h WHERE h.key = ANY(%(keys)s::text[]);
+
+-- name: delete_gate_holders
+-- Holders that hold their gate no more (read by gate_holders), dropped a batch at a time.
+DELETE FROM {schema}.gate_holders h
+USING json_to_recordset(%(rows)s::json) AS d(key text, task_id bigint, attempt int, run_id uuid)
+WHERE h.key = d.key AND h.run_id = d.run_id
+  AND h.task_id IS NOT DISTINCT FROM d.task_id AND h.attempt IS NOT DISTINCT FROM d.attempt;
+
+-- name: prune_rate_tokens
+-- The tokens of these rate gates older than their window (and its margin).
+DELETE FROM {schema}.rate_tokens t
+USING json_to_recordset(%(rows)s::json) AS d(key text, window_seconds float8)
+WHERE t.key = d.key AND t.taken_at <= now() - d.window_seconds * interval '1 second';
+
+-- name: rate_tokens
+-- The tokens left in these rate gates' windows: how many seconds ago each was taken.
+SELECT key, extract(epoch FROM now() - taken_at)::float8 AS age FROM {schema}.rate_tokens
+WHERE key = ANY(%(keys)s::text[])
+ORDER BY key, taken_at;
+
+-- name: insert_gate_holders
+INSERT INTO {schema}.gate_holders (key, task_id, attempt, run_id)
+SELECT d.key, d.task_id, d.attempt, d.run_id
+FROM json_to_recordset(%(rows)s::json) AS d(key text, task_id bigint, attempt int, run_id uuid);
+
+-- name: insert_rate_tokens
+INSERT INTO {schema}.rate_tokens (key)
+SELECT d.key FROM json_to_recordset(%(rows)s::json) AS d(key text);
+
+-- name: defer_tasks
+-- Tasks a full gate sent back: queued again, due after their delay (a concurrency gate's
+-- recheck, or when a rate gate's window allows), waiting for that gate, the attempt their
+-- claim counted given back. Guarded as complete_tasks is.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(id bigint, attempt int, delay float8, gate text)
+)
+UPDATE {schema}.tasks t
+SET status = 'queued', attempt = t.attempt - 1,
+    run_at = now() + d.delay * interval '1 second', gate_wait = d.gate
+FROM d
+WHERE t.id = ANY(ARRAY(SELECT id FROM d))
+  AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
+RETURNING t.id;
+
+-- name: wake_gate_waiters
+-- Holders of these gates ended: as many of the tasks waiting for each (best first) are due
+-- now, waiting no more, and the workers of their queues notified, in the same statement.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS d(key text, n int)
+), woken AS (
+    UPDATE {schema}.tasks t SET run_at = now(), gate_wait = NULL
+    WHERE t.id = ANY(ARRAY(
+        SELECT w.id FROM d
+        CROSS JOIN LATERAL (
+            SELECT q.id FROM {schema}.tasks q
+            WHERE q.gate_wait = d.key AND q.status = 'queued'
+            ORDER BY q.priority, q.id
+            LIMIT d.n
+        ) AS w))
+    RETURNING t.queue
+)
+SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM woken) AS q;

@@ -89,6 +89,8 @@ CREATE TABLE {schema}.tasks (
     child_run_id uuid,
     -- of its lost workers, those running it alone (see orchestration.task_lost)
     lone_losses integer NOT NULL DEFAULT 0,
+    -- the gate a task sent back by a full limit waits for (pypgflow/limits.py)
+    gate_wait text,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
@@ -156,3 +158,21 @@ CREATE TABLE {schema}.signals (
     consumed_at timestamptz
 );
 CREATE INDEX signals_run_name ON {schema}.signals (run_id, name, id);
+
+-- Fleet-wide limits (pypgflow/limits.py): the tasks waiting for a gate, the holders of
+-- concurrency gates (a task, or a run for a workflow's limit), the tokens of rate gates.
+CREATE INDEX tasks_gate_waiters ON {schema}.tasks (gate_wait, priority, id)
+    WHERE status = 'queued' AND gate_wait IS NOT NULL;
+CREATE TABLE {schema}.gate_holders (
+    key text NOT NULL,
+    task_id bigint,
+    attempt integer,
+    run_id uuid NOT NULL,
+    held_since timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX gate_holders_key ON {schema}.gate_holders (key);
+CREATE TABLE {schema}.rate_tokens (
+    key text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX rate_tokens_key ON {schema}.rate_tokens (key, taken_at);

@@ -223,7 +223,7 @@ WHERE parent_run_id IN (SELECT value FROM json_each(:ids)) AND +status IN ('pend
 -- name: retry_tasks
 UPDATE tasks AS t
 SET status = 'queued', run_at = {now} + d.delay,
-    errors = json_insert(t.errors, '$[#]', json(d.error))
+    errors = json_insert(t.errors, '$[#]', json(d.error)), gate_wait = NULL
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
              value ->> '$.delay' AS delay, value ->> '$.error' AS error
       FROM json_each(:rows)) AS d
@@ -434,7 +434,9 @@ SELECT s.key AS name, s.value ->> '$.position' AS position, s.value ->> '$.statu
        (SELECT json_group_array(c.child_run_id) FROM (
             SELECT c.child_run_id FROM tasks c
             WHERE c.run_id = r.id AND c.step = s.key AND c.child_run_id IS NOT NULL
-            ORDER BY c.task_index) AS c) AS child_run_ids
+            ORDER BY c.task_index) AS c) AS child_run_ids,
+       (SELECT min(g.gate_wait) FROM tasks g
+        WHERE g.run_id = r.id AND g.step = s.key AND g.status = 'queued') AS gate_wait
 FROM runs r, json_each(r.steps) AS s
 WHERE r.id = :id
 ORDER BY s.value ->> '$.position';
@@ -1087,3 +1089,75 @@ SELECT 'failed', (SELECT count(*) FROM (
 UNION ALL
 SELECT 'cancelled', (SELECT count(*) FROM (
     SELECT 1 FROM runs WHERE status = 'cancelled' LIMIT :cap));
+
+-- ============================================================================================
+-- Fleet-wide limits (pypgflow/limits.py, SqlEngine.admit): a claimed task with gates is
+-- admitted, or sent back to the queue, in one write transaction (which serializes admissions).
+-- ============================================================================================
+
+-- name: gate_holders
+-- The holders of these gates, each said to hold it still (a task running that attempt, a run
+-- unfinished) or not any more.
+SELECT h.key, h.task_id, h.attempt, h.run_id,
+       CASE WHEN h.task_id IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM tasks t
+                         WHERE t.id = h.task_id AND t.status = 'running'
+                           AND t.attempt = h.attempt)
+            ELSE EXISTS (SELECT 1 FROM runs r
+                         WHERE r.id = h.run_id AND r.status IN ('pending', 'running'))
+       END AS holding
+FROM gate_holders h WHERE h.key IN (SELECT value FROM json_each(:keys));
+
+-- name: delete_gate_holders
+-- Holders that hold their gate no more (read by gate_holders), dropped a batch at a time.
+DELETE FROM gate_holders
+WHERE rowid IN (
+    SELECT h.rowid FROM gate_holders h
+    JOIN json_each(:rows) AS d
+      ON h.key = d.value ->> '$.key' AND h.run_id = d.value ->> '$.run_id'
+     AND h.task_id IS d.value ->> '$.task_id' AND h.attempt IS d.value ->> '$.attempt');
+
+-- name: prune_rate_tokens
+-- The tokens of these rate gates older than their window (and its margin).
+DELETE FROM rate_tokens
+WHERE rowid IN (
+    SELECT t.rowid FROM rate_tokens t
+    JOIN json_each(:rows) AS d ON t.key = d.value ->> '$.key'
+    WHERE t.taken_at <= {now} - (d.value ->> '$.window_seconds'));
+
+-- name: rate_tokens
+-- The tokens left in these rate gates' windows: how many seconds ago each was taken.
+SELECT key, {now} - taken_at AS age FROM rate_tokens
+WHERE key IN (SELECT value FROM json_each(:keys))
+ORDER BY key, taken_at;
+
+-- name: insert_gate_holders
+INSERT INTO gate_holders (key, task_id, attempt, run_id)
+SELECT d.value ->> '$.key', d.value ->> '$.task_id', d.value ->> '$.attempt',
+       d.value ->> '$.run_id'
+FROM json_each(:rows) AS d;
+
+-- name: insert_rate_tokens
+INSERT INTO rate_tokens (key) SELECT d.value ->> '$.key' FROM json_each(:rows) AS d;
+
+-- name: defer_tasks
+-- Tasks a full gate sent back: queued again, due after their delay, waiting for that gate,
+-- the attempt their claim counted given back. Guarded as complete_tasks is.
+UPDATE tasks AS t
+SET status = 'queued', attempt = t.attempt - 1, run_at = {now} + d.delay, gate_wait = d.gate
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
+             value ->> '$.delay' AS delay, value ->> '$.gate' AS gate
+      FROM json_each(:rows)) AS d
+WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
+RETURNING id;
+
+-- name: wake_gate_waiters
+-- Holders of a gate ended: as many of the tasks waiting for it (best first) are due now.
+-- Returns their queues, to notify.
+UPDATE tasks SET run_at = {now}, gate_wait = NULL
+WHERE id IN (
+    SELECT q.id FROM tasks q
+    WHERE q.gate_wait = :key AND q.status = 'queued'
+    ORDER BY q.priority, q.id
+    LIMIT :n)
+RETURNING queue;

@@ -84,6 +84,8 @@ CREATE TABLE tasks (
     child_run_id TEXT,
     -- of its lost workers, those running it alone (see orchestration.task_lost)
     lone_losses INTEGER NOT NULL DEFAULT 0,
+    -- the gate a task sent back by a full limit waits for (pypgflow/limits.py)
+    gate_wait TEXT,
     CONSTRAINT tasks_status_is_known
         CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1)
@@ -165,3 +167,21 @@ CREATE INDEX signals_run_name ON signals (run_id, name, id);
 -- The children of a run, to cancel them with it (created after the tables above: SQLite lists
 -- a table's indexes in the order they were made, as migration 0009 made this one).
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+
+-- Fleet-wide limits (pypgflow/limits.py): the tasks waiting for a gate, the holders of
+-- concurrency gates (a task, or a run for a workflow's limit), the tokens of rate gates.
+CREATE INDEX tasks_gate_waiters ON tasks (gate_wait, priority, id)
+    WHERE status = 'queued' AND gate_wait IS NOT NULL;
+CREATE TABLE gate_holders (
+    key TEXT NOT NULL,
+    task_id INTEGER,
+    attempt INTEGER,
+    run_id TEXT NOT NULL,
+    held_since REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+) STRICT;
+CREATE INDEX gate_holders_key ON gate_holders (key);
+CREATE TABLE rate_tokens (
+    key TEXT NOT NULL,
+    taken_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+) STRICT;
+CREATE INDEX rate_tokens_key ON rate_tokens (key, taken_at);
