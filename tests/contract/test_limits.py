@@ -6,6 +6,7 @@ proves the same with four worker processes."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ def test_a_workflow_concurrency_counts_whole_runs_with_their_gaps(
         for run in runs:
             run.result(timeout=30)
     ordered = sorted(spans.values())
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert later[0] >= earlier[1]  # a run began only after the one before it finished
 
 
