@@ -138,8 +138,8 @@ def test_a_run_caught_half_way_by_the_upgrade_finishes_with_its_outputs(
         # 0004 moves the steps; 0005 scopes the keys; 0006 keeps the trace context; 0007 adds
         # versions (none for the runs stored before: any worker of their workflow takes them);
         # 0008 the versions of each instance; 0009 coordination (signals, forks, children);
-        # 0010 the lone losses of tasks
-        assert app.migrate() == [4, 5, 6, 7, 8, 9, 10]
+        # 0010 the lone losses of tasks; 0011 fleet-wide limits
+        assert app.migrate() == [4, 5, 6, 7, 8, 9, 10, 11]
 
         info = app.get_run(half_way)
         assert info.status is RunStatus.RUNNING
