@@ -72,11 +72,6 @@ class OutcomeWriter:
         owns them (a hand-back must keep them)."""
         return {o.task.id for o in self._pending} | {o.task.id for o in self._writing}
 
-    def pending_with_gates(self) -> int:
-        """How many of those held fleet-wide limits (see pypgflow.limits): the database counts
-        them as holders until their outcomes are recorded."""
-        return sum(1 for o in (*self._pending, *self._writing) if o.task.gates)
-
     def __len__(self) -> int:
         return len(self._pending)
 

@@ -131,8 +131,10 @@ class Worker:
             or any(s.concurrency is not None or s.rate_limit is not None for s in flow)
             for flow in app.workflow_versions.values()
         )
-        #: per queue, the capacity of the gate that last sent tasks back (see _claim_size)
+        #: per queue, the capacity of the gate that last sent tasks back (see _claim_size), and
+        #: whether the last claim left a queue alone because this worker fills its gate
         self._gate_caps: dict[str, int] = {}
+        self._gate_blocked = False
         self.workflow_names = sorted(app.workflows)
         self.versions = sorted(f"{name}@{version}" for name, version in app.workflow_versions)
         self._held: dict[int, _Held] = {}
@@ -337,7 +339,10 @@ class Worker:
                 if self._unanswered:  # the last claim may have committed: hand back its tasks
                     await self.registration.release_unanswered_claim(self._db_call)
                     self._unanswered = False
-                claimed_full = self._backlog = await self._claim_once()
+                claimed_full = await self._claim_once()
+                # a queue whose gate this worker fills waits for its steps to end, not for
+                # their outcomes: each end claims again (see _execute)
+                self._backlog = claimed_full or self._gate_blocked
                 failures = 0
             except DatabaseError as exc:
                 # a lost connection may have lost a committed claim's answer
@@ -367,9 +372,11 @@ class Worker:
     async def _claim_once(self) -> bool:
         """Claim for every queue with room; True if some queue filled all its room."""
         full = False
+        self._gate_blocked = False
         for queue in self.queues:
             want = self._claim_size(queue)
             if want <= 0 or self._stopping:
+                self._gate_blocked = self._gate_blocked or (want <= 0 < self.slots.room(queue))
                 continue
             began = time.monotonic()
             tasks: list[ClaimedTask] = await self._db_call(
@@ -395,16 +402,16 @@ class Worker:
 
     def _claim_size(self, queue: str) -> int:
         """How many tasks to claim: the queue's room, but no more than its last full gate may
-        admit beside the tasks of this worker that hold a gate (claiming more would only send
-        the rest back, writing each task three times more)."""
+        admit beside the tasks of this worker that hold a gate and run (claiming more would only
+        send the rest back, writing each task three times more)."""
         room = self.slots.room(queue)
         cap = self._gate_caps.get(queue)
         if cap is None:
             return room
         holding = sum(1 for held in self._held.values() if held.task.gates)
         holding += sum(1 for task in self.slots.waiting() if task.gates)
-        holding += self.outcomes.pending_with_gates()
-        return min(room, max(1, cap - holding))
+        # none when this worker holds the whole gate: an outcome of its wakes the claim loop
+        return min(room, max(0, cap - holding))
 
     async def _admitted(self, queue: str, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
         """The claimed tasks that may run now: those with no gate, and those the engine
@@ -432,7 +439,9 @@ class Worker:
         if not requests:
             return [t for t in tasks if t.id not in gated]
         try:
-            admission = await self._db_call(self.engine.admit, requests)
+            admission = await self._db_call(
+                self.engine.admit, requests, finished=self.outcomes.pending_task_ids
+            )
         except Exception:
             # their claim stands: what is running for this worker and not held is handed back
             # before the next claim (see _claim_loop)

@@ -309,10 +309,15 @@ class Engine(abc.ABC):
         """Resume a failed or cancelled run from its unfinished steps; False if it was not."""
 
     @abc.abstractmethod
-    def admit(self, requests: Sequence[GateRequest]) -> Admission:
+    def admit(
+        self, requests: Sequence[GateRequest], *, finished: Collection[int] = ()
+    ) -> Admission:
         """Admit these claimed tasks through their gates, in order (see pypgflow.limits), in
         one transaction holding the gates' locks: those admitted hold their gates; the others
-        are queued again, their attempt not counted, waiting for the gate that was full."""
+        are queued again, their attempt not counted, waiting for the gate that was full.
+        ``finished``: tasks of the caller whose steps have returned, their outcomes not yet
+        recorded; they still hold their gates for everyone else, not for this admission (a
+        limit counts executions, and theirs are over)."""
 
     @abc.abstractmethod
     def send_signal(self, run_id: str, name: str, data: str) -> str | None:

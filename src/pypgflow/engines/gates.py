@@ -13,7 +13,7 @@ waiting for it are due again within ``GATE_RECHECK`` anyway.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pypgflow.engines.base import ChildStarted, Completed, Failed, Outcome
@@ -29,7 +29,9 @@ STALE_HOLDERS_KEPT = 200
 class GateVerbs(SqlBase[C]):
     """Admitting claimed tasks through their gates, and releasing the gates they held."""
 
-    def admit(self, requests: Sequence[GateRequest]) -> Admission:
+    def admit(
+        self, requests: Sequence[GateRequest], *, finished: Collection[int] = ()
+    ) -> Admission:
         if not requests:
             return Admission()
         concurrency = sorted({g.key for r in requests for g in r.gates if g.kind != "rate"})
@@ -53,8 +55,10 @@ class GateVerbs(SqlBase[C]):
             holders: dict[str, list[tuple[int | None, str]]] = {}
             stale: list[dict[str, Any]] = []
             for key, task_id, attempt, run_id, holding in read_holders() if read_holders else ():
-                if holding:
+                if holding and task_id not in finished:
                     holders.setdefault(key, []).append((task_id, str(run_id)))
+                elif holding:
+                    pass  # its step has returned: no execution any more, its outcome on its way
                 else:
                     stale.append(
                         {"key": key, "task_id": task_id, "attempt": attempt, "run_id": run_id}
