@@ -28,6 +28,7 @@ from pypgflow.engines.sqlbase import C, Row, SqlBase, finished_runs
 from pypgflow.errors import AttemptError
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import InstanceInfo, ScheduleInfo
+from pypgflow.status import RunStatus
 
 #: at most this many lost tasks are rescued per transaction (the next heartbeat takes the rest)
 _RESCUE_BATCH = 500
@@ -101,7 +102,7 @@ class FleetVerbs(SqlBase[C]):
                 stale_after=float(stale_after),
                 how=lambda t: _lost_by_silence(t, stale_after, rescuer),
             )
-        self._cancel_children({r.run_id for r in result.finished if r.status.value == "failed"})
+        self._cancel_children({r.run_id for r in result.finished if r.status is RunStatus.FAILED})
         return result
 
     def hand_back_lost_tasks(
@@ -129,7 +130,7 @@ class FleetVerbs(SqlBase[C]):
                 stale_after=None,
                 how=lambda t: f"{reason}; handed back by {instance_id!r} itself",
             )
-        self._cancel_children({r.run_id for r in result.finished if r.status.value == "failed"})
+        self._cancel_children({r.run_id for r in result.finished if r.status is RunStatus.FAILED})
         return result
 
     def heartbeat_or_register(
