@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TextIO
 
 from pypgflow.app import App
@@ -101,15 +102,29 @@ def _where(step: StepInfo, error: AttemptError) -> str:
 
 
 def _why(app: App, workflow: str, step: StepInfo, error: AttemptError) -> str:
-    """The error, and what comes next if the app knows the workflow: a retry, or none."""
+    """The error, and what comes next: for the step's latest error, what its state says
+    (failed for good, or a retry due at a time); else, if the app knows the workflow, what its
+    options predict (a retry, or no attempts left)."""
     flow = app.workflows.get(workflow)
+    options = (
+        resolve_options(flow, flow.steps[step.name])
+        if flow is not None and step.name in flow.steps
+        else None
+    )
+    exhausted = options is not None and error.attempt >= options.max_attempts
+    if step.errors and step.errors[-1] == error:
+        if step.status is StepStatus.FAILED:
+            then = "no attempts left" if exhausted else "not retried: failed for good"
+            return f"{error.type}: {error.message}; {then}"
+        if step.status is StepStatus.READY and step.due_at is not None:
+            wait = max(0.0, (step.due_at - datetime.now(UTC)).total_seconds())
+            return f"{error.type}: {error.message}; retry in {wait:.2f} s"
     retry = ""
-    if flow is not None and step.name in flow.steps:
-        options = resolve_options(flow, flow.steps[step.name])
-        if error.attempt < options.max_attempts:
-            retry = f"; retry in {options.backoff.delay(error.attempt):.2f} s"
-        else:
+    if options is not None:
+        if exhausted:
             retry = "; no attempts left"
+        else:
+            retry = f"; retry in {options.backoff.delay(error.attempt):.2f} s"
     return f"{error.type}: {error.message}{retry}"
 
 

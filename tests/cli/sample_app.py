@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from pypgflow import Backoff, Workflow
+from pypgflow import Backoff, NonRetryable, Workflow
 from pypgflow.app import App
 
 hello = Workflow("hello")
@@ -79,7 +79,16 @@ def proceed(ask: Any, approval: Any) -> dict[str, Any]:
     return {"asked": ask, "approval": approval}
 
 
-WORKFLOWS = (hello, broken, fragile, nap, gated)
+# Refuses its input: a NonRetryable failure, with attempts left that it does not use.
+refused = Workflow("refused", max_attempts=3)
+
+
+@refused.step
+def refuse(input: Any) -> Any:
+    raise NonRetryable(f"no such account: {input}")
+
+
+WORKFLOWS = (hello, broken, fragile, nap, gated, refused)
 
 not_an_app = 42
 

@@ -166,7 +166,7 @@ def test_unknown_workflow(cli: Invoke) -> None:
     error = one_error(cli("start", SAMPLE, "nope"))
     assert error == (
         "Error: no workflow named 'nope' is registered with this app "
-        "(registered: broken, fragile, gated, hello, nap) or stored in its database"
+        "(registered: broken, fragile, gated, hello, nap, refused) or stored in its database"
     )
 
 

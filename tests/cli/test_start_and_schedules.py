@@ -93,6 +93,14 @@ def test_start_wait_shows_the_failed_attempts_and_exits_1(cli: Invoke, app: App)
     assert result.stderr.splitlines()[-1].startswith("Error: workflow 'broken' run ")
 
 
+def test_start_wait_says_a_non_retryable_failure_is_not_retried(cli: Invoke, app: App) -> None:
+    with running_worker(app):
+        result = cli("start", SAMPLE, "refused", "--input", "42", "--wait", "--timeout", "20")
+    assert result.exit_code == 1
+    failure = next(line for line in result.stderr.splitlines() if "  refuse  " in line)
+    assert failure.endswith("NonRetryable: no such account: 42; not retried: failed for good")
+
+
 def test_start_wait_quiet_prints_the_result_only(cli: Invoke, app: App) -> None:
     with running_worker(app):
         result = cli("start", SAMPLE, "hello", "--input", '{"name": "Q"}', "--wait", "--quiet")
