@@ -23,7 +23,7 @@ from pypgflow.orchestration import Changes
 
 #: holders that hold their gate no more are read (and not counted) until this many are there,
 #: then dropped together: a delete of a few rows at every admission costs more than reading them
-STALE_HOLDERS_KEPT = 200
+STALE_HOLDERS_KEPT = 50
 
 
 class GateVerbs(SqlBase[C]):
