@@ -55,14 +55,12 @@ class GateVerbs(SqlBase[C]):
             holders: dict[str, list[tuple[int | None, str]]] = {}
             stale: list[dict[str, Any]] = []
             for key, task_id, attempt, run_id, holding in read_holders() if read_holders else ():
-                if holding and task_id not in finished:
-                    holders.setdefault(key, []).append((task_id, str(run_id)))
-                elif holding:
-                    pass  # its step has returned: no execution any more, its outcome on its way
-                else:
+                if not holding:
                     stale.append(
                         {"key": key, "task_id": task_id, "attempt": attempt, "run_id": run_id}
                     )
+                elif task_id not in finished:  # (a finished step's outcome is on its way)
+                    holders.setdefault(key, []).append((task_id, str(run_id)))
             ages: dict[str, list[float]] = {}
             for key, age in read_tokens() if read_tokens else ():
                 ages.setdefault(key, []).append(float(age))
