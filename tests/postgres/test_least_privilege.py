@@ -26,7 +26,7 @@ from tests.conftest import running_worker
 pytestmark = pytest.mark.timeout(60)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
-MARKER = "<!-- the worker role's grants"
+MARKER = "(the worker role's grants: tests/postgres/test_least_privilege.py"
 
 
 def documented_grants() -> str:

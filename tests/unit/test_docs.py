@@ -1,11 +1,13 @@
 """The documentation's examples run, and print what the documentation says they print.
 
-Every ```python block of README.md, GETTING_STARTED.md, docs/templates.md and the site's own pages (the tutorial,
-the concepts, the how-to guides, the benchmarks: ``PAGES``) is run as a script of its own, in a
-fresh interpreter and an empty working directory (as a reader would run it). On the site's pages
-every shell block (```sh, ```bash) runs too, with bash in that directory and pypgflow's command on
-the PATH, unless it says why it does not. When a ```text block follows a block directly, the
-block's standard output must match it exactly.
+Every ```python block of README.md, GETTING_STARTED.md, docs/templates.md and the site's own
+pages (``PAGES``: every docs/**.md but the stubs that include the repository's documents and the
+reference made from the code, so the tutorial, the concepts, the how-to guides, the benchmarks,
+the dashboard, telemetry, the integrations, security, and any page added later) is run as a
+script of its own, in a fresh interpreter and an empty working directory (as a reader would run
+it). On the site's pages every shell block (```sh, ```bash) runs too, with bash in that
+directory and pypgflow's command on the PATH, unless it says why it does not. When a ```text
+block follows a block directly, the block's standard output must match it exactly.
 
 An HTML comment just before a block (invisible on a rendered page) changes how it is run:
 
@@ -52,16 +54,12 @@ DIRECTIVE = re.compile(
 SEQUENCE = "<!-- docs-test: sequence -->"
 SHELLS = ("sh", "bash")
 DOCS = ("README.md", "GETTING_STARTED.md", "docs/templates.md")
-PAGES = tuple(
+PAGES = tuple(  # the site's own pages: not an included document, nor the generated reference
     str(path.relative_to(ROOT))
-    for path in sorted(
-        [
-            *(ROOT / "docs").glob("tutorial.md"),
-            *(ROOT / "docs").glob("concepts.md"),
-            *(ROOT / "docs").glob("benchmarks.md"),
-            *(ROOT / "docs" / "how-to").glob("*.md"),
-        ]
-    )
+    for path in sorted((ROOT / "docs").rglob("*.md"))
+    if str(path.relative_to(ROOT)) not in DOCS
+    and path.parent.name != "reference"
+    and not path.read_text(encoding="utf-8").startswith('--8<-- "')
 )
 PYPGFLOW = [sys.executable, "-m", "pypgflow.cli"]
 
@@ -161,6 +159,9 @@ def test_the_docs_have_examples() -> None:
     assert sum(e.where.startswith("GETTING_STARTED.md") for e in examples) >= 10
     assert sum(e.worker is not None for e in examples) >= 2
     assert "docs/tutorial.md" in SEQUENCES
+    own = {"concepts", "benchmarks", "dashboard", "telemetry", "integrations", "security"}
+    assert {f"docs/{name}.md" for name in own} | {"docs/how-to/scale-out.md"} <= set(PAGES)
+    assert not {"docs/index.md", "docs/reference/api.md", "docs/templates.md"} & set(PAGES)
     tutorial = _examples("docs/tutorial.md")
     assert sum(e.language in SHELLS for e in tutorial) >= 3
     assert sum(e.worker is not None for e in tutorial) >= 3
