@@ -49,6 +49,7 @@ from pypgflow.cron import Schedule
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ScheduleState, ScheduleTicks, StartRequest
 from pypgflow.errors import DatabaseError, InvalidArgument, PypgflowError, UnknownWorkflow
+from pypgflow.limits import rate_margin
 from pypgflow.retention import DEFAULT_RETENTION, Pruned, Retention, seconds
 from pypgflow.starting import prepare_start
 
@@ -457,6 +458,9 @@ class Leader:
         instances: int = await self._on(
             self._work_thread, self.engine.prune_instances, offline_for=retention.instances_seconds
         )
+        windows = {r.name: r.per + rate_margin(r.per) for r in self.app.rate_limits.values()}
+        if windows:
+            await self._on(self._work_thread, self.engine.prune_rate_tokens, windows)
         if runs or instances:
             self.log.info(
                 "retention: deleted %d finished runs (%d batches) and %d offline instances",

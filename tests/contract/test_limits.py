@@ -218,3 +218,30 @@ def test_limit_options_are_checked(make_app: Callable[..., App]) -> None:
         app.queue("default", concurrency=-1)
     with pytest.raises(ConfigurationError, match="'undeclared'"):
         app.run_worker()
+
+
+def test_retention_drops_the_holders_of_pruned_runs_and_old_rate_tokens(
+    make_app: Callable[..., App],
+) -> None:
+    flow = Workflow("kept-small")
+
+    @flow.step(concurrency=1, concurrency_key=lambda input: input, rate_limit="api")
+    def work(input: int) -> int:
+        return input
+
+    app = make_app(flow)
+    app.rate_limit("api", 100, per=0.2)
+    runs = app.start_many(flow, [1, 2, 3])  # three keys, each admitted once
+    with running_worker(app):
+        for run in runs:
+            run.result(timeout=20)
+    engine = app.engine
+    time.sleep(0.5)  # the tokens are older than the window and its margin
+    assert engine.prune_rate_tokens({"api": 0.25}) == 3
+    assert engine.prune_rate_tokens({"api": 0.25}) == 0
+    deleted, _ = engine.prune_runs(completed_before=0, failed_before=0, batch=100)
+    assert deleted == 3
+    # no admission reads these keys again: the pruned runs' holders went with them
+    with engine._write() as conn:  # the table, as the next admission of a key would read it
+        keys = [f"step:kept-small:work:{n}" for n in (1, 2, 3)]
+        assert engine._fetch(conn, "gate_holders", {"keys": engine._ids(keys)}) == []

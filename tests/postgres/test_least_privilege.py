@@ -72,7 +72,8 @@ def flows() -> list[Workflow]:
     def double(input: int) -> int:
         return input * 2
 
-    @work.step
+    # fleet-wide limits: admissions write holders and rate tokens (see pypgflow.limits)
+    @work.step(concurrency=2, rate_limit="api")
     def add(double: int) -> int:
         return double + 1
 
@@ -85,6 +86,7 @@ def test_a_worker_under_the_documented_grants_completes_runs(pg_url: str, worker
     with App(pg_url, workflows=flows()) as owner_app:
         owner_app.migrate()  # the owner's part: current already, and the blueprints stored
     app = App(worker_url, workflows=flows())
+    app.rate_limit("api", 1000, per=1)
     try:
         app.schedule("every-second", "* * * * * */1", "tick")
         single = app.start("work", 1)
@@ -123,6 +125,7 @@ def test_pruning_under_the_documented_grants_deletes_finished_runs(
     from pypgflow.leader import Leader
 
     app = App(worker_url, workflows=flows())
+    app.rate_limit("api", 1000, per=1)
     try:
         run = app.start("work", 1)
         with running_worker(app, retention=None):

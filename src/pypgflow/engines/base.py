@@ -320,6 +320,11 @@ class Engine(abc.ABC):
         limit counts executions, and theirs are over)."""
 
     @abc.abstractmethod
+    def prune_rate_tokens(self, windows: Mapping[str, float]) -> int:
+        """Delete the tokens of these rate limits (by name) older than their window in seconds,
+        whatever their key; how many (retention: keys no longer admitted keep none)."""
+
+    @abc.abstractmethod
     def send_signal(self, run_id: str, name: str, data: str) -> str | None:
         """Send the signal ``name`` (``data``: JSON text) to an unfinished run: the wait step
         waiting for it completes with the data (its name is returned), or, if none waits for it

@@ -339,6 +339,7 @@ class FleetVerbs(SqlBase[C]):
                 doomed = self._ids(r[0] for r in rows)
                 self._execute(conn, "delete_tasks_of_runs", {"ids": doomed})
                 self._execute(conn, "delete_signals_of_runs", {"ids": doomed})
+                self._execute(conn, "delete_gate_holders_of_runs", {"ids": doomed})
         for _, status, created_at in rows:
             if position.get(status) is None or created_at > position[status]:
                 position[status] = created_at

@@ -84,6 +84,18 @@ class GateVerbs(SqlBase[C]):
                 admission.deferred = {t: d for t, d in admission.deferred.items() if t in sent_back}
         return admission
 
+    def prune_rate_tokens(self, windows: Mapping[str, float]) -> int:
+        with self._write() as conn:
+            deleted = 0
+            for name, seconds in sorted(windows.items()):
+                rows = self._fetch(
+                    conn,
+                    "prune_old_rate_tokens",
+                    {"key": f"rate:{name}", "window_seconds": seconds},
+                )
+                deleted += len(rows)
+        return deleted
+
     def _write_admission(
         self,
         conn: C,

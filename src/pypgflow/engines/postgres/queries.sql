@@ -353,6 +353,18 @@ WHERE run_id = %(run_id)s::uuid AND step = %(step)s AND task_index IS NULL
   AND status = 'queued'
 RETURNING id;
 
+-- name: delete_gate_holders_of_runs
+-- The holders of runs just deleted (prune_runs): a key never admitted again keeps none.
+DELETE FROM {schema}.gate_holders WHERE run_id = ANY(%(ids)s::uuid[]);
+
+-- name: prune_old_rate_tokens
+-- The tokens of a rate limit older than its window (and margin), whatever their key: the keys
+-- admitted no more keep none. Keys of the limit NAME are 'rate:NAME' and 'rate:NAME:...'.
+DELETE FROM {schema}.rate_tokens
+WHERE (key = %(key)s OR (key > %(key)s || ':' AND key < %(key)s || ';'))
+  AND taken_at < now() - %(window_seconds)s::float8 * interval '1 second'
+RETURNING key;
+
 -- name: delete_signals_of_runs
 -- The signals of runs just deleted (prune_runs).
 DELETE FROM {schema}.signals WHERE run_id = ANY(%(ids)s::uuid[]);

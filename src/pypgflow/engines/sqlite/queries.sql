@@ -315,6 +315,18 @@ UPDATE tasks SET status = 'completed', finished_at = {now}, output = :data
 WHERE run_id = :run_id AND step = :step AND task_index IS NULL AND status = 'queued'
 RETURNING id;
 
+-- name: delete_gate_holders_of_runs
+-- The holders of runs just deleted (prune_runs): a key never admitted again keeps none.
+DELETE FROM gate_holders WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_old_rate_tokens
+-- The tokens of a rate limit older than its window (and margin), whatever their key: the keys
+-- admitted no more keep none. Keys of the limit NAME are 'rate:NAME' and 'rate:NAME:...'.
+DELETE FROM rate_tokens
+WHERE (key = :key OR (key > :key || ':' AND key < :key || ';'))
+  AND taken_at < {now} - :window_seconds
+RETURNING key;
+
 -- name: delete_signals_of_runs
 -- The signals of runs just deleted (prune_runs).
 DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(:ids));

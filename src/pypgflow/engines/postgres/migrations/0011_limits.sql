@@ -11,6 +11,7 @@ CREATE TABLE {schema}.gate_holders (
     held_since timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX gate_holders_key ON {schema}.gate_holders (key);
+CREATE INDEX gate_holders_run ON {schema}.gate_holders (run_id);
 CREATE TABLE {schema}.rate_tokens (
     key text NOT NULL,
     taken_at timestamptz NOT NULL DEFAULT now()

@@ -11,6 +11,7 @@ CREATE TABLE gate_holders (
     held_since REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 ) STRICT;
 CREATE INDEX gate_holders_key ON gate_holders (key);
+CREATE INDEX gate_holders_run ON gate_holders (run_id);
 CREATE TABLE rate_tokens (
     key TEXT NOT NULL,
     taken_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
