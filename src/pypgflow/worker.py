@@ -518,8 +518,11 @@ class Worker:
             observing.step_started(events, task, held.queue, self.instance_id)
         try:
             if task.gates and token_stale(task, time.monotonic()):
-                # claimed ahead: its rate token is too old for the call it would start now
-                admission = await self._db_call(self.engine.admit, [request_of(task)])
+                # claimed ahead: its rate token is too old for the call it would start now; a
+                # fresh one is taken (the concurrency slots it holds, it keeps)
+                tokens = tuple(g for g in task.gates if g.kind == "rate")
+                request = replace(request_of(task), gates=tokens)
+                admission = await self._db_call(self.engine.admit, [request])
                 outcome = None
                 if task.id in admission.admitted:
                     task = held.task = replace(task, admitted_at=time.monotonic())

@@ -19,6 +19,7 @@ from pypgflow.app import App
 from pypgflow.errors import ConfigurationError, InvalidArgument, WorkflowDefinitionError
 from pypgflow.status import StepStatus
 from tests.conftest import running_worker
+from tests.limit_checks import most_at_once, most_in_window
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,28 +38,7 @@ class Recorder:
             self.spans.append((key, began, time.monotonic()))
 
     def most_at_once(self, key: str | None = None) -> int:
-        edges = sorted(
-            (t, delta)
-            for k, began, ended in self.spans
-            if key is None or k == key
-            for t, delta in ((began, 1), (ended, -1))
-        )
-        running = most = 0
-        for _, delta in edges:
-            running += delta
-            most = max(most, running)
-        return most
-
-
-def most_in_window(starts: list[float], per: float) -> int:
-    starts = sorted(starts)
-    most = 0
-    first = 0
-    for last, t in enumerate(starts):
-        while t - starts[first] >= per:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
+        return most_at_once((b, e) for k, b, e in self.spans if key is None or k == key)
 
 
 def test_a_step_runs_at_most_its_concurrency_at_once(make_app: Callable[..., App]) -> None:

@@ -16,29 +16,11 @@ from pypgflow.status import RunStatus
 from tests.integration import flows
 from tests.integration.flows import read_log
 from tests.integration.helpers import WorkerProcess, executions, wait_all_finished, wait_ready
+from tests.limit_checks import most_at_once, most_in_window
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 RUNS = 500
-
-
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    edges = sorted((t, delta) for began, ended in spans for t, delta in ((began, 1), (ended, -1)))
-    running = most = 0
-    for _, delta in edges:  # an end at the same moment as a begin counts first (-1 < 1)
-        running += delta
-        most = max(most, running)
-    return most
-
-
-def most_in_window(starts: list[float], per: float) -> int:
-    starts = sorted(starts)
-    most = first = 0
-    for last, t in enumerate(starts):
-        while t - starts[first] >= per:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def test_four_processes_never_exceed_a_concurrency_or_a_rate_limit(

@@ -139,6 +139,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C], GateVerbs[C]):
                                     "id": o.task.id,
                                     "attempt": o.task.attempt,
                                     "child_run_id": o.child.run.id,
+                                    "delay": orchestration.NEVER,
                                 }
                                 for o in handoffs
                             ]

@@ -294,14 +294,15 @@ SELECT input::text FROM {schema}.runs WHERE id = %(run_id)s::uuid;
 
 -- name: park_tasks
 -- Subflow tasks whose function returned their child's input: back to the queue, due only when
--- their child finishes (wake_parent_tasks), holding no slot meanwhile; the attempt is given
--- back (the claim that takes the task again counts it anew). Guarded as complete_tasks is.
+-- their child finishes (wake_parent_tasks; their delay is orchestration.NEVER), holding no slot
+-- meanwhile; the attempt is given back (the claim that takes the task again counts it anew).
+-- Guarded as complete_tasks is.
 WITH d AS (
     SELECT * FROM json_to_recordset(%(rows)s::json)
-        AS d(id bigint, attempt int, child_run_id uuid)
+        AS d(id bigint, attempt int, child_run_id uuid, delay float8)
 )
 UPDATE {schema}.tasks t
-SET status = 'queued', run_at = now() + 1e11 * interval '1 second', attempt = t.attempt - 1,
+SET status = 'queued', run_at = now() + d.delay * interval '1 second', attempt = t.attempt - 1,
     child_run_id = d.child_run_id
 FROM d
 WHERE t.id = ANY(ARRAY(SELECT id FROM d))

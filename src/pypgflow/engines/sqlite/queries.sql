@@ -195,13 +195,14 @@ RETURNING id, run_id, step, task_index;
 
 -- name: park_tasks
 -- Subflow tasks whose function returned their child's input: back to the queue, due only when
--- their child finishes (wake_parent_tasks), holding no slot meanwhile; the attempt is given
--- back (the claim that takes the task again counts it anew). Guarded as complete_tasks is.
+-- their child finishes (wake_parent_tasks; their delay is orchestration.NEVER), holding no slot
+-- meanwhile; the attempt is given back (the claim that takes the task again counts it anew).
+-- Guarded as complete_tasks is.
 UPDATE tasks AS t
-SET status = 'queued', run_at = {now} + 1e11, attempt = t.attempt - 1,
+SET status = 'queued', run_at = {now} + d.delay, attempt = t.attempt - 1,
     child_run_id = d.child_run_id
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.attempt' AS attempt,
-             value ->> '$.child_run_id' AS child_run_id
+             value ->> '$.child_run_id' AS child_run_id, value ->> '$.delay' AS delay
       FROM json_each(:rows)) AS d
 WHERE t.id = d.id AND t.attempt = d.attempt AND t.status = 'running'
 RETURNING id, run_id;
