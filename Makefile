@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit docs audit bench bench-peers screenshots clean
+.PHONY: demo test lint typecheck unit docs audit chaos bench bench-peers screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -38,6 +38,13 @@ docs: $(BIN)/.installed
 # Arguments go to pip-audit: `make audit ARGS='-s osv'`.
 audit: $(BIN)/.installed
 	$(BIN)/python .ci/audit.py $(ARGS)
+
+# The fault scenarios of RELIABILITY.md (tests/chaos), minutes each: workers killed, frozen and
+# cut off, PostgreSQL restarted. They restart the local server (pg_ctlcluster): run them on a
+# machine of your own. Figures are printed and written to chaos-report.md. Arguments go to
+# pytest: `make chaos ARGS='-k storm'`; PYPGFLOW_CHAOS_RUNS sets the storm's runs (5000).
+chaos: $(BIN)/.installed
+	PYPGFLOW_CHAOS=1 PYPGFLOW_TEST_RESTART_DB=1 $(BIN)/python -m pytest tests/chaos -s -q $(ARGS)
 
 # The dashboard's pages photographed by its browser tests, for the docs (docs/screenshots/).
 screenshots: $(BIN)/.installed

@@ -29,6 +29,9 @@ ADMIN_URL = os.environ.get(
 )
 ENGINES = ["postgres", "sqlite"]
 
+# The fault scenarios take minutes: `make chaos` runs them (PYPGFLOW_CHAOS=1), `make test` not.
+collect_ignore = [] if os.environ.get("PYPGFLOW_CHAOS") == "1" else ["chaos"]
+
 
 def _with_dbname(url: str, dbname: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(url)

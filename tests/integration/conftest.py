@@ -17,18 +17,6 @@ from tests.integration import flows
 from tests.integration.helpers import WorkerProcess
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "restart_db: restarts the PostgreSQL server (opt-in: PYPGFLOW_TEST_RESTART_DB=1)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "postgres_only(reason): a scenario run on PostgreSQL only, not on SQLite; the reason "
-        "says why (set by helpers.postgres_only)",
-    )
-
-
 @pytest.fixture
 def app(database_url: str) -> Iterator[App]:
     """The test's own App (starting runs, reading them) on this test's database."""

@@ -1,7 +1,8 @@
 """The workflows of the integration tests, shared by the tests and the worker processes.
 
 Every step appends one JSON line per event to the log file named in the run's input (``log``):
-``{"run", "step", "attempt", "pid", "instance", "event", "t"}``, where ``event`` is ``begin`` when
+``{"run", "step", "index", "attempt", "pid", "instance", "event", "t"}`` (``index``: a map element's,
+else None), where ``event`` is ``begin`` when
 the step function is entered, ``end`` when it returns, ``cancelled`` when it saw a cancellation.
 Each line is a single ``write`` on an ``O_APPEND`` descriptor, so lines from several processes
 never interleave.
@@ -24,6 +25,7 @@ def record(log: str, ctx: StepContext, event: str) -> None:
         {
             "run": ctx.run_id,
             "step": ctx.step,
+            "index": ctx.task_index,
             "attempt": ctx.attempt,
             "pid": os.getpid(),
             "instance": ctx.instance_id,
@@ -87,6 +89,40 @@ def third(previous: dict[str, Any], input: dict[str, Any], ctx: StepContext) -> 
     time.sleep(input.get("sleep", 0))
     record(input["log"], ctx, "end")
     return {"i": previous["i"], "steps": [*previous["steps"], ctx.step]}
+
+
+# -- it_dag: a step, a map over its list, a step after the map -------------------------------
+
+dag = Workflow("it_dag", max_attempts=10)
+
+
+@dag.step
+def split(input: dict[str, Any], ctx: StepContext) -> list[int]:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return [int(input["i"]) + k for k in range(int(input.get("width", 3)))]
+
+
+@dag.map(over=split)
+def square(item: int, input: dict[str, Any], ctx: StepContext) -> int:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return item * item
+
+
+@dag.step(depends_on=[square])
+def total(square: list[int], input: dict[str, Any], ctx: StepContext) -> int:
+    record(input["log"], ctx, "begin")
+    time.sleep(input.get("sleep", 0))
+    record(input["log"], ctx, "end")
+    return sum(square)
+
+
+def dag_output(i: int, width: int = 3) -> int:
+    """What an it_dag run on input ``i`` returns (its ``total``)."""
+    return sum((i + k) ** 2 for k in range(width))
 
 
 # -- it_slow / it_slow_async: one long step that notices cancellation ----------------------------
@@ -171,7 +207,7 @@ def call(export: int, input: dict[str, Any], ctx: StepContext) -> int:
     return export
 
 
-ALL = [one, three, slow, slow_async, poison, limited]
+ALL = [one, three, dag, slow, slow_async, poison, limited]
 
 
 def configure(app: Any) -> None:

@@ -11,16 +11,21 @@ seconds in any case, so a test run never leaks processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pypgflow import StepContext, Workflow
 from pypgflow.app import App
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 tick = Workflow("cron_tick")
 
@@ -28,6 +33,68 @@ tick = Workflow("cron_tick")
 @tick.step
 def note(input: Any, ctx: StepContext) -> dict[str, Any]:
     return {"instance": ctx.instance_id, "pid": os.getpid()}
+
+
+class LeaderProcess:
+    """This module as a child process (the test's handle on it), its stderr in a file."""
+
+    def __init__(
+        self,
+        url: str,
+        instance_id: str,
+        directory: Path,
+        lease_ttl: float,
+        max_lifetime: float = 80.0,
+    ) -> None:
+        self.instance_id = instance_id
+        self.stderr_path = directory / f"leader-{instance_id}.stderr"
+        self.args = [
+            sys.executable, "-m", "tests.integration.leader_proc", "--url", url,
+            "--lease-ttl", str(lease_ttl), "--max-lifetime", str(max_lifetime),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PYPGFLOW_INSTANCE_ID": instance_id,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
+            ),
+        }
+        env.pop("PYPGFLOW_DATABASE_URL", None)
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                self.args,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=subprocess.STDOUT,
+            )
+
+    def __repr__(self) -> str:
+        return f"LeaderProcess({self.instance_id!r}, pid={self.process.pid})"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL if still running, and reap: always safe to call."""
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
 
 
 def _watchdog(parent: int, max_lifetime: float) -> None:

@@ -1,24 +1,18 @@
 """A worker process keeps going across a restart of the PostgreSQL server.
 
-Opt-in (PYPGFLOW_TEST_RESTART_DB=1): restarting the server breaks every other session using it.
-Needs the Debian/Ubuntu ``pg_ctlcluster`` tools and the right to run them (root, or the cluster
-owner); the cluster restarted is the one listening on the test URL's port.
+Opt-in (PYPGFLOW_TEST_RESTART_DB=1): restarting the server breaks every other session using it
+(see tests/integration/server.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from pypgflow.app import App, Run
-from tests.conftest import ADMIN_URL
 from tests.integration.flows import read_log
 from tests.integration.helpers import (
     WorkerProcess,
@@ -29,55 +23,21 @@ from tests.integration.helpers import (
     wait_for,
     wait_ready,
 )
+from tests.integration.server import local_cluster, needs_restart_rights
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.restart_db,
     postgres_only("restarts the PostgreSQL server: a SQLite file has no server to restart"),
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        os.environ.get("PYPGFLOW_TEST_RESTART_DB") != "1",
-        reason="restarts the shared PostgreSQL server: set PYPGFLOW_TEST_RESTART_DB=1 to run",
-    ),
+    needs_restart_rights,
 ]
-
-
-def _cluster() -> tuple[str, str]:
-    """(version, name) of the local cluster serving the test database's port."""
-    if shutil.which("pg_lsclusters") is None or shutil.which("pg_ctlcluster") is None:
-        pytest.skip("needs pg_lsclusters and pg_ctlcluster (postgresql-common)")
-    port = str(psycopg.conninfo.conninfo_to_dict(ADMIN_URL).get("port") or 5432)
-    listing = subprocess.run(
-        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout
-    for line in listing.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[2] == port:
-            return fields[0], fields[1]
-    pytest.skip(f"no local cluster listens on port {port}:\n{listing}")
-
-
-def _restart(version: str, name: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
-
-
-def _accepting(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=2).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 def test_worker_keeps_going_across_a_server_restart(
     app: App, database_url: str, log_path: Path, spawn_worker: Callable[..., WorkerProcess]
 ) -> None:
-    version, name = _cluster()
+    cluster = local_cluster()
     worker = spawn_worker("it-restart", poll_interval=0.5)
     wait_ready(app, [worker])
     log = str(log_path)
@@ -91,12 +51,7 @@ def test_worker_keeps_going_across_a_server_restart(
     )
     wait_for(lambda: executions(log_path), timeout=10, what="the first steps to begin")
     restarted = time.time()
-    try:
-        _restart(version, name)
-    finally:
-        wait_for(
-            lambda: _accepting(database_url), timeout=60, what="PostgreSQL to accept connections"
-        )
+    cluster.restart()
     back = time.time()
 
     ones += app.start_many("it_one", [{"log": log, "i": 100 + i} for i in range(20)])

@@ -5,10 +5,6 @@ and go."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,66 +16,11 @@ import pytest
 from pypgflow.app import App
 from pypgflow.leader import LEADER_LEASE
 from tests.integration.helpers import wait_for
+from tests.integration.leader_proc import LeaderProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE_TTL = 1.5
-
-
-class LeaderProcess:
-    """``python -m tests.integration.leader_proc`` as a child process, its stderr in a file."""
-
-    def __init__(self, url: str, instance_id: str, directory: Path, lease_ttl: float) -> None:
-        self.instance_id = instance_id
-        self.stderr_path = directory / f"leader-{instance_id}.stderr"
-        self.args = [
-            sys.executable, "-m", "tests.integration.leader_proc", "--url", url,
-            "--lease-ttl", str(lease_ttl), "--max-lifetime", "80",
-            "--parent-pid", str(os.getpid()),
-        ]  # fmt: skip
-        env = {
-            **os.environ,
-            "PYPGFLOW_INSTANCE_ID": instance_id,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
-            ),
-        }
-        env.pop("PYPGFLOW_DATABASE_URL", None)
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                self.args,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-            )
-
-    def __repr__(self) -> str:
-        return f"LeaderProcess({self.instance_id!r}, pid={self.process.pid})"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL if still running, and reap: always safe to call."""
-        if self.process.poll() is None:
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
 
 
 @pytest.fixture
