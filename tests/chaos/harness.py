@@ -46,7 +46,8 @@ class Fleet:
     kills: list[tuple[str, float]] = field(default_factory=list)
     started: int = 0
 
-    def start(self, count: int = 1) -> list[WorkerProcess]:
+    def start(self, count: int = 1, **extra: Any) -> list[WorkerProcess]:
+        """Start ``count`` workers with the fleet's options and ``extra`` (e.g. ``url=``)."""
         new = []
         for _ in range(count):
             options = {
@@ -55,6 +56,7 @@ class Fleet:
                 "poll_interval": POLL,
                 "max_lifetime": 900.0,
                 **self.options,
+                **extra,
             }
             worker = self.spawn(f"{self.prefix}-{self.started}", **options)
             self.started += 1

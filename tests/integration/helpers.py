@@ -59,6 +59,7 @@ class WorkerProcess:
         stale_after: float | None = None,
         max_rescues: int | None = None,
         deploy: str | None = None,
+        answer_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.instance_id = instance_id
@@ -77,6 +78,7 @@ class WorkerProcess:
             ("--stale-after", stale_after),
             ("--max-rescues", max_rescues),
             ("--deploy", deploy),
+            ("--answer-timeout", answer_timeout),
         ):
             if value is not None:
                 self.args += [option, str(value)]

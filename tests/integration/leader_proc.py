@@ -45,13 +45,14 @@ class LeaderProcess:
         directory: Path,
         lease_ttl: float,
         max_lifetime: float = 80.0,
+        stale_after: float = 30.0,
     ) -> None:
         self.instance_id = instance_id
         self.stderr_path = directory / f"leader-{instance_id}.stderr"
         self.args = [
             sys.executable, "-m", "tests.integration.leader_proc", "--url", url,
             "--lease-ttl", str(lease_ttl), "--max-lifetime", str(max_lifetime),
-            "--parent-pid", str(os.getpid()),
+            "--parent-pid", str(os.getpid()), "--stale-after", str(stale_after),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-ttl", type=float, default=1.5)
     parser.add_argument("--max-lifetime", type=float, default=60.0)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    parser.add_argument("--stale-after", type=float, default=30.0)
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_timeout=5.0,
             heartbeat_interval=0.5,
             lease_ttl=args.lease_ttl,
+            stale_after=args.stale_after,
         )
     finally:
         app.close()

@@ -3,7 +3,14 @@ back: ``cut()`` drops every connection through it and refuses new ones (as a net
 that resets connections would), ``restore()`` lets them through again. ``drop_answer(markers)``
 drops the one connection whose next answer from the server holds all of ``markers``, without
 passing that answer on: the statement ran (and committed), the client never hears of it, as when
-a server crash-restarts or a link drops right after a commit."""
+a server crash-restarts or a link drops right after a commit.
+
+Two faults that reset nothing: ``stall()`` stops forwarding in both directions, connections
+kept (a link that loses every packet for a while; what was sent arrives after ``restore()``);
+``half_open()`` closes the server's side of every connection but keeps the client's side open,
+swallowing whatever it sends and never answering, even after ``restore()`` (a peer gone without
+a word, a NAT entry expired): the client learns of it only by a timeout of its own. New
+connections during either are accepted and get the same treatment."""
 
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._cut = False
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._half_open = False
+        self._dead: set[socket.socket] = set()  # client sides left half open
         self._closed = False
         self.refused = 0  # connections refused while cut
         self._drop_markers: tuple[bytes, ...] = ()
@@ -54,13 +65,33 @@ class TcpProxy:
         with self._lock:
             self._drop_markers = markers
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def half_open(self) -> None:
+        with self._lock:
+            self._half_open = True
+            upstreams = [sock for sock in self._sockets if sock.getpeername() == self.target]
+            self._dead.update(sock for sock in self._sockets if sock not in upstreams)
+        for sock in upstreams:
+            _close(sock)
+
     def restore(self) -> None:
+        """Forward again (what a stall held back goes on its way); half-open client sides stay
+        dead."""
         with self._lock:
             self._cut = False
+            self._half_open = False
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True
+        self._flowing.set()
         self.cut()
+        with self._lock:
+            dead, self._dead = self._dead, set()
+        for sock in dead:
+            _close(sock)
         _close(self._listener)
         self._thread.join(timeout=5)
 
@@ -78,9 +109,14 @@ class TcpProxy:
                 return
             with self._lock:
                 refuse = self._cut or self._closed
+                if self._half_open:
+                    self._dead.add(client)
             if refuse:
                 self.refused += 1
                 _close(client)
+                continue
+            if client in self._dead:
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -116,6 +152,11 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data or (answers and self._dropping(data)):
                     break
+                self._flowing.wait()
+                if source in self._dead:
+                    return self._swallow(source)
+                if sink in self._dead:
+                    break
                 sink.sendall(data)
         except OSError:
             pass
@@ -123,8 +164,18 @@ class TcpProxy:
             with self._lock:
                 self._sockets.discard(source)
                 self._sockets.discard(sink)
-            _close(source)
-            _close(sink)
+                keep = {source, sink} & self._dead
+            for sock in {source, sink} - keep:
+                _close(sock)
+
+    def _swallow(self, client: socket.socket) -> None:
+        """A half-open client side: read and drop what it sends, until it gives up."""
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
+        with self._lock:
+            self._dead.discard(client)
+        _close(client)
 
 
 def _close(sock: socket.socket) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 
 from pypgflow.app import App
+from pypgflow.engines.postgres.engine import PostgresEngine
 from tests.integration import flows
 
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lifetime", type=float, default=120.0)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
     parser.add_argument("--deploy", help="also register flows.deploy(VERSION)")
+    parser.add_argument("--answer-timeout", type=float, help="PostgreSQL's answer_timeout")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -68,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         target=_watchdog, args=(args.parent_pid, args.max_lifetime), daemon=True
     ).start()
     extra = [flows.deploy(args.deploy)] if args.deploy else []
-    app = App(args.url, workflows=[*flows.ALL, *extra])
+    engine = None
+    if args.answer_timeout is not None:
+        engine = PostgresEngine(args.url, answer_timeout=args.answer_timeout)
+    app = App(args.url, engine=engine, workflows=[*flows.ALL, *extra])
     flows.configure(app)
     try:
         app.run_worker(

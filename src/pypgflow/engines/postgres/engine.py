@@ -36,6 +36,7 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
+from pypgflow.engines.postgres.deadline import DEFAULT_ANSWER_TIMEOUT, AnswerDeadline
 from pypgflow.engines.postgres.listen import ListenTarget, listen_thread
 from pypgflow.engines.postgres.params import (
     array_literal,
@@ -93,6 +94,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 5.0,
+        answer_timeout: float | None = DEFAULT_ANSWER_TIMEOUT,
     ) -> None:
         try:
             params = psycopg.conninfo.conninfo_to_dict(url)
@@ -116,6 +118,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         #: are not woken by them
         self.done_channel = f"{schema}_done"
         self.connect_timeout = connect_timeout
+        if answer_timeout is not None and (
+            isinstance(answer_timeout, bool)
+            or not isinstance(answer_timeout, int | float)
+            or not answer_timeout > 0
+        ):
+            raise InvalidArgument(
+                f"answer_timeout must be a number of seconds > 0 or None, got {answer_timeout!r}"
+            )
+        #: a call waiting longer for the server's answer loses its connection (see deadline.py)
+        self._deadline = AnswerDeadline(answer_timeout, where=describe_url(url))
         self._queries = {
             name: self._compose(text)
             for name, text in load_queries(
@@ -200,16 +212,17 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                 continue
             break
         try:
-            if autocommit:
-                conn.autocommit = True
-                try:
-                    yield conn
-                finally:
-                    if not conn.closed:
-                        conn.autocommit = False
-            else:
-                with conn:
-                    yield conn
+            with self._deadline.watch(conn):
+                if autocommit:
+                    conn.autocommit = True
+                    try:
+                        yield conn
+                    finally:
+                        if not conn.closed:
+                            conn.autocommit = False
+                else:
+                    with conn:
+                        yield conn
         finally:
             self._pool.putconn(conn)
 
@@ -308,6 +321,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         if self._opened:
             self._pool.close()
             self._opened = False
+        self._deadline.close()
+
+    @property
+    def answer_timeout(self) -> float | None:
+        """Seconds a call waits for the server's answer before its connection is closed and it
+        fails with ``DatabaseUnavailable`` (None: as long as the socket stays open)."""
+        return self._deadline.seconds
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -487,7 +507,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         )
 
     def _listen_target(self, statement: str) -> ListenTarget:
-        return ListenTarget(self.url, self._q(statement), self.connect_timeout)
+        return ListenTarget(
+            self.url, self._q(statement), self.connect_timeout, self._deadline.seconds
+        )
 
     # -- the operators' reads (engines/insight.py) -------------------------------------------
 

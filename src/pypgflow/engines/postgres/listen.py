@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
+from pypgflow.engines.postgres.deadline import AnswerDeadline
+
 logger = logging.getLogger("pypgflow.engine.postgres")
+
+#: seconds of silence after which a listening connection is asked for an answer: LISTEN alone
+#: would not notice a server that went silent without closing the connection
+PROBE_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class ListenTarget:
     url: str
     statement: sql.SQL
     connect_timeout: float
+    answer_timeout: float | None = None
 
 
 def listen_thread(
@@ -32,6 +40,7 @@ def listen_thread(
     payload, and ``on_payload("")`` once connected: anything may have been sent while it was
     not. Reconnects until stopped; returns the function that stops it."""
     stop = threading.Event()
+    deadline = AnswerDeadline(target.answer_timeout, where=name)
 
     def loop() -> None:
         delay = 0.1
@@ -42,12 +51,19 @@ def listen_thread(
                     autocommit=True,
                     connect_timeout=max(1, int(target.connect_timeout)),
                 ) as conn:
-                    conn.execute(target.statement)
+                    with deadline.watch(conn):
+                        conn.execute(target.statement)
                     delay = 0.1
                     on_payload("")  # (re)connected: anything may have arrived meanwhile
+                    heard = time.monotonic()
                     while not stop.is_set():
                         for note in conn.notifies(timeout=0.1):  # short: stop is seen quickly
+                            heard = time.monotonic()
                             on_payload(note.payload)
+                        if time.monotonic() - heard > PROBE_AFTER:
+                            with deadline.watch(conn):
+                                conn.execute("SELECT 1")
+                            heard = time.monotonic()
             except psycopg.Error as exc:
                 if stop.is_set():
                     return
@@ -60,6 +76,7 @@ def listen_thread(
 
     def stop_listening() -> None:
         stop.set()
+        deadline.close()
         if thread is not threading.current_thread():
             thread.join(timeout=2.0)
 
