@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit docs audit chaos bench bench-peers screenshots clean
+.PHONY: demo test lint typecheck unit docs audit chaos soak bench bench-peers screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pypgflow needs Python 3.11 or newer: run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -45,6 +45,12 @@ audit: $(BIN)/.installed
 # pytest: `make chaos ARGS='-k storm'`; PYPGFLOW_CHAOS_RUNS sets the storm's runs (5000).
 chaos: $(BIN)/.installed
 	PYPGFLOW_CHAOS=1 PYPGFLOW_TEST_RESTART_DB=1 $(BIN)/python -m pytest tests/chaos -s -q $(ARGS)
+
+# Half the measured capacity for SOAK_MINUTES (30): worker RSS, table sizes and latency at the
+# start and the end, compared (bench/soak.py). `make soak SOAK_MINUTES=5 ARGS='--engine sqlite'`.
+SOAK_MINUTES ?= 30
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) $(ARGS)
 
 # The dashboard's pages photographed by its browser tests, for the docs (docs/screenshots/).
 screenshots: $(BIN)/.installed

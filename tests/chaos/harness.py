@@ -114,6 +114,22 @@ def reassign_times(log: Path, kills: list[tuple[str, float]]) -> tuple[list[floa
     return times, never
 
 
+def ended_then_repeated(log: Path, kills: list[tuple[str, float]]) -> int:
+    """Executions that ended on a worker before it was killed and yet ran again elsewhere: their
+    outcome was still on its way to the database (outcomes are written in batches)."""
+    events = read_log(log)
+    killed_at = dict(kills)
+    again = collections.Counter(key_of(e) for e in events if e["event"] == "begin")
+    return sum(
+        1
+        for e in events
+        if e["event"] == "end"
+        and e["instance"] in killed_at
+        and e["t"] < killed_at[e["instance"]]
+        and again[key_of(e)] > 1
+    )
+
+
 def total_rescues(url: str, run_id: str | None = None) -> int:
     """Lost attempts recorded (tasks.rescues summed), of every run or of one."""
     table = "tasks" if is_sqlite(url) else "pypgflow.tasks"

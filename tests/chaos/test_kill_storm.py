@@ -22,6 +22,7 @@ from tests.chaos.harness import (
     POLL,
     STALE_AFTER,
     Fleet,
+    ended_then_repeated,
     percentile,
     reassign_times,
     repeated_executions,
@@ -76,6 +77,7 @@ def test_sigkill_storm(
         or outputs[r.id].output != flows.dag_output(i=int(outputs[r.id].input["i"]))
     ]
     begun, repeated = repeated_executions(log_path)
+    outcome_lost = ended_then_repeated(log_path, fleet.kills)
     kills = len(fleet.kills)
     times, never = reassign_times(log_path, fleet.kills)
     found = audit.verdict(database_url)
@@ -94,7 +96,8 @@ def test_sigkill_storm(
     )
     figures.add(
         f"executions: {begun} for {5 * RUNS} steps, {repeated} repeated (bound kills x slots = "
-        f"{kills * SLOTS}); lost attempts rescued: {total_rescues(database_url)}"
+        f"{kills * SLOTS}), of which {outcome_lost} had ended, their outcome not yet written; "
+        f"lost attempts rescued: {total_rescues(database_url)}"
     )
     figures.add(
         f"kill -> step running elsewhere, {len(times)} steps: p50 {percentile(times, 50):.2f} s, "

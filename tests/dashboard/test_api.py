@@ -12,7 +12,9 @@ from typing import Any
 import psycopg
 from starlette.testclient import TestClient
 
+from pypgflow import Workflow
 from pypgflow.app import App
+from tests.conftest import running_worker
 from tests.dashboard.conftest import BEARER, SCRIPT
 
 RUN_FIELDS = {
@@ -62,6 +64,33 @@ def test_a_run_has_its_steps_and_tasks(client: TestClient, stored: dict[str, str
     assert tasks["explode"]["status"] == "failed"
     assert tasks["explode"]["attempt"] == 1
     assert tasks["explode"]["instance_id"]
+    assert run["task_counts"] == {"prepare": {"completed": 1}, "explode": {"failed": 1}}
+    assert run["tasks_total"] == 2
+
+
+def test_a_map_larger_than_a_page_of_tasks_is_counted_in_full(client: TestClient, app: App) -> None:
+    wide = Workflow("wide")
+
+    @wide.step
+    def items(input: Any) -> list[int]:
+        return list(range(input["n"]))
+
+    @wide.map(over=items)
+    def double(item: int) -> int:
+        return 2 * item
+
+    app.register(wide)
+    n = 1200
+    run = app.start(wide, {"n": n})
+    with running_worker(app, {"default": 50}):
+        assert len(run.result(timeout=120)) == n
+    body = get(client, f"/api/runs/{run.id}")
+    assert body["task_counts"] == {"items": {"completed": 1}, "double": {"completed": n}}
+    assert body["tasks_total"] == n + 1
+    assert len(body["tasks"]) == 1000  # a page of them, the counts are whole
+    page = client.get(f"/runs/{run.id}", headers=BEARER).text
+    assert f"map {n}/{n} done" in page
+    assert f"{n + 1 - 60} more tasks not drawn" in page
 
 
 def test_pages_of_runs_follow_the_cursor_without_gaps_or_repeats(

@@ -37,6 +37,7 @@ BOUNDS = {
     "find_runs_since": len(RunStatus) * (PAGE + 1) * 2,
     "find_runs_of_workflow_since": len(RunStatus) * (PAGE + 1) * 2,
     "run_tasks": 10,
+    "run_task_counts": 10,
     "workflow_step_durations": 50 * 3,
     "workflow_shape": len(RunStatus) * 2,
 }
@@ -67,6 +68,7 @@ def test_the_dashboard_page_reads_stay_flat(database: tuple[str, App]) -> None: 
                 assert not {r.id for r in following.runs} & {r.id for r in page.runs}
         first = engine.find_runs(RunFilter(workflow=mapped.name), limit=1).runs[0]
         assert engine.run_tasks(first.id)
+        assert engine.run_task_counts(first.id)
     stats = {}
     with explained(engine) as sampled:
         for name in (one.name, mapped.name):

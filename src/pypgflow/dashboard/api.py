@@ -127,7 +127,16 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         run_id = str(request.path_params["run_id"])
         info = await run_in_threadpool(app.get_run, run_id)
         tasks = await run_in_threadpool(app.engine.run_tasks, run_id)
-        return JSONResponse({**run_json(info, steps=True), "tasks": [task_json(t) for t in tasks]})
+        counts = await run_in_threadpool(app.engine.run_task_counts, run_id)
+        total = sum(n for by_status in counts.values() for n in by_status.values())
+        return JSONResponse(
+            {
+                **run_json(info, steps=True),
+                "tasks": [task_json(t) for t in tasks],  # the first 1,000
+                "task_counts": counts,  # every task, by step and state
+                "tasks_total": total,
+            }
+        )
 
     def act(verb: Callable[[str], bool], done: str, refused: str) -> Callable[..., Any]:
         async def endpoint(request: Request) -> JSONResponse:

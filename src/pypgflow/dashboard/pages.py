@@ -28,7 +28,6 @@ from pypgflow.dashboard.auth import COOKIE
 from pypgflow.dashboard.site import Dashboard, render, url
 from pypgflow.engines.insight import SCAN_WINDOW
 from pypgflow.errors import InvalidArgument
-from pypgflow.insight import TaskInfo
 from pypgflow.records import RunInfo
 from pypgflow.status import RunStatus, StepStatus, TaskStatus
 
@@ -43,6 +42,11 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+#: a run page shows the first this many tasks in its timeline and attempts (its graph counts
+#: every task)
+TASKS_SHOWN = 1000
 
 
 def step_detail(is_map: bool, task_count: int | None, counts: dict[str, int]) -> str:
@@ -65,12 +69,9 @@ def step_options(step: reads.StepDefinition) -> str:
     return " · ".join(parts)
 
 
-def run_graph(run: RunInfo, tasks: list[TaskInfo]) -> graph.Graph:
-    """The run's DAG, each node coloured by its step's state (running when a task runs)."""
-    by_step: dict[str, dict[str, int]] = {}
-    for task in tasks:
-        counts = by_step.setdefault(task.step, {})
-        counts[task.status.value] = counts.get(task.status.value, 0) + 1
+def run_graph(run: RunInfo, by_step: dict[str, dict[str, int]]) -> graph.Graph:
+    """The run's DAG, each node coloured by its step's state (running when a task runs);
+    ``by_step``: its tasks counted by step and state (``Engine.run_task_counts``)."""
     steps = []
     for step in run.steps:
         counts = by_step.get(step.name, {})
@@ -137,7 +138,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     def run_context(request: Request) -> dict[str, Any]:
         run_id = str(request.path_params["run_id"])
         run = app.get_run(run_id)
-        tasks = app.engine.run_tasks(run_id)
+        tasks = app.engine.run_tasks(run_id, limit=TASKS_SHOWN)
+        counts = app.engine.run_task_counts(run_id)
+        total = sum(n for by_status in counts.values() for n in by_status.values())
         now = datetime.now(UTC)
         attempts = sorted(
             ((task, error) for task in tasks for error in task.errors),
@@ -146,8 +149,9 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
         return {
             "run": run,
             "tasks": tasks,
-            "graph": run_graph(run, tasks),
-            "waterfall": timeline.waterfall(run, tasks, now),
+            "tasks_total": total,
+            "graph": run_graph(run, counts),
+            "waterfall": timeline.waterfall(run, tasks, now, total),
             "attempts": attempts,
             "live": not run.status.finished,
         }

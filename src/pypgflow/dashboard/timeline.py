@@ -67,8 +67,11 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def waterfall(run: RunInfo, tasks: Sequence[TaskInfo], now: datetime) -> Waterfall:
-    """The rows of ``run``'s tasks, scaled from the run's creation to its end (or now)."""
+def waterfall(
+    run: RunInfo, tasks: Sequence[TaskInfo], now: datetime, task_count: int | None = None
+) -> Waterfall:
+    """The rows of ``run``'s tasks, scaled from the run's creation to its end (or now);
+    ``task_count``: how many tasks the run has, when ``tasks`` are only the first of them."""
     start = run.created_at
     end_candidates = [run.finished_at or now]
     for task in tasks:
@@ -126,5 +129,5 @@ def waterfall(run: RunInfo, tasks: Sequence[TaskInfo], now: datetime) -> Waterfa
         height=AXIS_HEIGHT + len(rows) * ROW_HEIGHT + 6,
         rows=rows,
         ticks=ticks,
-        hidden=max(0, len(tasks) - MAX_ROWS),
+        hidden=max(0, max(task_count or 0, len(tasks)) - min(len(tasks), MAX_ROWS)),
     )

@@ -510,6 +510,10 @@ class Engine(abc.ABC):
         """A run's tasks with every attempt's error, in the order they were made."""
         raise NotSupported(f"{type(self).__name__} cannot list a run's tasks")
 
+    def run_task_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """How many of a run's tasks are in each state, by step (all of them)."""
+        raise NotSupported(f"{type(self).__name__} cannot count a run's tasks")
+
     def failures(self, *, window: int = 2000) -> Failures:
         """The most recent failed runs grouped by workflow, step and error type."""
         raise NotSupported(f"{type(self).__name__} cannot group failures")

@@ -164,6 +164,19 @@ class InsightVerbs(SqlBase[C]):
             for row in rows
         ]
 
+    def run_task_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """How many tasks of the run are in each state, by step: all of them, where
+        ``run_tasks`` reads a page."""
+        canonical = canonical_run_id(run_id)
+        if canonical is None:
+            return {}
+        with self._read() as conn:
+            rows = self._fetch(conn, "run_task_counts", {"id": canonical})
+        counts: dict[str, dict[str, int]] = {}
+        for step, status, count in rows:
+            counts.setdefault(step, {})[status] = int(count)
+        return counts
+
     # -- failures -------------------------------------------------------------------------------
 
     def failures(self, *, window: int = 2000) -> Failures:

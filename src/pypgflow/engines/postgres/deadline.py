@@ -85,7 +85,7 @@ class AnswerDeadline:
                         self._watched.pop(token, None)  # (gone if it expired)
                         self.expired += 1
                         logger.warning(
-                            "no answer from PostgreSQL at %s for %g s (answer_timeout): closing "
+                            "no answer from PostgreSQL on %s for %g s (answer_timeout): closing "
                             "the connection, the call fails with a connection error",
                             self.where,
                             self.seconds,

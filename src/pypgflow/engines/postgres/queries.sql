@@ -1076,6 +1076,12 @@ FROM {schema}.tasks WHERE run_id = %(id)s::uuid
 ORDER BY id
 LIMIT %(limit)s;
 
+-- name: run_task_counts
+-- How many tasks of a run are in each state, by step (tasks_run_step_index): a map's element
+-- counts, whatever its size (run_tasks reads a page of the tasks themselves).
+SELECT step, status, count(*) FROM {schema}.tasks WHERE run_id = %(id)s::uuid
+GROUP BY step, status;
+
 -- name: failure_groups
 -- The %(window)s newest failed runs (runs_status_created, newest first), grouped by workflow,
 -- the step that failed them and their error's type, most runs first; the latest failure of

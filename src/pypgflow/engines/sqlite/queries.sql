@@ -878,6 +878,12 @@ FROM tasks WHERE run_id = :id
 ORDER BY id
 LIMIT :limit;
 
+-- name: run_task_counts
+-- How many tasks of a run are in each state, by step (tasks_run_step_index): a map's element
+-- counts, whatever its size (run_tasks reads a page of the tasks themselves).
+SELECT step, status, count(*) FROM tasks WHERE run_id = :id
+GROUP BY step, status;
+
 -- name: failure_groups
 -- The :window newest failed runs (runs_status_created), grouped by workflow, the step that
 -- failed them and their error's type, most runs first. The latest failure of each group gives
