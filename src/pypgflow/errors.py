@@ -106,6 +106,10 @@ class AttemptError:
     #: if it was not registered), and how many workers this task has lost so far
     last_seen: str | None = None
     lost_workers: int | None = None
+    #: when the attempt's step function was called and when it failed, by its worker's clock
+    #: (ISO 8601; durable runs only, None for an attempt lost with its worker)
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @classmethod
     def from_exception(
@@ -116,6 +120,8 @@ class AttemptError:
         attempt: int,
         task_index: int | None = None,
         instance_id: str | None = None,
+        started_at: str | None = None,
+        finished_at: str | None = None,
     ) -> AttemptError:
         return cls(
             step=step,
@@ -125,6 +131,8 @@ class AttemptError:
             traceback="".join(traceback_module.format_exception(exc)),
             task_index=task_index,
             instance_id=instance_id,
+            started_at=started_at,
+            finished_at=finished_at,
         )
 
     @classmethod
@@ -141,12 +149,14 @@ class AttemptError:
             instance_id=data.get("instance_id"),
             last_seen=data.get("last_seen"),
             lost_workers=None if lost_workers is None else int(lost_workers),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: JSON values, without the fields a kind of error does not use."""
         data = asdict(self)
-        for optional in ("last_seen", "lost_workers"):
+        for optional in ("last_seen", "lost_workers", "started_at", "finished_at"):
             if data[optional] is None:
                 del data[optional]
         return data

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from pypgflow import orchestration
@@ -74,6 +75,7 @@ class StepRunner:
     async def run(self, task: ClaimedTask, ctx: StepContext) -> Outcome:
         """Call the task's step once and say how it went; CancelledError propagates (the
         attempt was cancelled, abandoned or interrupted: it has no outcome)."""
+        began = time.time()  # a failed attempt's error says when it ran
         workflow = self.workflow_of(task)
         step = workflow.steps.get(task.step) if workflow is not None else None
         if workflow is None or step is None:
@@ -83,7 +85,7 @@ class StepRunner:
             verdict = orchestration.attempt_failed(
                 attempt=task.attempt, max_attempts=task.max_attempts, retryable=False
             )
-            return self.failed(task, error, verdict)
+            return self.failed(task, error, verdict, began=began)
         options = resolve_options(workflow, step)
         if step.child is not None and task.child_run_id is not None:
             return self.child_ended(task, step.child.name)
@@ -134,7 +136,7 @@ class StepRunner:
             # The stored budget rules: it was fixed when the task was made.
             budget = replace(options, max_attempts=task.max_attempts)
             verdict = orchestration.step_failed(exc, attempt=task.attempt, options=budget)
-            return self.failed(task, exc, verdict)
+            return self.failed(task, exc, verdict, began=began)
 
     def child_started(self, task: ClaimedTask, child: Workflow, child_input: Any) -> ChildStarted:
         """A subflow step's function returned ``child_input``: the child run to start, on the
@@ -168,14 +170,22 @@ class StepRunner:
         return self.failed(task, failure, orchestration.GiveUp("the child run did not complete"))
 
     def failed(
-        self, task: ClaimedTask, exc: BaseException, verdict: orchestration.Verdict
+        self,
+        task: ClaimedTask,
+        exc: BaseException,
+        verdict: orchestration.Verdict,
+        *,
+        began: float | None = None,
     ) -> Failed:
+        """The failed attempt's outcome; ``began``: when its step was called (time.time())."""
         error = AttemptError.from_exception(
             exc,
             step=task.step,
             attempt=task.attempt,
             task_index=task.task_index,
             instance_id=self.instance_id,
+            started_at=None if began is None else _iso(began),
+            finished_at=_iso(time.time()),
         )
         where = error.where
         if isinstance(verdict, orchestration.GiveUp):
@@ -228,3 +238,8 @@ def _extra(task: ClaimedTask) -> dict[str, Any]:
         "attempt": task.attempt,
         "task_index": task.task_index,
     }
+
+
+def _iso(moment: float) -> str:
+    """A time.time() as an ISO 8601 instant in UTC."""
+    return datetime.fromtimestamp(moment, UTC).isoformat()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -38,9 +39,11 @@ def test_a_step_succeeds_after_failed_attempts(make_app: Callable[..., App]) -> 
         return input + 1
 
     app = make_app(flow)
+    before = datetime.now(UTC)
     run = app.start(flow, 1)
     with running_worker(app):
         assert run.result(timeout=5) == 2
+    after = datetime.now(UTC)
     assert attempts == [1, 2, 3]
     step = app.get_run(run.id).steps[0]
     assert step.status is StepStatus.COMPLETED
@@ -50,6 +53,13 @@ def test_a_step_succeeds_after_failed_attempts(make_app: Callable[..., App]) -> 
         (1, "Flaky", "not yet (1)"),
         (2, "Flaky", "not yet (2)"),
     ]
+    # each failed attempt says when its worker ran it (the dashboard draws it there)
+    times = [
+        (datetime.fromisoformat(e.started_at or ""), datetime.fromisoformat(e.finished_at or ""))
+        for e in step.errors
+    ]
+    assert before <= times[0][0] <= times[0][1] <= times[1][0] <= times[1][1] <= after
+    assert all(e.instance_id for e in step.errors)
 
 
 def test_last_attempt_fails_step_and_run_and_cancels_the_rest(
