@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -72,7 +73,11 @@ MEASURE_FROM = 80.0
 
 
 def worker_main(url: str) -> None:
-    """A worker process at the worker's defaults, with the soak's retention."""
+    """A worker process at the worker's defaults, with the soak's retention; its warnings go to
+    its stderr file (printed if the soak fails)."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     app = App(url, workflows=[soak])
     app.run_worker(retention=Retention(completed=KEEP_COMPLETED, interval=PRUNE_INTERVAL))
 
@@ -376,6 +381,11 @@ def verdict(samples: list[Sample], rate: float, errors: list[str]) -> bool:
     for text, ok in checks:
         print(f"  {'ok  ' if ok else 'FAIL'} {text}")
     print(f"  tables {start.mb:.1f} -> {end.mb:.1f} MB")
+    worst = max(samples, key=lambda s: s.p99_ms)
+    print(
+        f"  worst sample: p99 {worst.p99_ms:.1f} ms (p50 {worst.p50_ms:.1f}) at "
+        f"{worst.at / 60:.1f} min, {worst.finished_per_s:.0f} runs/s finished"
+    )
     return all(ok for _, ok in checks)
 
 
