@@ -42,6 +42,31 @@ def is_sqlite(url: str) -> bool:
     return url.lower().startswith("sqlite:")
 
 
+def spawn_test_process(
+    args: list[str], instance_id: str, stderr_path: Path
+) -> subprocess.Popen[bytes]:
+    """``args`` (a ``python -m tests...`` command) as a child process with ``instance_id`` as
+    its PYPGFLOW_INSTANCE_ID, this repository importable, its output in ``stderr_path``."""
+    env = {
+        **os.environ,
+        "PYPGFLOW_INSTANCE_ID": instance_id,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
+        ),
+    }
+    env.pop("PYPGFLOW_DATABASE_URL", None)
+    with stderr_path.open("wb") as stderr:
+        return subprocess.Popen(
+            args,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=subprocess.STDOUT,
+        )
+
+
 class WorkerProcess:
     """``python -m tests.integration.worker_proc`` as a real child process, its stderr in a file."""
 
@@ -89,24 +114,7 @@ class WorkerProcess:
         return f"WorkerProcess({self.instance_id!r}, pid={pid})"
 
     def start(self) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "PYPGFLOW_INSTANCE_ID": self.instance_id,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
-            ),
-        }
-        env.pop("PYPGFLOW_DATABASE_URL", None)
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                self.args,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = spawn_test_process(self.args, self.instance_id, self.stderr_path)
         return self
 
     @property

@@ -24,8 +24,7 @@ from typing import Any
 
 from pypgflow import StepContext, Workflow
 from pypgflow.app import App
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.helpers import spawn_test_process
 
 tick = Workflow("cron_tick")
 
@@ -54,24 +53,7 @@ class LeaderProcess:
             "--lease-ttl", str(lease_ttl), "--max-lifetime", str(max_lifetime),
             "--parent-pid", str(os.getpid()), "--stale-after", str(stale_after),
         ]  # fmt: skip
-        env = {
-            **os.environ,
-            "PYPGFLOW_INSTANCE_ID": instance_id,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
-            ),
-        }
-        env.pop("PYPGFLOW_DATABASE_URL", None)
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                self.args,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = spawn_test_process(self.args, instance_id, self.stderr_path)
 
     def __repr__(self) -> str:
         return f"LeaderProcess({self.instance_id!r}, pid={self.process.pid})"

@@ -40,7 +40,7 @@ def listen_thread(
     payload, and ``on_payload("")`` once connected: anything may have been sent while it was
     not. Reconnects until stopped; returns the function that stops it."""
     stop = threading.Event()
-    deadline = AnswerDeadline(target.answer_timeout, where=f"the LISTEN connection ({name})")
+    deadline = AnswerDeadline(target.answer_timeout, where=f"the listening connection ({name})")
 
     def loop() -> None:
         delay = 0.1
