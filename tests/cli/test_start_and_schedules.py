@@ -97,7 +97,10 @@ def test_start_wait_says_a_non_retryable_failure_is_not_retried(cli: Invoke, app
     with running_worker(app):
         result = cli("start", SAMPLE, "refused", "--input", "42", "--wait", "--timeout", "20")
     assert result.exit_code == 1
-    failure = next(line for line in result.stderr.splitlines() if "  refuse  " in line)
+    # (a line saying it runs may come first, if the watch sees it running)
+    failure = next(
+        line for line in result.stderr.splitlines() if "  refuse  " in line and " failed " in line
+    )
     assert failure.endswith("NonRetryable: no such account: 42; not retried: failed for good")
 
 
