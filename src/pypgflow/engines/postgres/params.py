@@ -167,7 +167,13 @@ def storable(value: Any) -> Any:
 
 
 def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask]:
-    """The rows of claim_tasks, as the tasks a worker now holds."""
+    """The rows of claim_tasks, as the tasks a worker now holds. A step's dependency outputs
+    come on the first of its rows in a claim only (a map's elements share them)."""
+    rows = list(rows)
+    shared: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        if row[9] is not None:
+            shared.setdefault((row[1], row[2]), row[9])
     return [
         ClaimedTask(
             id=row[0],
@@ -179,7 +185,7 @@ def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask
             max_attempts=row[6],
             input=row[7],
             run_input=row[8],
-            dependency_outputs=row[9] or {},
+            dependency_outputs=shared.get((row[1], row[2])) or {},
             run_pending=row[10],
             trace_context=row[11],
             version=row[12],

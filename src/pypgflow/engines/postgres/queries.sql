@@ -185,6 +185,9 @@ WITH picked AS (
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
        c.max_attempts, c.input, r.input AS run_input,
+       -- once per step of a run: the elements of a map share their step's (claimed_tasks
+       -- gives the others the first's), which would otherwise be read and sent for each one
+       CASE WHEN c.nth = 1 THEN
        (SELECT jsonb_object_agg(dep.name, CASE
                    WHEN (r.steps -> dep.name ->> 'is_map')::boolean THEN
                        coalesce((SELECT jsonb_agg(e.output ORDER BY e.task_index)
@@ -196,13 +199,16 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
                            AND p.task_index IS NULL)
                END)
         FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
-           AS dependency_outputs,
+       END AS dependency_outputs,
        r.status = 'pending' AS run_pending, r.trace_context, c.version, c.priority,
        c.child_run_id::text,
        -- a subflow task woken by its child's end: how the child ended
        (SELECT jsonb_build_object('status', ch.status, 'output', ch.output, 'error', ch.error)
         FROM {schema}.runs ch WHERE ch.id = c.child_run_id) AS child
-FROM claimed c
+FROM (SELECT claimed.*,
+             row_number() OVER (PARTITION BY claimed.run_id, claimed.step ORDER BY claimed.id)
+                 AS nth
+      FROM claimed) AS c
 CROSS JOIN LATERAL (SELECT input, steps, status, trace_context FROM {schema}.runs
                     WHERE id = c.run_id) AS r
 -- in claim order: the worker starts them in this order
