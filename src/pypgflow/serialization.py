@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -142,6 +142,36 @@ def loads(text: str | bytes | None) -> Any:
     if text is None:
         return None
     return _DECODER.decode(text if isinstance(text, str) else text.decode())
+
+
+class DecodedOnRead(Mapping[str, Any]):
+    """A stored JSON object decoded at its first read, each instance its own copy. The elements
+    of a map share their step's dependency outputs as one text: each element decodes them only
+    if it reads them (a map's function never does, its condition may), and never shares the
+    values with another element, which might change them."""
+
+    __slots__ = ("_text", "_value")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._value: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = loads(self._text) or {}
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
 
 
 def same_json(a: str | None, b: str | None) -> bool:

@@ -11,6 +11,7 @@ import pytest
 
 from pypgflow import Backoff, MapInputError, Workflow, WorkflowFailed
 from pypgflow.app import App
+from pypgflow.engines.base import Completed
 from pypgflow.status import RunStatus, StepStatus
 from tests.conftest import running_worker
 
@@ -221,3 +222,31 @@ def test_an_element_failing_for_good_fails_the_run(make_app: Callable[..., App])
         ("each[1]", 1, "ValueError"),
         ("each[1]", 2, "ValueError"),
     ]
+
+
+def test_claimed_elements_each_get_their_own_copy_of_the_dependency_outputs(
+    make_app: Callable[..., App],
+) -> None:
+    # A claim sends a step's dependency outputs once for all its elements (a map over a big
+    # list was quadratic): each element still decodes its own copy when it reads them.
+    flow = Workflow("copies")
+
+    @flow.step
+    def items(input: int) -> list[int]:
+        return list(range(input))
+
+    @flow.map(over=items)
+    def double(item: int) -> int:
+        return 2 * item
+
+    app = make_app(flow)
+    run = app.start(flow, 20)
+    (first,) = app.engine.claim_tasks("default", 5, instance_id="t", workflows=[flow.name])
+    app.engine.finish_tasks([Completed(first, "[" + ",".join(map(str, range(20))) + "]")])
+    tasks = app.engine.claim_tasks("default", 50, instance_id="t", workflows=[flow.name])
+    assert len(tasks) == 20
+    assert {t.run_id for t in tasks} == {run.id}
+    assert sorted(t.input for t in tasks) == list(range(20))
+    assert all(dict(t.dependency_outputs) == {"items": list(range(20))} for t in tasks)
+    tasks[0].dependency_outputs["items"].append("changed by one element")
+    assert tasks[1].dependency_outputs["items"] == list(range(20))

@@ -37,8 +37,8 @@ def test_the_elements_of_a_map_share_one_copy_of_their_dependency_outputs(pg_url
         with engine._connection(autocommit=True) as conn:
             rows = engine._fetch(conn, "claim_tasks", params)
         assert len(rows) == 50
-        assert sum(1 for row in rows if row[9] is not None) == 1  # sent once
+        assert sum(1 for row in rows if row[9] is not None) == 1  # sent once, as text
         tasks = claimed_tasks(rows, "default")
         assert {t.run_id for t in tasks} == {run.id}
-        assert all(t.dependency_outputs == {"items": list(range(50))} for t in tasks)
+        assert all(dict(t.dependency_outputs) == {"items": list(range(50))} for t in tasks)
         assert sorted(t.input for t in tasks) == list(range(50))

@@ -73,7 +73,8 @@ class ClaimedTask:
     max_attempts: int
     input: Any  # the element, for a map step
     run_input: Any
-    dependency_outputs: dict[str, Any]
+    #: the outputs of its step's dependencies, by step name
+    dependency_outputs: Mapping[str, Any]
     #: the run was still pending when the task was claimed: its worker marks it running if
     #: the step runs long (see pypgflow.worker), else its outcome does
     run_pending: bool = False

@@ -185,8 +185,9 @@ WITH picked AS (
 )
 SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attempt,
        c.max_attempts, c.input, r.input AS run_input,
-       -- once per step of a run: the elements of a map share their step's (claimed_tasks
-       -- gives the others the first's), which would otherwise be read and sent for each one
+       -- once per step of a run, as text: the elements of a map share their step's
+       -- (claimed_tasks gives the others the first's, each decoded on its first read), which
+       -- would otherwise be read, sent and decoded for each one
        CASE WHEN c.nth = 1 THEN
        (SELECT jsonb_object_agg(dep.name, CASE
                    WHEN (r.steps -> dep.name ->> 'is_map')::boolean THEN
@@ -198,7 +199,7 @@ SELECT c.id, c.run_id::text AS run_id, c.step, c.task_index, c.workflow, c.attem
                          WHERE p.run_id = c.run_id AND p.step = dep.name
                            AND p.task_index IS NULL)
                END)
-        FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))
+        FROM jsonb_array_elements_text(r.steps -> c.step -> 'depends_on') AS dep(name))::text
        END AS dependency_outputs,
        r.status = 'pending' AS run_pending, r.trace_context, c.version, c.priority,
        c.child_run_id::text,

@@ -131,11 +131,14 @@ RETURNING id, run_id, step, task_index, workflow, attempt, max_attempts, input, 
 -- name: claimed_task_inputs
 -- What the claimed tasks need besides themselves: their run's input, the outputs of their
 -- step's dependencies (a JSON object, empty for a root step; a map step's is its elements'
--- results in order, [] for none), and whether the run is still pending (its first outcome, or
+-- results in order, [] for none; on one task of each step only), and whether the run is still pending (its first outcome, or
 -- its worker soon after the start of a step that runs long, marks it running). A step is found
 -- in the steps object by a quoted path ('$."name"'): a bare label would take the dots of a
 -- step's name for a path.
 SELECT t.id, r.input AS run_input,
+       -- once per step of a run: the elements of a map share their step's (the engine gives
+       -- the others the first's), which would otherwise be read and sent for each one
+       CASE WHEN row_number() OVER (PARTITION BY t.run_id, t.step ORDER BY t.id) = 1 THEN
        (SELECT json_group_object(d.value, CASE
                    WHEN r.steps -> ('$."' || d.value || '"') ->> '$.is_map' THEN
                        (SELECT json_group_array(json(e.output)) FROM (
@@ -148,7 +151,7 @@ SELECT t.id, r.input AS run_input,
                            AND p.task_index IS NULL)
                END)
         FROM json_each(r.steps -> ('$."' || t.step || '"') -> '$.depends_on') AS d)
-           AS dependency_outputs,
+       END AS dependency_outputs,
        r.status = 'pending' AS run_pending, r.trace_context,
        -- a subflow task woken by its child's end: how the child ended
        (SELECT json_object('status', ch.status, 'output', json(ch.output),
