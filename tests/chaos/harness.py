@@ -115,19 +115,22 @@ def reassign_times(log: Path, kills: list[tuple[str, float]]) -> tuple[list[floa
 
 
 def ended_then_repeated(log: Path, kills: list[tuple[str, float]]) -> int:
-    """Executions that ended on a worker before it was killed and yet ran again elsewhere: their
-    outcome was still on its way to the database (outcomes are written in batches)."""
+    """Executions that ended on a worker before it was killed and began again elsewhere after
+    the kill: their outcome was still on its way to the database (outcomes are written in
+    batches), so the step ran again, as a step running at the kill does."""
     events = read_log(log)
-    killed_at = dict(kills)
-    again = collections.Counter(key_of(e) for e in events if e["event"] == "begin")
-    return sum(
-        1
-        for e in events
-        if e["event"] == "end"
-        and e["instance"] in killed_at
-        and e["t"] < killed_at[e["instance"]]
-        and again[key_of(e)] > 1
-    )
+    begins: dict[Key, list[float]] = collections.defaultdict(list)
+    for event in events:
+        if event["event"] == "begin":
+            begins[key_of(event)].append(event["t"])
+    count = 0
+    for instance, killed_at in kills:
+        for event in events:
+            if event["event"] != "end" or event["instance"] != instance:
+                continue
+            if event["t"] < killed_at and any(t > killed_at for t in begins[key_of(event)]):
+                count += 1
+    return count
 
 
 def total_rescues(url: str, run_id: str | None = None) -> int:
