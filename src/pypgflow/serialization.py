@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -172,6 +172,23 @@ class DecodedOnRead(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(self._decoded())
+
+
+def outputs_by_step(
+    rows: Iterable[tuple[str, str, str | None]],
+) -> Callable[[str, str], Mapping[str, Any]]:
+    """From claimed rows' (run id, step, dependency outputs text or None), where a claim sends
+    a step's text with one of its tasks only: each task's outputs, decoded on read."""
+    texts: dict[tuple[str, str], str] = {}
+    for run_id, step, text in rows:
+        if text is not None:
+            texts.setdefault((run_id, step), text)
+
+    def outputs(run_id: str, step: str) -> Mapping[str, Any]:
+        text = texts.get((run_id, step))
+        return {} if text is None else DecodedOnRead(text)
+
+    return outputs
 
 
 def same_json(a: str | None, b: str | None) -> bool:

@@ -6,12 +6,12 @@ COPY (a large batch of plain starts), and error records made storable in jsonb.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pypgflow.engines.base import ClaimedTask, StartRequest
 from pypgflow.engines.steps import steps_text
-from pypgflow.serialization import DecodedOnRead
+from pypgflow.serialization import outputs_by_step
 
 
 def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, Any]]:
@@ -172,10 +172,7 @@ def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask
     come on the first of its rows in a claim only, as JSON text: each task of the step gets
     them decoded on its first read (see serialization.DecodedOnRead)."""
     rows = list(rows)
-    shared: dict[tuple[str, str], str] = {}
-    for row in rows:
-        if row[9] is not None:
-            shared.setdefault((row[1], row[2]), row[9])
+    outputs = outputs_by_step((row[1], row[2], row[9]) for row in rows)
     return [
         ClaimedTask(
             id=row[0],
@@ -187,7 +184,7 @@ def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask
             max_attempts=row[6],
             input=row[7],
             run_input=row[8],
-            dependency_outputs=_outputs(shared.get((row[1], row[2]))),
+            dependency_outputs=outputs(row[1], row[2]),
             run_pending=row[10],
             trace_context=row[11],
             version=row[12],
@@ -198,7 +195,3 @@ def claimed_tasks(rows: Iterable[Sequence[Any]], queue: str) -> list[ClaimedTask
         )
         for row in rows
     ]
-
-
-def _outputs(text: str | None) -> Mapping[str, Any]:
-    return {} if text is None else DecodedOnRead(text)

@@ -58,7 +58,7 @@ from pypgflow.errors import (
     NotSupported,
     SchemaNotMigrated,
 )
-from pypgflow.serialization import DecodedOnRead
+from pypgflow.serialization import outputs_by_step
 
 logger = logging.getLogger("pypgflow.engine.sqlite")
 
@@ -410,17 +410,12 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
             }
         tasks = []
         # A step's dependency outputs come with one of its tasks: the others share the text
-        shared: dict[tuple[str, str], str] = {}
-        for row in claimed:
-            outputs = inputs[row[0]][1]
-            if outputs is not None:
-                shared.setdefault((row[1], row[2]), outputs)
+        outputs = outputs_by_step((row[1], row[2], inputs[row[0]][1]) for row in claimed)
         # In claim order (RETURNING's order is not): the worker starts them in this order.
         claimed.sort(key=lambda row: (row[8], row[9], row[0]))
         for task_id, run_id, step, index, workflow, attempt, max_attempts, item, *rest in claimed:
             # Decoded for each task (never shared): a step may change what it is given.
             run_input, _, run_pending, trace_context, child = inputs[task_id]
-            dependency_outputs = shared.get((run_id, step))
             tasks.append(
                 ClaimedTask(
                     id=task_id,
@@ -432,9 +427,7 @@ class SqliteEngine(SqlEngine[sqlite3.Connection]):
                     max_attempts=max_attempts,
                     input=load_json(item),
                     run_input=load_json(run_input),
-                    dependency_outputs=(
-                        {} if dependency_outputs is None else DecodedOnRead(dependency_outputs)
-                    ),
+                    dependency_outputs=outputs(run_id, step),
                     run_pending=run_pending,
                     trace_context=trace_context,
                     version=rest[2],
