@@ -54,7 +54,8 @@ _OUTCOMES = {
 }
 
 
-#: parsed stored trace contexts kept (a run's steps and its finish share one)
+#: parsed stored trace contexts kept: a run's steps and its finish share one, and so do the runs
+#: of one ``start_many`` (kept past a run's end; the cache is emptied when it is full)
 _CACHED_CONTEXTS = 4096
 
 
@@ -179,8 +180,6 @@ class Tracing:
 
     def _run_finished(self, event: RunEvent) -> None:
         parent = self._stored(event.trace_context)
-        if event.trace_context is not None:
-            self._contexts.pop(event.trace_context, None)  # the run is over
         if parent is None:
             return
         end = time.time_ns()
