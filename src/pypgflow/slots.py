@@ -7,6 +7,10 @@ tasks *ahead*: they wait here, and one starts the moment a slot frees, so a slot
 a claim's round trip. A queue of long steps claims only for its free slots, so that it never
 holds work another worker could start at once. Tasks claimed ahead are the worker's own like the
 running ones: cancelled, handed back at shutdown, abandoned when cut off.
+
+A task with a fleet-wide limit (see pypgflow.limits) claimed while its gate is full of this
+worker's own steps waits *unadmitted*: no slot takes it until the worker admits it through its
+gate, the moment one of those steps ends (the claim's round trip is then behind it already).
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ class Slots:
         self._ahead: dict[str, collections.deque[ClaimedTask]] = {
             queue: collections.deque() for queue in queues
         }
+        #: claimed ahead, their gates not passed yet: not started by a freed slot
+        self._unadmitted: dict[str, collections.deque[ClaimedTask]] = {
+            queue: collections.deque() for queue in queues
+        }
         self._step_seconds = dict.fromkeys(queues, 0.0)
 
     def room(self, queue: str) -> int:
@@ -55,7 +63,8 @@ class Slots:
         as it has slots while its steps are short, less those already claimed ahead."""
         slots = self.queues[queue]
         ahead = slots if self._step_seconds[queue] < CLAIM_AHEAD_BELOW else 0
-        return slots + ahead - self.running[queue] - len(self._ahead[queue])
+        waiting = len(self._ahead[queue]) + len(self._unadmitted[queue])
+        return slots + ahead - self.running[queue] - waiting
 
     def has_room(self) -> bool:
         return any(self.room(queue) > 0 for queue in self.queues)
@@ -80,10 +89,27 @@ class Slots:
         """Keep a task claimed ahead until a slot of its queue frees."""
         self._ahead[queue].append(task)
 
+    def hold_unadmitted(self, queue: str, task: ClaimedTask) -> None:
+        """Keep a task claimed ahead until the worker admits it through its gates."""
+        self._unadmitted[queue].append(task)
+
+    def take_unadmitted(self, queue: str, n: int) -> list[ClaimedTask]:
+        """The first ``n`` unadmitted tasks of ``queue``, no longer kept here."""
+        unadmitted = self._unadmitted[queue]
+        return [unadmitted.popleft() for _ in range(min(n, len(unadmitted)))]
+
+    def unadmitted(self, queue: str) -> int:
+        return len(self._unadmitted[queue])
+
+    def admitted_ahead(self, queue: str) -> Iterator[ClaimedTask]:
+        """The tasks of ``queue`` claimed ahead that a freed slot starts."""
+        return iter(self._ahead[queue])
+
     def waiting(self) -> Iterator[ClaimedTask]:
-        """The tasks claimed ahead, not started."""
-        for ahead in self._ahead.values():
+        """The tasks claimed ahead, not started (admitted or not)."""
+        for queue, ahead in self._ahead.items():
             yield from ahead
+            yield from self._unadmitted[queue]
 
     def waiting_ids(self) -> set[int]:
         return {task.id for task in self.waiting()}
@@ -91,12 +117,13 @@ class Slots:
     def drop_waiting(self, task_ids: set[int]) -> None:
         """Drop the tasks claimed ahead whose ids are in ``task_ids`` (they were cancelled);
         tasks claimed since the caller looked are not among them, and stay."""
-        for queue, ahead in self._ahead.items():
-            self._ahead[queue] = collections.deque(t for t in ahead if t.id not in task_ids)
+        for kept in (self._ahead, self._unadmitted):
+            for queue, ahead in kept.items():
+                kept[queue] = collections.deque(t for t in ahead if t.id not in task_ids)
 
     def clear_waiting(self) -> set[int]:
         """Give up every task claimed ahead; returns their ids."""
         ids = self.waiting_ids()
-        for ahead in self._ahead.values():
+        for ahead in (*self._ahead.values(), *self._unadmitted.values()):
             ahead.clear()
         return ids

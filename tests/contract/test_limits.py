@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pypgflow import Workflow
+from pypgflow.admission import gates_for, request_of
 from pypgflow.app import App
 from pypgflow.errors import ConfigurationError, InvalidArgument, WorkflowDefinitionError
 from pypgflow.status import StepStatus
@@ -225,3 +226,29 @@ def test_retention_drops_the_holders_of_pruned_runs_and_old_rate_tokens(
     with engine._write() as conn:  # the table, as the next admission of a key would read it
         keys = [f"step:kept-small:work:{n}" for n in (1, 2, 3)]
         assert engine._fetch(conn, "gate_holders", {"keys": engine._ids(keys)}) == []
+
+
+def test_a_task_handed_back_holds_its_gate_no_more(make_app: Callable[..., App]) -> None:
+    """A step admitted and then handed back (a worker stopping) is claimed again with the same
+    attempt number: its old holder must not count, or a gate of one would send it back forever."""
+    flow = Workflow("handed_back")
+
+    @flow.step(concurrency=1)
+    def export(input: int) -> int:
+        return input
+
+    app = make_app(flow)
+    run = app.start(flow, 7)
+    engine = app.engine
+
+    def claim_and_admit() -> set[int]:
+        (task,) = engine.claim_tasks("default", 1, instance_id="t", workflows=[flow.name])
+        gated = task.gated(gates_for(task, flow, queue_limits={}, rate_limits={}))
+        return engine.admit([request_of(gated)]).admitted
+
+    (task_id,) = claim_and_admit()
+    assert engine.release_tasks([task_id], instance_id="t") == 1
+    assert claim_and_admit() == {task_id}  # admitted again, not sent back
+    assert engine.release_tasks([task_id], instance_id="t") == 1
+    with running_worker(app):
+        assert run.result(timeout=30) == 7

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,6 +95,19 @@ class ClaimedTask:
     #: and when (the worker's monotonic clock)
     gates: tuple[Gate, ...] = ()
     admitted_at: float = 0.0
+
+    def gated(
+        self, gates: tuple[Gate, ...] | None = None, admitted_at: float | None = None
+    ) -> ClaimedTask:
+        """This task with its gates, or the time they admitted it, set: a copy made without
+        ``__init__`` (``dataclasses.replace`` costs ~10 µs a task, on the way from a gate's
+        room to the next step's start)."""
+        task = copy.copy(self)
+        if gates is not None:
+            object.__setattr__(task, "gates", gates)
+        if admitted_at is not None:
+            object.__setattr__(task, "admitted_at", admitted_at)
+        return task
 
 
 @dataclass(frozen=True)

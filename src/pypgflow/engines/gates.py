@@ -34,6 +34,10 @@ class GateVerbs(SqlBase[C]):
     ) -> Admission:
         if not requests:
             return Admission()
+        if all(len(r.gates) == 1 and r.gates[0].kind == "task" for r in requests):
+            decided = self._admit_one_gate_each(requests, finished)
+            if decided is not None:
+                return decided
         concurrency = sorted({g.key for r in requests for g in r.gates if g.kind != "rate"})
         windows = {
             g.key: g.per + rate_margin(g.per) for r in requests for g in r.gates if g.kind == "rate"
@@ -119,6 +123,14 @@ class GateVerbs(SqlBase[C]):
         if tokens:
             self._execute(conn, "insert_rate_tokens", self._batch([{"key": k} for k in tokens]))
 
+    def _admit_one_gate_each(
+        self, requests: Sequence[GateRequest], finished: Collection[int]
+    ) -> Admission | None:
+        """The admission of requests that each pass one concurrency gate of tasks, in one
+        round trip, where the engine can decide it in a statement (None: it cannot, and
+        :meth:`admit` reads the holders first); the same decision as ``limits.decide``."""
+        return None
+
     def _lock_gates(self, conn: C, keys: Sequence[str]) -> None:
         """Make admissions to these gates take turns until the transaction ends: nothing to do
         where a write transaction holds the whole database (SQLite)."""
@@ -128,10 +140,13 @@ class GateVerbs(SqlBase[C]):
         as were released (a run's gate is released when the run finished in ``changes``)."""
         released: Counter[str] = Counter()
         finished_runs: set[tuple[str, str]] = set()
+        parked: list[int] = []
         for outcome in outcomes:
             task = outcome.task
             if not task.gates or not isinstance(outcome, Completed | Failed | ChildStarted):
                 continue
+            if isinstance(outcome, ChildStarted):
+                parked.append(task.id)  # its attempt given back: its holders go now
             for gate in task.gates:
                 if gate.kind == "task":
                     released[gate.key] += 1
@@ -140,6 +155,8 @@ class GateVerbs(SqlBase[C]):
                     if run is not None and run.status.finished:
                         finished_runs.add((gate.key, task.run_id))
         released.update(key for key, _ in finished_runs)
+        if parked:
+            self._execute(conn, "delete_task_gate_holders", {"ids": self._ids(sorted(parked))})
         if released:
             self._wake_gate_waiters(conn, released)
 

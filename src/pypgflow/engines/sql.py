@@ -267,7 +267,7 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C], GateVerbs[C]):
             rows = self._fetch(
                 conn, "release_tasks", {"ids": self._ids(task_ids), "instance_id": instance_id}
             )
-            self._notify(conn, {row[0] for row in rows})
+            self._handed_back(conn, rows)
         return len(rows)
 
     def release_unheld_tasks(self, instance_id: str, *, keep: Sequence[int]) -> int:
@@ -277,8 +277,16 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C], GateVerbs[C]):
                 "release_unheld_tasks",
                 {"instance_id": instance_id, "keep": self._ids(sorted(keep))},
             )
-            self._notify(conn, {row[0] for row in rows})
+            self._handed_back(conn, rows)
         return len(rows)
+
+    def _handed_back(self, conn: C, rows: Sequence[Sequence[Any]]) -> None:
+        """Tasks (queue, id) back in their queues, their attempt given back: the gates they
+        held, released; their queues, notified."""
+        if rows:
+            ids = self._ids(sorted(row[1] for row in rows))
+            self._execute(conn, "delete_task_gate_holders", {"ids": ids})
+        self._notify(conn, {row[0] for row in rows})
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, cast
@@ -36,6 +36,7 @@ from pypgflow.engines.base import (
     ClaimedTask,
     StartRequest,
 )
+from pypgflow.engines.gates import STALE_HOLDERS_KEPT
 from pypgflow.engines.postgres.deadline import DEFAULT_ANSWER_TIMEOUT, AnswerDeadline
 from pypgflow.engines.postgres.listen import ListenTarget, listen_thread
 from pypgflow.engines.postgres.params import (
@@ -59,6 +60,7 @@ from pypgflow.errors import (
     NotSupported,
     SchemaNotMigrated,
 )
+from pypgflow.limits import GATE_RECHECK, Admission, Deferred, GateRequest
 
 logger = logging.getLogger("pypgflow.engine.postgres")
 
@@ -447,6 +449,40 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             self._q("wake_parent_tasks"),
             {"ids": self._ids(parent_task_ids), "channel": self.channel},
         )
+
+    def _admit_one_gate_each(
+        self, requests: Sequence[GateRequest], finished: Collection[int]
+    ) -> Admission:
+        # the lock, the decision with its writes, and the commit: one round trip
+        rows = [
+            {
+                "ord": n,
+                "key": r.gates[0].key,
+                "capacity": r.gates[0].capacity,
+                "task_id": r.task_id,
+                "attempt": r.attempt,
+                "run_id": r.run_id,
+            }
+            for n, r in enumerate(requests)
+        ]
+        params = {
+            **self._batch(rows),
+            "finished": self._ids(sorted(finished)),
+            "recheck": GATE_RECHECK,
+            "stale_kept": STALE_HOLDERS_KEPT,
+        }
+        with self._connection() as conn:
+            with conn.pipeline():
+                self._lock_gates(conn, sorted({r.gates[0].key for r in requests}))
+                decided = self._submit(conn, "admit_one_gate_each", params)
+                conn.commit()
+            admission = Admission()
+            for admitted, task_id, key in decided():
+                if admitted:
+                    admission.admitted.add(task_id)
+                else:
+                    admission.deferred[task_id] = Deferred(key, GATE_RECHECK)
+        return admission
 
     def _lock_gates(self, conn: psycopg.Connection[Any], keys: Sequence[str]) -> None:
         if keys:

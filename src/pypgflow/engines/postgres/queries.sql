@@ -647,12 +647,18 @@ WHERE status = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
   AND workflow <> ALL(%(workflows)s::text[])
 LIMIT 20;
 
+-- name: delete_task_gate_holders
+-- The holders of these tasks' concurrency gates, dropped when the tasks go back to the queue
+-- with their attempt given back (handed back, parked): the claim that takes one again counts
+-- that attempt anew, and its holder would seem to hold the gate again.
+DELETE FROM {schema}.gate_holders WHERE task_id = ANY(%(ids)s::bigint[]);
+
 -- name: release_tasks
 -- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted,
 -- in their place in the queue (run_at kept: they were due when claimed).
 UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1
 WHERE id = ANY(%(ids)s::bigint[]) AND instance_id = %(instance_id)s AND status = 'running'
-RETURNING queue;
+RETURNING queue, id;
 
 -- name: release_unheld_tasks
 -- After a claim whose answer was lost (the connection dropped, maybe after its commit): the
@@ -660,7 +666,7 @@ RETURNING queue;
 -- never started. Queued again in their place, the attempt the claim counted given back.
 UPDATE {schema}.tasks SET status = 'queued', attempt = attempt - 1
 WHERE status = 'running' AND instance_id = %(instance_id)s AND id <> ALL(%(keep)s::bigint[])
-RETURNING queue;
+RETURNING queue, id;
 
 -- name: lost_tasks_exist
 -- (rescue: the statements of fleet.py's rescue_tasks, hand_back_lost_tasks and
@@ -1346,6 +1352,51 @@ FROM d
 WHERE t.id = ANY(ARRAY(SELECT id FROM d))
   AND t.id = d.id AND t.attempt = d.attempt AND t.status || '' = 'running'
 RETURNING t.id;
+
+-- name: admit_one_gate_each
+-- An admission whose every task passes one concurrency gate of tasks, decided and written by
+-- one statement (run after lock_gates, in its transaction): as limits.decide does, in claim
+-- order (ord), a task is admitted while its gate holds fewer than its capacity, counting the
+-- holders still holding (a task running that attempt) but those whose outcome is on its way
+-- (finished); the rest are sent back as defer_tasks does. Holders that hold no more are
+-- dropped once STALE_HOLDERS_KEPT of them (stale_kept) are there.
+WITH r AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS r(ord int, key text, capacity int, task_id bigint, attempt int, run_id uuid)
+), h AS (
+    SELECT h.ctid AS row_id, h.key,
+           EXISTS (SELECT 1 FROM {schema}.tasks t
+                   WHERE t.id = h.task_id AND t.status = 'running' AND t.attempt = h.attempt)
+               AS holding,
+           h.task_id = ANY(%(finished)s::bigint[]) AS finished
+    FROM {schema}.gate_holders h WHERE h.key = ANY(ARRAY(SELECT DISTINCT key FROM r))
+), held AS (
+    SELECT key, count(*) AS n FROM h WHERE holding AND NOT finished GROUP BY key
+), ranked AS (
+    SELECT r.*, row_number() OVER (PARTITION BY r.key ORDER BY r.ord) <= r.capacity
+               - coalesce(held.n, 0) AS admitted
+    FROM r LEFT JOIN held USING (key)
+), pruned AS (
+    DELETE FROM {schema}.gate_holders g
+    WHERE g.ctid = ANY(ARRAY(SELECT row_id FROM h WHERE NOT holding))
+      AND (SELECT count(*) FROM h WHERE NOT holding) >= %(stale_kept)s
+), inserted AS (
+    INSERT INTO {schema}.gate_holders (key, task_id, attempt, run_id)
+    SELECT key, task_id, attempt, run_id FROM ranked WHERE admitted
+    RETURNING task_id
+), sent_back AS (
+    UPDATE {schema}.tasks t
+    SET status = 'queued', attempt = t.attempt - 1,
+        run_at = now() + %(recheck)s * interval '1 second', gate_wait = ranked.key
+    FROM ranked
+    WHERE t.id = ANY(ARRAY(SELECT task_id FROM ranked WHERE NOT admitted))
+      AND t.id = ranked.task_id AND NOT ranked.admitted
+      AND t.attempt = ranked.attempt AND t.status || '' = 'running'
+    RETURNING t.id, ranked.key
+)
+SELECT true, task_id, NULL FROM inserted
+UNION ALL
+SELECT false, id, key FROM sent_back;
 
 -- name: wake_gate_waiters
 -- Holders of these gates ended: as many of the tasks waiting for each (best first) are due

@@ -496,6 +496,12 @@ WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
   AND workflow NOT IN (SELECT value FROM json_each(:workflows))
 LIMIT 20;
 
+-- name: delete_task_gate_holders
+-- The holders of these tasks' concurrency gates, dropped when the tasks go back to the queue
+-- with their attempt given back (handed back, parked): the claim that takes one again counts
+-- that attempt anew, and its holder would seem to hold the gate again.
+DELETE FROM gate_holders WHERE task_id IN (SELECT value FROM json_each(:ids));
+
 -- name: release_tasks
 -- Hands tasks back on graceful shutdown: queued again, the interrupted attempt not counted,
 -- in their place in the queue (run_at kept: they were due when claimed).
@@ -503,7 +509,7 @@ UPDATE tasks
 SET status = 'queued', attempt = attempt - 1
 WHERE id IN (SELECT value FROM json_each(:ids)) AND instance_id = :instance_id
   AND status = 'running'
-RETURNING queue;
+RETURNING queue, id;
 
 -- name: release_unheld_tasks
 -- After a claim whose answer was lost (an error after its commit): the tasks running for this
@@ -512,7 +518,7 @@ RETURNING queue;
 UPDATE tasks SET status = 'queued', attempt = attempt - 1
 WHERE status = 'running' AND instance_id = :instance_id
   AND id NOT IN (SELECT value FROM json_each(:keep))
-RETURNING queue;
+RETURNING queue, id;
 
 -- name: lost_tasks_exist
 -- (rescue: the statements of fleet.py's rescue_tasks, hand_back_lost_tasks and
