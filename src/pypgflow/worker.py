@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from pypgflow import defaults, observing, orchestration
-from pypgflow.admission import gates_for, request_of, token_stale, undeclared_rate_limits
+from pypgflow import defaults, observing
+from pypgflow.admission import Gatekeeper, request_of, token_stale, undeclared_rate_limits
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
 from pypgflow.engines.base import ClaimedTask, FinishResult
@@ -53,9 +53,6 @@ T = TypeVar("T")
 logger = logging.getLogger("pypgflow.worker")
 #: how long a stopping worker waits for cancelled sync steps' threads to return
 _SYNC_STEP_GRACE = 5.0
-#: tasks claimed ahead of a gate this worker fills, in gate capacities: one batch on its way
-#: through an admission while the next one's claim is on its way too
-AHEAD_OF_GATE = 2
 
 
 @dataclass
@@ -134,13 +131,8 @@ class Worker:
             or any(s.concurrency is not None or s.rate_limit is not None for s in flow)
             for flow in app.workflow_versions.values()
         )
-        #: per queue, the capacity of the gate that last sent tasks back (see _claim_size), and
         #: whether the last claim left a queue alone because this worker fills its gate
-        self._gate_caps: dict[str, int] = {}
         self._gate_blocked = False
-        #: per queue, tasks claimed ahead on their way through an admission (and their ids)
-        self._admitting = dict.fromkeys(self.queues, 0)
-        self._admitting_ids: set[int] = set()
         self.workflow_names = sorted(app.workflows)
         self.versions = sorted(f"{name}@{version}" for name, version in app.workflow_versions)
         self._held: dict[int, _Held] = {}
@@ -151,8 +143,6 @@ class Worker:
         self._stopped_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        #: wakes the admission loop (see _admission_loop)
-        self._admission_wake: asyncio.Event | None = None
         self._unknown_logged: set[str] = set()
         #: the last claim filled every free slot (a freed slot claims again at once)
         self._backlog = False
@@ -182,7 +172,7 @@ class Worker:
             owned=lambda: (
                 set(self._held)
                 | self.slots.waiting_ids()
-                | self._admitting_ids
+                | self.gates.admitting_ids
                 | self.outcomes.pending_task_ids
             ),
             on_cut_off=self._abandon,
@@ -201,6 +191,23 @@ class Worker:
         )
         #: pending runs whose step runs a while are marked running (see pypgflow.outcomes)
         self.start_notes = StartNotes(self.outcomes, running=self._held.__contains__)
+        #: fleet-wide limits: the tasks claimed that wait for their gates, and their admission
+        self.gates = Gatekeeper(
+            self.slots,
+            queue_limits=app.queue_limits,
+            rate_limits=app.rate_limits,
+            workflow_of=self.runner.workflow_of,
+            failed=self.runner.failed,
+            running=lambda: (held.task for held in self._held.values()),
+            admit=lambda requests: self._db_call(
+                self.engine.admit, requests, finished=self.outcomes.pending_task_ids
+            ),
+            start=self._start_or_keep,
+            fail=self.outcomes.add,
+            on_room=self._wake_up,
+            on_lost=self._admission_lost,
+            log=self.log,
+        )
         #: leadership, and the leader's cron ticks and retention (see pypgflow.leader)
         self.leader = Leader(
             app, instance_id=self.instance_id, lease_ttl=lease_ttl, retention=retention
@@ -237,7 +244,7 @@ class Worker:
             self._stopped_event.set()
         if self._wake is not None:
             self._wake.set()
-        self._wake_admission()
+        self.gates.wake()
 
     async def _db_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the worker's database threads."""
@@ -247,7 +254,6 @@ class Worker:
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._admission_wake = asyncio.Event()
         self._stopped_event = asyncio.Event()
         if self._stopping:
             self._stopped_event.set()
@@ -274,7 +280,9 @@ class Worker:
         ]
         admission = None
         if self._limited:
-            admission = asyncio.create_task(self._admission_loop(), name="pypgflow-admission")
+            admission = asyncio.create_task(
+                self.gates.run(lambda: self._stopping), name="pypgflow-admission"
+            )
             background.append(admission)
         try:
             await self._claim_loop()
@@ -399,7 +407,7 @@ class Worker:
 
     async def _claim_queue(self, queue: str) -> bool:
         """Claim for ``queue``; True if the claim filled all the room it had."""
-        want = self._claim_size(queue)
+        want = self.gates.claim_size(queue) if self._limited else self.slots.room(queue)
         if want <= 0 or self._stopping:
             self._gate_blocked = self._gate_blocked or (want <= 0 < self.slots.room(queue))
             return False
@@ -414,149 +422,21 @@ class Worker:
         )
         if tasks and self.events.active:
             observing.claimed(self.events, queue, want, len(tasks), began, self.instance_id)
-        for task in self._gated(queue, tasks) if self._limited else tasks:
+        for task in self.gates.gated(queue, tasks) if self._limited else tasks:
             self._start_or_keep(task, queue)
         return len(tasks) == want
 
-    def _claim_size(self, queue: str) -> int:
-        """How many tasks to claim: the queue's room, but no more than its last full gate may
-        admit beside the tasks of this worker that hold a gate, plus AHEAD_OF_GATE times its
-        capacity claimed ahead (admitted when this worker's own steps leave the gate; claiming
-        more would only send the rest back, writing each task three times more)."""
-        room = self.slots.room(queue)
-        room_in_gate = self._gate_room(queue)
-        if room_in_gate is None:
-            return room
-        cap = self._gate_caps[queue]
-        ahead = self.slots.unadmitted(queue) + self._admitting[queue]
-        # none when this worker holds the whole gate and twice as many wait: an admission
-        # of those wakes it
-        return min(room, max(0, room_in_gate + AHEAD_OF_GATE * cap - ahead))
-
-    def _gate_room(self, queue: str) -> int | None:
-        """How many more tasks of ``queue`` its last full gate may admit beside those of this
-        worker that hold it (running, or admitted and claimed ahead); None if no gate of the
-        queue was full."""
-        cap = self._gate_caps.get(queue)
-        if cap is None:
-            return None
-        holding = sum(1 for held in self._held.values() if held.task.gates)
-        holding += sum(1 for task in self.slots.admitted_ahead(queue) if task.gates)
-        return max(0, cap - holding - self._admitting[queue])
+    def _admission_lost(self) -> None:
+        """An admission failed: the tasks it took are claimed and held by nobody; the claim
+        loop hands them back before its next claim."""
+        self._unanswered = True
+        self._wake_up()
 
     def _start_or_keep(self, task: ClaimedTask, queue: str) -> None:
         if self.slots.free(queue) and not self.stopping:
             self._start(task, queue)
         else:  # a task claimed ahead (or stopped meanwhile: handed back with the rest)
             self.slots.wait(queue, task)
-
-    def _gated(self, queue: str, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
-        """Of the claimed tasks, those without fleet-wide limits, to run now, in claim order.
-        Those with some (see pypgflow.limits) are kept unadmitted for the admission loop; a
-        task whose gates cannot be worked out fails."""
-        free: list[ClaimedTask] = []
-        for task in tasks:
-            try:
-                gates = gates_for(
-                    task,
-                    self.runner.workflow_of(task),
-                    queue_limits=self.app.queue_limits,
-                    rate_limits=self.app.rate_limits,
-                )
-            except Exception as exc:
-                verdict = orchestration.GiveUp("its fleet-wide limit's key could not be made")
-                self.outcomes.add(self.runner.failed(task, exc, verdict))
-                continue
-            if gates:
-                self.slots.hold_unadmitted(queue, task.gated(gates))
-            else:
-                free.append(task)
-        if free:
-            self._gate_caps.pop(queue, None)  # tasks without gates too: claim what room allows
-        if self.slots.unadmitted(queue):
-            self._wake_admission()
-        return free
-
-    def _wake_admission(self) -> None:
-        if self._admission_wake is not None:
-            self._admission_wake.set()
-
-    async def _admission_loop(self) -> None:
-        """Admit the tasks claimed ahead of their gates as soon as a gate has room for them:
-        at once after their claim, or when a step of this worker that held the gate ends. It
-        runs beside the claim loop, so that a claim's round trip is not on the way from a
-        step's end to the next step's start through a full gate."""
-        assert self._admission_wake is not None  # noqa: S101  a type narrowing: run() makes it
-        failures = 0
-        while not self._stopping:
-            self._admission_wake.clear()
-            try:
-                for queue in self.queues:
-                    if self.slots.unadmitted(queue) and self._gate_room(queue) != 0:
-                        sent_back = await self._admit_unadmitted(queue)
-                        if sent_back and self.slots.unadmitted(queue):
-                            # others hold the gate too: what waits here would wait for their
-                            # ends unseen, so it waits in the queue instead (see GateVerbs)
-                            await self._admit_unadmitted(queue, every=True)
-                failures = 0
-            except DatabaseError as exc:
-                # the claim loop hands back what this admission had taken (see _claim_loop)
-                self._unanswered = True
-                self._wake_up()
-                failures += 1
-                pause = min(0.2 * 2**failures, 5.0)
-                if failures == 1 or failures % 10 == 0:
-                    self.log.warning(
-                        "cannot admit claimed work (%s); retrying in %.1f s", exc, pause
-                    )
-                await asyncio.sleep(pause)
-                continue
-            await self._admission_wake.wait()
-
-    async def _admit_unadmitted(self, queue: str, *, every: bool = False) -> bool:
-        """Admit the tasks claimed ahead of a full gate, as many as it has room for (``every``:
-        all of them), and start them (or keep them for a free slot). True if the engine sent
-        some back to the queue: the gate was fuller than this worker's own steps make it."""
-        room = None if every else self._gate_room(queue)
-        waiting = self.slots.take_unadmitted(
-            queue, self.slots.unadmitted(queue) if room is None else room
-        )
-        self._admitting[queue] += len(waiting)
-        self._admitting_ids.update(t.id for t in waiting)
-        try:
-            admitted = await self._admit(queue, waiting)
-        finally:
-            self._admitting[queue] -= len(waiting)
-            self._admitting_ids.difference_update(t.id for t in waiting)
-        for task in admitted:
-            self._start_or_keep(task, queue)
-        self._wake_up()  # room to claim ahead again
-        return len(admitted) < len(waiting)
-
-    async def _admit(self, queue: str, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
-        """The engine's admission of these tasks with gates: those admitted, in order (the
-        others it sent back to their queue); the capacity of a gate found full is learnt."""
-        if not tasks:
-            return []
-        try:
-            admission = await self._db_call(
-                self.engine.admit,
-                [request_of(t) for t in tasks],
-                finished=self.outcomes.pending_task_ids,
-            )
-        except Exception:
-            # their claim stands: what is running for this worker and not held is handed back
-            # before the next claim (see _claim_loop)
-            self._unanswered = True
-            raise
-        full = {d.gate for d in admission.deferred.values()}
-        capacities = [
-            g.capacity for t in tasks for g in t.gates if g.key in full and g.kind != "rate"
-        ]
-        if capacities:
-            self._gate_caps[queue] = min(capacities)
-        now = time.monotonic()
-        return [t.gated(admitted_at=now) for t in tasks if t.id in admission.admitted]
 
     async def _idle_wait(self, *, check_unknown: bool) -> float:
         """How long to sleep when there was nothing (more) to claim."""
@@ -642,8 +522,7 @@ class Worker:
                 # while this outcome is being recorded, rather than after; in batches of half
                 # the slots at least, which leaves other workers their turn at the queue.
                 self._wake_up()
-            if task.gates and self.slots.unadmitted(queue):
-                self._wake_admission()  # room in its gate for the tasks claimed ahead of it
+            self.gates.step_ended(task, queue)
         if events is not None:
             observing.step_ended(events, task, held.queue, self.instance_id, outcome, ran)
         if outcome is not None:
