@@ -106,7 +106,8 @@ class Gatekeeper:
     capacity ahead, and the end of one of its steps (:meth:`step_ended`) admits the next ones
     at once: no claim's round trip lies between one step's end and the next one's start. An
     admission that sends tasks back shows that other workers hold the gate too: the rest
-    claimed ahead go to the engine at once, to wait in the queue rather than here.
+    claimed ahead go to the engine at once, to wait in the queue rather than here, and nothing
+    more is claimed ahead of that gate until an admission lets all it was given through.
 
     ``admit(requests)`` is the engine's admission, off the loop; ``start(task, queue)`` runs an
     admitted task or keeps it for a free slot; ``on_room()`` wakes the claim loop;
@@ -142,8 +143,10 @@ class Gatekeeper:
         self._on_room = on_room
         self._on_lost = on_lost
         self.log = log
-        #: per queue, the capacity of the gate that last sent tasks back
+        #: per queue, the capacity of the gate that last sent tasks back, and the queues whose
+        #: last admission sent some back (other workers hold the gate too: no claims ahead)
         self.caps: dict[str, int] = {}
+        self.crowded: set[str] = set()
         #: per queue, tasks claimed ahead on their way through an admission (and their ids)
         self._admitting = dict.fromkeys(slots.queues, 0)
         self.admitting_ids: set[int] = set()
@@ -155,12 +158,14 @@ class Gatekeeper:
         capacity claimed ahead (claiming more would only send the rest back, writing each task
         three times more). None when this worker holds the whole gate and as many wait: an
         admission of those wakes the claim loop."""
-        room = self.slots.room(queue)
+        room = self.slots.room(queue) - self._admitting[queue]  # (being admitted: not room)
         room_in_gate = self.room(queue)
         if room_in_gate is None:
-            return room
+            return max(0, room)
         ahead = self.slots.unadmitted(queue) + self._admitting[queue]
-        return min(room, max(0, room_in_gate + AHEAD_OF_GATE * self.caps[queue] - ahead))
+        # while other workers hold the gate too, tasks claimed ahead would only go back
+        extra = 0 if queue in self.crowded else AHEAD_OF_GATE * self.caps[queue]
+        return min(room, max(0, room_in_gate + extra - ahead))
 
     def room(self, queue: str) -> int | None:
         """How many more tasks of ``queue`` its last full gate may admit beside those of this
@@ -270,6 +275,10 @@ class Gatekeeper:
             # not held
             self._on_lost()
             raise
+        if admission.deferred:
+            self.crowded.add(queue)
+        else:
+            self.crowded.discard(queue)
         full = {d.gate for d in admission.deferred.values()}
         capacities = [
             g.capacity for t in tasks for g in t.gates if g.key in full and g.kind != "rate"

@@ -146,6 +146,27 @@ def decide(
     return admission, new_holders, tokens
 
 
+def room_left(
+    requests: Sequence[GateRequest],
+    holders: Mapping[str, Sequence[tuple[int | None, str]]],
+    new_holders: Sequence[tuple[str, GateRequest]],
+) -> dict[str, int]:
+    """The room each concurrency gate of ``requests`` has left once an admission's
+    ``new_holders`` hold it, counting every holder still holding (``holders``, with the
+    outcomes on their way). Where there is room, as many waiting tasks are due at once: a
+    holder's end wakes one waiter, but a worker may have let a task of its own in first, the
+    waiter then sent back, and room would stay empty until GATE_RECHECK."""
+    kinds = {g.key: g for r in requests for g in r.gates if g.kind != "rate"}
+    room: dict[str, int] = {}
+    for key, gate in kinds.items():
+        held = list(holders.get(key, ())) + [
+            (r.task_id, r.run_id) for k, r in new_holders if k == key
+        ]
+        used = len({run_id for _, run_id in held}) if gate.kind == "run" else len(held)
+        room[key] = gate.capacity - used
+    return room
+
+
 def check_capacity(where: str, value: Any, *, what: str = "concurrency") -> int:
     """``value`` if it is a positive integer, else InvalidArgument naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -205,4 +226,5 @@ __all__ = [
     "describe_gate",
     "key_part",
     "rate_margin",
+    "room_left",
 ]

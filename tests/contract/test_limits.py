@@ -252,3 +252,36 @@ def test_a_task_handed_back_holds_its_gate_no_more(make_app: Callable[..., App])
     assert engine.release_tasks([task_id], instance_id="t") == 1
     with running_worker(app):
         assert run.result(timeout=30) == 7
+
+
+def test_an_admission_wakes_waiters_into_room_nobody_takes(make_app: Callable[..., App]) -> None:
+    """A holder's end wakes one waiter, but a wake can be spent (a worker let a task of its own
+    in first; a holder handed back wakes nobody). An admission that leaves its gate with room
+    makes as many waiters due at once, rather than after GATE_RECHECK."""
+    flow = Workflow("room_left")
+
+    @flow.step(concurrency=2)
+    def export(input: int) -> int:
+        return input
+
+    app = make_app(flow)
+    app.start_many(flow, [1, 2, 3, 4])
+    engine = app.engine
+
+    def claim(n: int) -> list[Any]:
+        return engine.claim_tasks("default", n, instance_id="t", workflows=[flow.name])
+
+    def admit(tasks: list[Any]) -> Any:
+        gated = [t.gated(gates_for(t, flow, queue_limits={}, rate_limits={})) for t in tasks]
+        return engine.admit([request_of(t) for t in gated])
+
+    first = admit(claim(4))
+    assert len(first.admitted) == 2
+    waiting = sorted(first.deferred)
+    assert len(waiting) == 2
+    handed_back = sorted(first.admitted)
+    assert engine.release_tasks(handed_back, instance_id="t") == 2  # the gate is empty now
+    (again,) = claim(1)
+    assert again.id == handed_back[0]
+    assert admit([again]).admitted == {again.id}  # room for one more: the first waiter is due
+    assert sorted(t.id for t in claim(4)) == sorted([handed_back[1], waiting[0]])

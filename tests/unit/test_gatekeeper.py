@@ -80,20 +80,31 @@ def test_tasks_claimed_ahead_of_a_full_gate_wait_for_the_worker_s_own_steps() ->
         assert [t.id for t in running] == [1, 2]  # the gate admits 2; task 3 was sent back
         assert gates.caps == {"default": CAP}
         assert slots.unadmitted("default") == 0
+        # task 3 sent back: maybe others hold the gate too; nothing is claimed ahead
+        assert gates.claim_size("default") == 0
+
+        def end(task: ClaimedTask) -> None:
+            running.remove(task)
+            fleet.admitted.discard(task.id)
+            gates.step_ended(task, "default")
+
+        end(running[0])
+        assert gates.claim_size("default") == 1
+        gates.gated("default", claimed(4))
+        await asyncio.sleep(0.01)
+        assert [t.id for t in running] == [2, 4]  # all it asked for was admitted: its own gate
         # the gate is full of this worker's steps: it claims AHEAD_OF_GATE gates' worth ahead
         assert gates.claim_size("default") == AHEAD_OF_GATE * CAP
-        gates.gated("default", claimed(4, 5, 6, 7))
+        gates.gated("default", claimed(5, 6, 7, 8))
         await asyncio.sleep(0.01)
         assert slots.unadmitted("default") == 4
-        assert len(fleet.calls) == 1
+        assert len(fleet.calls) == 2  # nothing asked: no room
         assert gates.claim_size("default") == 0
         # one of its steps ends: room for one, admitted at once
-        ended = running.pop(0)
-        fleet.admitted.discard(ended.id)
-        gates.step_ended(ended, "default")
+        end(running[0])
         await asyncio.sleep(0.01)
-        assert fleet.calls[-1] == [4]
-        assert [t.id for t in running] == [2, 4]
+        assert fleet.calls[-1] == [5]
+        assert [t.id for t in running] == [4, 5]
         loop.cancel()
 
     asyncio.run(scenario())
@@ -111,6 +122,7 @@ def test_a_gate_held_elsewhere_sends_what_waits_here_to_the_queue() -> None:
         # room for CAP by this worker's count: those sent back show others hold the gate,
         # and the rest claimed ahead go to the engine too, to wait in the queue
         assert fleet.calls == [[1, 2], [3, 4, 5]]
+        assert gates.crowded == {"default"}
         assert running == []
         assert slots.unadmitted("default") == 0
         loop.cancel()

@@ -18,7 +18,7 @@ from typing import Any
 
 from pypgflow.engines.base import ChildStarted, Completed, Failed, Outcome
 from pypgflow.engines.sqlbase import C, SqlBase
-from pypgflow.limits import Admission, GateRequest, decide, rate_margin
+from pypgflow.limits import Admission, GateRequest, decide, rate_margin, room_left
 from pypgflow.orchestration import Changes
 
 #: holders that hold their gate no more are read (and not counted) until this many are there,
@@ -57,13 +57,16 @@ class GateVerbs(SqlBase[C]):
                     self._execute(conn, "prune_rate_tokens", self._batch(rows))
                     read_tokens = self._submit(conn, "rate_tokens", {"keys": self._ids(windows)})
             holders: dict[str, list[tuple[int | None, str]]] = {}
+            holding_still: dict[str, list[tuple[int | None, str]]] = {}  # finished ones too
             stale: list[dict[str, Any]] = []
             for key, task_id, attempt, run_id, holding in read_holders() if read_holders else ():
                 if not holding:
                     stale.append(
                         {"key": key, "task_id": task_id, "attempt": attempt, "run_id": run_id}
                     )
-                elif task_id not in finished:  # (a finished step's outcome is on its way)
+                    continue
+                holding_still.setdefault(key, []).append((task_id, str(run_id)))
+                if task_id not in finished:  # (a finished step's outcome is on its way)
                     holders.setdefault(key, []).append((task_id, str(run_id)))
             ages: dict[str, list[float]] = {}
             for key, age in read_tokens() if read_tokens else ():
@@ -81,6 +84,9 @@ class GateVerbs(SqlBase[C]):
                         for t, d in admission.deferred.items()
                     ]
                     read_sent_back = self._submit(conn, "defer_tasks", self._batch(rows))
+                room = room_left(requests, holding_still, new_holders)
+                if any(n > 0 for n in room.values()):
+                    self._wake_gate_waiters(conn, {k: n for k, n in room.items() if n > 0})
                 self._commit_in_batch(conn)
             if read_sent_back is not None:
                 # a task that stopped running meanwhile (cancelled) is not sent back: it is gone

@@ -470,6 +470,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             "finished": self._ids(sorted(finished)),
             "recheck": GATE_RECHECK,
             "stale_kept": STALE_HOLDERS_KEPT,
+            "channel": self.channel,
         }
         with self._connection() as conn:
             with conn.pipeline():
@@ -480,7 +481,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             for admitted, task_id, key in decided():
                 if admitted:
                     admission.admitted.add(task_id)
-                else:
+                elif admitted is not None:  # (None: the row that counts the notifications)
                     admission.deferred[task_id] = Deferred(key, GATE_RECHECK)
         return admission
 

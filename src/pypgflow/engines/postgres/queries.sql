@@ -1359,7 +1359,9 @@ RETURNING t.id;
 -- order (ord), a task is admitted while its gate holds fewer than its capacity, counting the
 -- holders still holding (a task running that attempt) but those whose outcome is on its way
 -- (finished); the rest are sent back as defer_tasks does. Holders that hold no more are
--- dropped once STALE_HOLDERS_KEPT of them (stale_kept) are there.
+-- dropped once STALE_HOLDERS_KEPT of them (stale_kept) are there. Where a gate has room left,
+-- counting every holder still holding, as many of its waiting tasks are due at once and their
+-- queues notified (limits.room_left says why).
 WITH r AS (
     SELECT * FROM json_to_recordset(%(rows)s::json)
         AS r(ord int, key text, capacity int, task_id bigint, attempt int, run_id uuid)
@@ -1371,7 +1373,8 @@ WITH r AS (
            h.task_id = ANY(%(finished)s::bigint[]) AS finished
     FROM {schema}.gate_holders h WHERE h.key = ANY(ARRAY(SELECT DISTINCT key FROM r))
 ), held AS (
-    SELECT key, count(*) AS n FROM h WHERE holding AND NOT finished GROUP BY key
+    SELECT key, count(*) FILTER (WHERE NOT finished) AS n, count(*) AS n_all
+    FROM h WHERE holding GROUP BY key
 ), ranked AS (
     SELECT r.*, row_number() OVER (PARTITION BY r.key ORDER BY r.ord) <= r.capacity
                - coalesce(held.n, 0) AS admitted
@@ -1393,10 +1396,31 @@ WITH r AS (
       AND t.id = ranked.task_id AND NOT ranked.admitted
       AND t.attempt = ranked.attempt AND t.status || '' = 'running'
     RETURNING t.id, ranked.key
+), room AS (
+    SELECT ranked.key, max(ranked.capacity) - coalesce(max(held.n_all), 0)
+           - count(*) FILTER (WHERE ranked.admitted) AS n
+    FROM ranked LEFT JOIN held USING (key)
+    GROUP BY ranked.key
+), woken AS (
+    UPDATE {schema}.tasks t SET run_at = now(), gate_wait = NULL
+    WHERE t.id = ANY(ARRAY(
+        SELECT w.id FROM room
+        CROSS JOIN LATERAL (
+            SELECT q.id FROM {schema}.tasks q
+            WHERE q.gate_wait = room.key AND q.status = 'queued'
+            ORDER BY q.priority, q.id
+            LIMIT greatest(room.n, 0)
+        ) AS w
+        WHERE room.n > 0))
+    RETURNING t.queue
+), notified AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM woken) AS q
 )
 SELECT true, task_id, NULL FROM inserted
 UNION ALL
-SELECT false, id, key FROM sent_back;
+SELECT false, id, key FROM sent_back
+UNION ALL
+SELECT NULL, count(*), NULL FROM notified;
 
 -- name: wake_gate_waiters
 -- Holders of these gates ended: as many of the tasks waiting for each (best first) are due
