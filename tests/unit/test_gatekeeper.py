@@ -1,6 +1,7 @@
 """A worker's side of fleet-wide limits (admission.Gatekeeper), with the engine's admission
 faked: how many tasks it claims while a gate is full of its own steps, when the tasks claimed
-ahead are admitted, and where they wait when other workers hold the gate."""
+ahead are admitted, and where they wait when other workers hold the gate; and the room an
+admission leaves in its gates (limits.room_left)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pypgflow import Workflow
 from pypgflow.admission import AHEAD_OF_GATE, Gatekeeper
 from pypgflow.context import context_logger
 from pypgflow.engines.base import ClaimedTask
-from pypgflow.limits import GATE_RECHECK, Admission, Deferred, GateRequest
+from pypgflow.limits import GATE_RECHECK, Admission, Deferred, Gate, GateRequest, room_left
 from pypgflow.slots import Slots
 
 CAP = 2
@@ -128,3 +129,16 @@ def test_a_gate_held_elsewhere_sends_what_waits_here_to_the_queue() -> None:
         loop.cancel()
 
     asyncio.run(scenario())
+
+
+def test_room_left_counts_tasks_for_a_step_gate_and_runs_for_a_workflow_gate() -> None:
+    step = Gate("step:w:s", "task", 3)
+    runs = Gate("run:w", "run", 2)
+    rate = Gate("rate:api", "rate", 5, 1.0)
+    new = GateRequest(9, 1, "run-c", (step, runs, rate))
+    holders = {
+        "step:w:s": [(1, "run-a")],
+        "run:w": [(None, "run-a"), (2, "run-a")],  # one run, however many of its tasks
+    }
+    room = room_left([new], holders, [("step:w:s", new), ("run:w", new)])
+    assert room == {"step:w:s": 1, "run:w": 0}  # rate gates have windows, not room
