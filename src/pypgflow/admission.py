@@ -156,16 +156,15 @@ class Gatekeeper:
         """How many tasks of ``queue`` to claim: its slots' room, but no more than its last
         full gate may admit beside this worker's own holders, plus AHEAD_OF_GATE times its
         capacity claimed ahead (claiming more would only send the rest back, writing each task
-        three times more). None when this worker holds the whole gate and as many wait: an
+        three times more). None (0) when this worker holds the whole gate and as many wait: an
         admission of those wakes the claim loop."""
         room = self.slots.room(queue) - self._admitting[queue]  # (being admitted: not room)
-        room_in_gate = self.room(queue)
+        room_in_gate = self.room(queue)  # (those being admitted count as holders already)
         if room_in_gate is None:
             return max(0, room)
-        ahead = self.slots.unadmitted(queue) + self._admitting[queue]
         # while other workers hold the gate too, tasks claimed ahead would only go back
         extra = 0 if queue in self.crowded else AHEAD_OF_GATE * self.caps[queue]
-        return min(room, max(0, room_in_gate + extra - ahead))
+        return min(room, max(0, room_in_gate + extra - self.slots.unadmitted(queue)))
 
     def room(self, queue: str) -> int | None:
         """How many more tasks of ``queue`` its last full gate may admit beside those of this

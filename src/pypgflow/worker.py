@@ -384,7 +384,8 @@ class Worker:
                 continue  # a backlog: claim again at once
             wait = self.poll_interval
             if not claimed_full and not self._gate_blocked:
-                # (a gate full of this worker's own steps: their ends wake it, see _execute)
+                # (a gate full of this worker's own steps: its admissions wake it, see
+                # Gatekeeper)
                 idle_checks += 1
                 wait = await self._idle_wait(check_unknown=idle_checks % 30 == 1)
             await self._sleep_or_wake(wait)
