@@ -846,14 +846,19 @@ DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 -- is read on from the newest creation time the batch before deleted (%(completed_after)s and
 -- so on; NULL at the start): the index entries of the runs already deleted stay until a VACUUM,
 -- and reading over them again in every batch would make a pass cost the square of what it
--- deletes. The conditions are repeated where the rows are locked: a run resumed meanwhile
--- (retry) is re-checked and kept. Each deleted run's status and creation time are returned.
+-- deletes. The end of each range is an equality on the status and a bound on created_at, not
+-- a row comparison: btree stops a scan at a row comparison's bound only where its first column
+-- (the status) decides, so with one as the end, a pass that finds nothing old enough (the last
+-- batch of every pass) would read every index entry of the status, the whole history (about a
+-- second at ten million runs). The conditions are repeated where the rows are locked: a run
+-- resumed meanwhile (retry) is re-checked and kept. Each deleted run's status and creation time
+-- are returned.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at)
            >= ('completed', coalesce(%(completed_after)s::timestamptz, '-infinity'))
-       AND (status, created_at)
-           < ('completed', now() - %(completed_before)s::float8 * interval '1 second')
+       AND status = 'completed'
+       AND created_at < now() - %(completed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
@@ -861,8 +866,8 @@ WITH doomed AS (
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at)
            >= ('cancelled', coalesce(%(cancelled_after)s::timestamptz, '-infinity'))
-       AND (status, created_at)
-           < ('cancelled', now() - %(completed_before)s::float8 * interval '1 second')
+       AND status = 'cancelled'
+       AND created_at < now() - %(completed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
@@ -870,8 +875,8 @@ WITH doomed AS (
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at)
            >= ('failed', coalesce(%(failed_after)s::timestamptz, '-infinity'))
-       AND (status, created_at)
-           < ('failed', now() - %(failed_before)s::float8 * interval '1 second')
+       AND status = 'failed'
+       AND created_at < now() - %(failed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(failed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
