@@ -11,10 +11,13 @@ before the backlog. Each database is then given ``VACUUM ANALYZE``, what autovac
 done by then (a test server may run with it off; ``--analyze before-backlog`` runs it before the
 backlog is started instead, so that the statistics say no run is pending), and measured:
 
-- throughput: a worker process (separate, as in production) drains the backlog; runs per second
-  from its first claim (timed in the worker) to the last completion seen by a poller;
+- throughput: a worker process (separate, as in production, its leader's retention included)
+  drains the backlog; runs per second from its first claim (timed in the worker) to the last
+  completion seen by a poller. A drain takes a second or two, so each database is drained
+  ``--passes`` times (5), a new backlog each time, the two databases' passes interleaved (the
+  empty database a new one at each pass), and the figures are medians;
 - claim latency: p50 of the worker's claims that claimed something, timed in the worker (and of
-  its outcome batches, finish_tasks);
+  its outcome batches, finish_tasks), the median over the passes;
 - list_runs latency, p50 and p95 over repeated calls: no filter, by status (common and rare),
   by workflow, by both;
 - retention, last: the engine's prune_runs (what the leader calls, at its default batch) deletes
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,39 +271,49 @@ def list_latencies(app: App, calls: int) -> dict[str, tuple[float, float]]:
     return found
 
 
-def measure(finished: int, args: argparse.Namespace) -> dict[str, Any]:
-    label = f"{finished:,} finished runs" if finished else "empty database"
-    print(f"== {label}, beside a backlog of {args.backlog:,} runs", flush=True)
+def start_backlog(url: str, args: argparse.Namespace) -> None:
+    """The backlog, and the VACUUM ANALYZE autovacuum would run with it there (or before it,
+    ``--analyze before-backlog``)."""
+    if args.analyze == "before-backlog":
+        vacuum_analyze(url)
+    with App(url, workflows=[one_step]) as app:
+        for offset in range(0, args.backlog, 1000):
+            app.start_many(one_step, [{"i": i} for i in range(offset, offset + 1000)])
+    if args.analyze == "with-backlog":
+        vacuum_analyze(url)
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The figures of an empty database and of one holding the history (its ``--passes``
+    drains interleaved with the empty one's, each of a fresh backlog; the empty database is a
+    new one at every pass), listings, then the loaded one's retention."""
+    when = "with the backlog there" if args.analyze == "with-backlog" else "before the backlog"
+    print(f"   VACUUM ANALYZE runs, tasks {when}, as autovacuum would have by then")
     with database("pypgflow_scale") as url:
         App(url).migrate()
-        if finished:
-            seconds = load_history(url, finished)
-            print(f"   loading took {seconds:.1f} s ({finished / seconds:,.0f} runs/s)")
-        if args.analyze == "before-backlog":
-            print(f"   VACUUM ANALYZE runs, tasks: {vacuum_analyze(url):.1f} s", flush=True)
+        seconds = load_history(url, args.finished)
+        print(f"   loading took {seconds:.1f} s ({args.finished / seconds:,.0f} runs/s)")
+        drains: dict[str, list[dict[str, float]]] = {"empty": [], "loaded": []}
+        for number in range(1, args.passes + 1):
+            with database("pypgflow_scale_empty") as empty_url:
+                App(empty_url).migrate()
+                for side, side_url in (("empty", empty_url), ("loaded", url)):
+                    start_backlog(side_url, args)
+                    drains[side].append(drain(side_url, args.backlog, args.slots))
+                    print(
+                        f"   pass {number}, {side}: {drains[side][-1]['throughput']:,.0f} runs/s",
+                        flush=True,
+                    )
+                if number == args.passes:
+                    with App(empty_url, workflows=[one_step]) as app:
+                        empty = {"lists": list_latencies(app, args.list_calls)}
         with App(url, workflows=[one_step]) as app:
-            for offset in range(0, args.backlog, 1000):
-                app.start_many(one_step, [{"i": i} for i in range(offset, offset + 1000)])
-        if args.analyze == "with-backlog":
-            print(
-                "   VACUUM ANALYZE runs, tasks (as autovacuum would have by now): "
-                f"{vacuum_analyze(url):.1f} s",
-                flush=True,
-            )
-        else:
-            print(
-                "   the backlog started after VACUUM ANALYZE: the statistics say no run is pending"
-            )
-        figures: dict[str, Any] = drain(url, args.backlog, args.slots)
-        print(
-            f"   drained in {figures['claims']} claims: {figures['throughput']:,.0f} runs/s",
-            flush=True,
-        )
-        with App(url, workflows=[one_step]) as app:
-            figures["lists"] = list_latencies(app, args.list_calls)
-        if finished:
-            figures["prune"] = prune_history(url, finished, args.prune_hours)
-    return figures
+            loaded = {"lists": list_latencies(app, args.list_calls)}
+        loaded["prune"] = prune_history(url, args.finished, args.prune_hours)
+    for side, figures in (("empty", empty), ("loaded", loaded)):
+        for key in ("throughput", "claim_p50", "finish_p50"):
+            figures[key] = statistics.median(d[key] for d in drains[side])
+    return empty, loaded
 
 
 def table_sizes(url: str) -> int:
@@ -381,6 +395,9 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=1_000_000, help="finished runs loaded")
     parser.add_argument("--backlog", type=int, default=10_000, help="pending runs to drain")
     parser.add_argument("--slots", type=int, default=100, help="the worker's slots")
+    parser.add_argument(
+        "--passes", type=int, default=5, help="drains of each database, interleaved (median)"
+    )
     parser.add_argument("--list-calls", type=int, default=100, help="timed calls per listing")
     parser.add_argument(
         "--prune-hours",
@@ -404,10 +421,10 @@ def main() -> None:
     assert row is not None
     print(
         f"{row[0].split(',')[0]}; autovacuum={row[1]}, fsync={row[2]}, synchronous_commit="
-        f"{row[3]}; cores: {os.cpu_count()}; worker slots: {args.slots}"
+        f"{row[3]}; cores: {os.cpu_count()}; worker slots: {args.slots}; drains: median of "
+        f"{args.passes} interleaved passes"
     )
-    empty = measure(0, args)
-    loaded = measure(args.finished, args)
+    empty, loaded = measure(args)
 
     head = f"{args.finished:,} finished"
     print(f"\n{'figure':<44} {'empty':>10} {head:>20} {'ratio':>7}")
