@@ -161,9 +161,9 @@ def explain_generic(conn: psycopg.Connection[Any], statement: Any, params: Any) 
     conn.execute(f"PREPARE explained_generic AS {text}")  # type: ignore[arg-type]
     try:
         cursor = psycopg.ClientCursor(conn)  # the values as literals: EXECUTE takes no $n
-        arguments = ", ".join(["%s"] * len(names))
+        arguments = f"({', '.join(['%s'] * len(names))})" if names else ""
         cursor.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE explained_generic({arguments})",
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE explained_generic{arguments}",
             [(params or {})[name] for name in names],
         )
         row = cursor.fetchone()

@@ -325,6 +325,7 @@ class FleetVerbs(SqlBase[C]):
     ) -> tuple[int, PrunePosition]:
         position: dict[str, Any] = dict(after or {})
         with self._write() as conn:
+            self._plan_prune(conn)
             rows = self._fetch(
                 conn,
                 "prune_runs",
@@ -344,6 +345,10 @@ class FleetVerbs(SqlBase[C]):
             if position.get(status) is None or created_at > position[status]:
                 position[status] = created_at
         return len(rows), position
+
+    def _plan_prune(self, conn: C) -> None:
+        """Make the prune statement's plan read each status in index order, whatever the
+        statistics say, where the engine's planner needs telling (PostgreSQL)."""
 
     def prune_instances(self, *, offline_for: float) -> int:
         with self._write() as conn:

@@ -450,6 +450,9 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             {"ids": self._ids(parent_task_ids), "channel": self.channel},
         )
 
+    def _plan_prune(self, conn: psycopg.Connection[Any]) -> None:
+        self._execute(conn, "prune_plan")
+
     def _admit_one_gate_each(
         self, requests: Sequence[GateRequest], finished: Collection[int]
     ) -> Admission:

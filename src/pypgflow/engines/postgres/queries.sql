@@ -895,6 +895,14 @@ DELETE FROM {schema}.runs r
 WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
 RETURNING r.id::text, r.status, r.created_at;
 
+-- name: prune_plan
+-- For the rest of a prune batch's transaction, no bitmap scan and no sort: the batch then reads
+-- each status through runs_status_created in its order and stops at its limit. Its ranges end
+-- with an equality on the status (see prune_runs), which the planner estimates at a handful of
+-- rows when the table has no statistics, and it would rather read every run old enough (a
+-- bitmap scan: a whole day's runs for a batch of a thousand) and sort them.
+SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true);
+
 -- name: delete_tasks_of_runs
 -- The tasks of runs just deleted (prune_runs), found through tasks_run_step_index.
 DELETE FROM {schema}.tasks WHERE run_id = ANY(%(ids)s::uuid[]);
