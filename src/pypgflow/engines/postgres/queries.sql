@@ -850,8 +850,10 @@ DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 -- a row comparison: btree stops a scan at a row comparison's bound only where its first column
 -- (the status) decides, so with one as the end, a pass that finds nothing old enough (the last
 -- batch of every pass) would read every index entry of the status, the whole history (about a
--- second at ten million runs). The conditions are repeated where the rows are locked: a run
--- resumed meanwhile (retry) is re-checked and kept. Each deleted run's status and creation time
+-- second at ten million runs); prune_plan, run first in the batch's transaction, keeps that
+-- equality from making the planner read the range otherwise than in order. The conditions are
+-- repeated where the rows are locked: a run resumed meanwhile (retry) is re-checked and kept.
+-- Each deleted run's status and creation time
 -- are returned.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
