@@ -853,8 +853,7 @@ DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 -- second at ten million runs); prune_plan, run first in the batch's transaction, keeps that
 -- equality from making the planner read the range otherwise than in order. The conditions are
 -- repeated where the rows are locked: a run resumed meanwhile (retry) is re-checked and kept.
--- Each deleted run's status and creation time
--- are returned.
+-- Each deleted run's status and creation time are returned.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
      WHERE (status, created_at)
