@@ -846,37 +846,36 @@ DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name;
 -- is read on from the newest creation time the batch before deleted (%(completed_after)s and
 -- so on; NULL at the start): the index entries of the runs already deleted stay until a VACUUM,
 -- and reading over them again in every batch would make a pass cost the square of what it
--- deletes. The end of each range is an equality on the status and a bound on created_at, not
--- a row comparison: btree stops a scan at a row comparison's bound only where its first column
--- (the status) decides, so with one as the end, a pass that finds nothing old enough (the last
--- batch of every pass) would read every index entry of the status, the whole history (about a
--- second at ten million runs); prune_plan, run first in the batch's transaction, keeps that
--- equality from making the planner read the range otherwise than in order. The conditions are
+-- deletes. Each range is an equality on the status and bounds on created_at, not row
+-- comparisons: btree starts a scan at a row comparison's position but stops it at one's bound
+-- only where its first column (the status) decides, so with one as the end, a pass that finds
+-- nothing old enough (the last batch of every pass) would read every index entry of the
+-- status, the whole history (about a second at ten million runs); and beside an equality on
+-- the status, a row comparison no longer positions the start. prune_plan, run first in the
+-- batch's transaction, keeps the equality from making the planner read the range otherwise
+-- than in order (tests/postgres/test_retention_reads.py). The conditions are
 -- repeated where the rows are locked: a run resumed meanwhile (retry) is re-checked and kept.
 -- Each deleted run's status and creation time are returned.
 WITH doomed AS (
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at)
-           >= ('completed', coalesce(%(completed_after)s::timestamptz, '-infinity'))
-       AND status = 'completed'
+     WHERE status = 'completed'
+       AND created_at >= coalesce(%(completed_after)s::timestamptz, '-infinity')
        AND created_at < now() - %(completed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at)
-           >= ('cancelled', coalesce(%(cancelled_after)s::timestamptz, '-infinity'))
-       AND status = 'cancelled'
+     WHERE status = 'cancelled'
+       AND created_at >= coalesce(%(cancelled_after)s::timestamptz, '-infinity')
        AND created_at < now() - %(completed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(completed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
      LIMIT %(batch)s)
     UNION ALL
     (SELECT id FROM {schema}.runs
-     WHERE (status, created_at)
-           >= ('failed', coalesce(%(failed_after)s::timestamptz, '-infinity'))
-       AND status = 'failed'
+     WHERE status = 'failed'
+       AND created_at >= coalesce(%(failed_after)s::timestamptz, '-infinity')
        AND created_at < now() - %(failed_before)s::float8 * interval '1 second'
        AND finished_at < now() - %(failed_before)s::float8 * interval '1 second'
      ORDER BY status, created_at
