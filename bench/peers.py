@@ -79,7 +79,8 @@ The figures
    sleeping 5 s, all taken in one statement (pypgflow ``queues={"default": 10000}``; PgQueuer,
    unbounded already, ``batch_size=10000``: at its default of 10 it would need 1,000 dequeues,
    each of which may wait up to a second, as said above); and RSS at the start (idle, after one
-   warm-up job) and at the end of a 100,000-job pass of the no-op job at defaults.
+   warm-up job), at the end of a 100,000-job pass of the no-op job at defaults, and at the end
+   of a second one (the first grows a worker to its working set; a leak would grow it on).
 """
 
 from __future__ import annotations
@@ -583,19 +584,21 @@ def in_flight_pass(side: Side, counts: Counts) -> tuple[int, int]:
     return seen.peak_in_flight, seen.rss_at_peak_kib
 
 
-def long_pass(side: Side, counts: Counts) -> tuple[int, int]:
-    """The idle worker's RSS after one warm-up job, and after ``long_pass`` more (KiB)."""
+def long_pass(side: Side, counts: Counts) -> tuple[int, int, int]:
+    """The idle worker's RSS after one warm-up job, after ``long_pass`` more, and after as many
+    again (KiB): a first pass grows a worker to its working set, a leak grows it on."""
     workload = Workload(side.name, "noop", counts.long_pass)
     with fresh_database(side) as url, tempfile.TemporaryDirectory() as tmp:
         with spawn_workers(side, url, workload, Path(tmp)) as workers:
             side.fill(url, "noop", [-1])
             wait_idle(side, url, workers)
-            at_start = workers.rss_kib()
-            side.fill(url, "noop", range(counts.long_pass))
-            watch(side, url, workers, timeout=max(300.0, counts.long_pass / 100))
-            at_end = workers.rss_kib()
-        check_all_succeeded(side, url, counts.long_pass + 1)
-    return at_start, at_end
+            seen = [workers.rss_kib()]
+            for first in (0, counts.long_pass):
+                side.fill(url, "noop", range(first, first + counts.long_pass))
+                watch(side, url, workers, timeout=max(300.0, counts.long_pass / 100))
+                seen.append(workers.rss_kib())
+        check_all_succeeded(side, url, 2 * counts.long_pass + 1)
+    return seen[0], seen[1], seen[2]
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -783,7 +786,7 @@ class Bench:
             lambda: long_pass(self.pgqueuer, c), lambda: long_pass(self.pypgflow, c)
         )
 
-        def mib(passes: list[tuple[int, int]], index: int) -> float:
+        def mib(passes: Sequence[tuple[int, ...]], index: int) -> float:
             return median([p[index] / 1024 for p in passes])
 
         pgq_flight, pyp_flight = flights
@@ -803,6 +806,7 @@ class Bench:
                 "MiB",
             ),
             Row("8c worker RSS, after it", mib(pgq_long, 1), mib(pyp_long, 1), "MiB"),
+            Row("8d worker RSS, after a second one", mib(pgq_long, 2), mib(pyp_long, 2), "MiB"),
         ]
 
 
