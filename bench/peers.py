@@ -3,7 +3,7 @@
     make bench-peers                         # figures 1-7, 3 passes each: 5 to 10 minutes
     make bench-peers ARGS=--quick            # small counts, one pass: a smoke run, about 1 min
     make bench-peers ARGS='--only 3,6'       # a subset of the figures
-    make bench-peers ARGS=--memory           # figures 1-8; 8 alone adds 5 to 10 minutes
+    make bench-peers ARGS=--memory           # figures 1-8; 8 alone adds about 8 minutes
     make bench-peers ARGS='--repeat 5'       # more passes per figure
 
 Each figure's duration is printed to stderr as it ends.
@@ -74,7 +74,7 @@ The figures
 7. concurrency as the database sees it: figure 3a with one and with two worker processes
    (spawned together), per second; the workers' connections (peak, from pg_stat_activity); and
    how many of them are running a statement, on average over the poller's samples.
-8. memory (``--memory``; 5 to 10 minutes at full counts, mostly the three 100,000-job passes
+8. memory (``--memory``; about 8 minutes at full counts, mostly the 100,000-job passes
    of each system, at figure 3's rates): worker RSS (VmRSS) with 10,000 jobs in flight, each
    sleeping 5 s, all taken in one statement (pypgflow ``queues={"default": 10000}``; PgQueuer,
    unbounded already, ``batch_size=10000``: at its default of 10 it would need 1,000 dequeues,
