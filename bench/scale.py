@@ -413,6 +413,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.backlog = max(1000, args.backlog // 1000 * 1000)
+    if args.passes < 1:
+        parser.error("--passes must be at least 1")
     with psycopg.connect(ADMIN_URL) as conn:
         row = conn.execute(
             "SELECT version(), current_setting('autovacuum'), current_setting('fsync'),"
