@@ -1,4 +1,5 @@
-"""The timeouts of the ``async def`` steps running on one event loop, kept on one loop timer.
+"""The timeouts of the ``async def`` steps running on one event loop, kept on one loop timer
+(the worker's and the in-process executor's alike: ``running_loop_deadlines``).
 
 Why not ``asyncio.timeout`` per step: it makes a timer handle for each call and pushes it on the
 loop's heap, then cancels it when the step returns, which nearly every step does long before
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,3 +107,17 @@ class Deadlines:
                 nearest = at
         if nearest < math.inf:
             self._arm(nearest)
+
+
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def running_loop_deadlines() -> Deadlines:
+    """The running loop's Deadlines, made on first use (gone with the loop)."""
+    loop = asyncio.get_running_loop()
+    deadlines = _BY_LOOP.get(loop)
+    if deadlines is None:
+        deadlines = _BY_LOOP[loop] = Deadlines()
+    return deadlines

@@ -18,7 +18,6 @@ from typing import Any
 
 from pypgflow import orchestration
 from pypgflow.context import ContextLogger, StepContext
-from pypgflow.deadlines import Deadlines
 from pypgflow.defaults import DEFAULT_QUEUE
 from pypgflow.engines.base import ChildStarted, ClaimedTask, Completed, Failed, Outcome
 from pypgflow.errors import AttemptError, ChildRunFailed, DatabaseError
@@ -59,7 +58,6 @@ class StepRunner:
             slots + TIMED_OUT_THREADS_ALLOWANCE, thread_name_prefix="pypgflow-step"
         )
         self._handoff: ThreadHandoff | None = None
-        self._deadlines: Deadlines | None = None
 
     def workflow_of(self, task: ClaimedTask) -> Workflow | None:
         """The definition the task runs with: its run's version (runs stored before versions
@@ -113,9 +111,8 @@ class StepRunner:
                     "step %s of run %s started (attempt %d)", _where(task), task.run_id,
                     task.attempt, extra=_extra(task),
                 )  # fmt: skip
-            if self._handoff is None:  # on the worker's loop: one wake-up per burst, one timer
-                self._handoff = ThreadHandoff()
-                self._deadlines = Deadlines()
+            if self._handoff is None:
+                self._handoff = ThreadHandoff()  # on the worker's loop: one wake-up per burst
             result = await call_step(
                 step,
                 args,
@@ -123,7 +120,6 @@ class StepRunner:
                 timeout=options.timeout,
                 pool=self.pool,
                 handoff=self._handoff,
-                deadlines=self._deadlines,
             )
             if step.child is not None:
                 return self.child_started(task, step.child, result)

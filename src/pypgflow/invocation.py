@@ -35,7 +35,7 @@ from concurrent.futures import Executor, Future
 from multiprocessing.connection import Connection
 from typing import Any, ParamSpec, TypeVar
 
-from pypgflow.deadlines import DeadlinePassed, Deadlines
+from pypgflow.deadlines import DeadlinePassed, running_loop_deadlines
 from pypgflow.errors import PypgflowError, StepTimeout
 from pypgflow.workflow import Step
 
@@ -66,7 +66,6 @@ async def call_step(
     pool: Executor | None,
     inline: bool = False,
     handoff: ThreadHandoff | None = None,
-    deadlines: Deadlines | None = None,
 ) -> Any:
     """Run ``step.fn(*args, **kwargs)`` once and return its result, or raise at the deadline.
 
@@ -74,26 +73,19 @@ async def call_step(
     through a new :class:`ThreadHandoff` for this call alone: share one between the calls made on a
     loop, and their completions wake it once per burst. ``inline`` runs a sync step directly on
     this thread, interrupted by ``SIGALRM``: only for callers inside :func:`alarm_deadlines` that
-    block nothing else by waiting. ``deadlines``: the loop's, for an ``async def`` step (else
-    ``asyncio.timeout``).
+    block nothing else by waiting. An ``async def`` step's deadline is kept by the running loop's
+    :class:`~pypgflow.deadlines.Deadlines`.
     """
     limit = None if math.isinf(timeout) else timeout
     if step.isolation == "process":
         return await _call_in_process(step, args, kwargs, limit)
-    if step.is_async and deadlines is not None and limit is not None:
+    if step.is_async:
+        if limit is None:
+            return await step.fn(*args, **kwargs)
         try:
-            return await deadlines.call(step.fn, args, kwargs, limit)
+            return await running_loop_deadlines().call(step.fn, args, kwargs, limit)
         except DeadlinePassed:
             raise _timeout(step, timeout) from None
-    if step.is_async:
-        deadline = asyncio.timeout(limit)
-        try:
-            async with deadline:
-                return await step.fn(*args, **kwargs)
-        except TimeoutError:
-            if deadline.expired():
-                raise _timeout(step, timeout) from None
-            raise
     if inline:
         return _call_inline(step, args, kwargs, limit, timeout)
     if handoff is None:

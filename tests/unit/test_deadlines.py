@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pypgflow.deadlines import DeadlinePassed, Deadlines
+from pypgflow.deadlines import DeadlinePassed, Deadlines, running_loop_deadlines
 
 
 async def nap(seconds: float, value: object = None) -> object:
@@ -125,3 +125,13 @@ def test_a_timeout_error_of_the_function_itself_is_not_the_deadline() -> None:
         assert not isinstance(caught.value, DeadlinePassed)
 
     asyncio.run(main())
+
+
+def test_each_running_loop_has_its_own_deadlines() -> None:
+    async def twice() -> tuple[Deadlines, Deadlines]:
+        return running_loop_deadlines(), running_loop_deadlines()
+
+    first, again = asyncio.run(twice())
+    other, _ = asyncio.run(twice())
+    assert first is again
+    assert other is not first
