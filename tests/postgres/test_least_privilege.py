@@ -93,11 +93,12 @@ def test_a_worker_under_the_documented_grants_completes_runs(pg_url: str, worker
         many = app.start_many("work", list(range(100)))  # 64 or more: streamed by COPY
         keyed = app.start("work", 5, idempotency_key="k-5")
         assert app.start("work", 5, idempotency_key="k-5").id == keyed.id
-        asyncio.run(app.start_async("work", 2))
+        started_async = asyncio.run(app.start_async("work", 2))
         with running_worker(app, lease_ttl=2.0) as worker:
             assert single.result(timeout=20) == 3
             assert [run.result(timeout=20) for run in many] == [n * 2 + 1 for n in range(100)]
             assert keyed.result(timeout=20) == 11
+            assert started_async.result(timeout=20) == 5  # else the worker may stop before it
             deadline = time.monotonic() + 20
             while not app.list_runs(workflow="tick") and time.monotonic() < deadline:
                 time.sleep(0.1)
