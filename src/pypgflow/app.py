@@ -23,7 +23,8 @@ from pypgflow.backoff import Backoff
 from pypgflow.catalog import Catalog
 from pypgflow.cron import Schedule, check_cron, check_timezone
 from pypgflow.engines import engine_for_url
-from pypgflow.engines.base import Engine, StartRequest
+from pypgflow.engines.base import Engine
+from pypgflow.engines.starts import StartRequest
 from pypgflow.errors import (
     ConfigurationError,
     InvalidArgument,
@@ -50,6 +51,8 @@ R = TypeVar("R")
 
 class Run:
     """A handle on a started run: its id, and ways to wait for it or act on it."""
+
+    __slots__ = ("app", "id")
 
     def __init__(self, app: App, run_id: str) -> None:
         self.app = app
@@ -534,7 +537,7 @@ class App:
         delay: float | timedelta | None,
         run_at: datetime | None,
         version: str | None = None,
-    ) -> list[StartRequest]:
+    ) -> Sequence[StartRequest]:
         if isinstance(inputs, str | bytes | dict) or not isinstance(inputs, Iterable):
             raise InvalidArgument("start_many() takes an iterable of inputs, one per run")
         flow = self._startable(workflow, version)

@@ -29,24 +29,50 @@ _counter = 0
 
 def new_run_id() -> str:
     """A new UUIDv7, as text."""
+    return new_run_ids(1)[0]
+
+
+def new_run_ids(count: int) -> list[str]:
+    """``count`` new UUIDv7s, as text, in the order they sort: a batch of starts makes its ids
+    in one go (one lock, one read of randomness, hex digits sliced rather than an integer
+    formatted per id), at a third of the cost of one at a time."""
     global _last_ms, _counter
-    random = int.from_bytes(os.urandom(10), "big")
+    # 4 hex digits per id for its counter and variant, then 62 random bits; 3 for a new start
+    digits = os.urandom(8 * count + 2).hex()
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
-            _last_ms = ms
-            _counter = random >> 69  # a random start, leaving room to count up (11 of 12 bits)
+            first = int(digits[-3:], 16) >> 1  # a random start, leaving room to count up
         else:  # the same millisecond (or the clock went back): count on from the last id
             ms = _last_ms
-            _counter += 1
-            if _counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
-                _last_ms = ms = ms + 1
-                _counter = 0
-        counter = _counter
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64
-    value |= 0b10 << 62 | random & 0x3FFF_FFFF_FFFF_FFFF
-    digits = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, at a third of its cost
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+            first = _counter + 1
+        spans = []  # (millisecond, first counter, how many ids)
+        remaining = count
+        while remaining:
+            if first > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
+                ms += 1
+                first = 0
+            taken = min(remaining, 0x1000 - first)
+            spans.append((ms, first, taken))
+            first += taken
+            remaining -= taken
+        _last_ms, _counter = ms, first - 1
+    ids = []
+    o = 0
+    for ms, first, taken in spans:
+        stamp = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+        head = f"{stamp[:8]}-{stamp[8:]}-7"
+        for counter in range(first, first + taken):
+            ids.append(
+                f"{head}{counter:03x}-{_VARIANT[digits[o]]}{digits[o + 1 : o + 4]}-"
+                f"{digits[o + 4 : o + 16]}"
+            )
+            o += 16
+    return ids
+
+
+#: the variant digit (RFC 9562: binary 10xx) for a random hex digit, keeping its two low bits
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def run_id_time(run_id: str) -> float | None:

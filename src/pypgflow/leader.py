@@ -47,7 +47,8 @@ from pypgflow import defaults, observing
 from pypgflow.context import context_logger
 from pypgflow.cron import Schedule
 from pypgflow.definitions import Definitions
-from pypgflow.engines.base import ScheduleState, ScheduleTicks, StartRequest
+from pypgflow.engines.base import ScheduleState, ScheduleTicks
+from pypgflow.engines.starts import StartRequest
 from pypgflow.errors import DatabaseError, InvalidArgument, PypgflowError, UnknownWorkflow
 from pypgflow.limits import rate_margin
 from pypgflow.retention import DEFAULT_RETENTION, Pruned, Retention, seconds

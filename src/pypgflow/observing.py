@@ -23,8 +23,8 @@ from pypgflow.engines.base import (
     FinishedRun,
     Outcome,
     RescueResult,
-    StartRequest,
 )
+from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.errors import AttemptError
 from pypgflow.events import (
     ClaimBatch,
@@ -178,9 +178,13 @@ class ObservedStart:
         events.emit(self.starting)
         context = self.starting.trace_context
         #: the requests to write: with the trace context a handler gave, if any
-        self.requests: Sequence[StartRequest] = (
-            requests if context is None else [replace(r, trace_context=context) for r in requests]
-        )
+        self.requests: Sequence[StartRequest]
+        if context is None:
+            self.requests = requests
+        elif isinstance(requests, UniformStarts):
+            self.requests = requests.with_trace_context(context)
+        else:
+            self.requests = [replace(r, trace_context=context) for r in requests]
 
     def ended(
         self, run_ids: Sequence[str] | None = None, error: BaseException | None = None

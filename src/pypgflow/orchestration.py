@@ -126,6 +126,22 @@ class NewTask:
         """Due at once and to be run: what the engines' fast paths insert."""
         return self.delay == 0 and self.output is None and self.task_index is None
 
+    def of_run(self, run_id: str) -> NewTask:
+        """This task for another run (as ``dataclasses.replace`` would, at a tenth of its cost:
+        a batch of starts makes one per run)."""
+        return NewTask(
+            run_id,
+            self.step,
+            self.task_index,
+            self.workflow,
+            self.queue,
+            self.priority,
+            self.max_attempts,
+            self.input,
+            self.delay,
+            self.output,
+        )
+
 
 @dataclass
 class Changes:

@@ -8,16 +8,16 @@ everything about it is valid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from pypgflow import defaults, orchestration
-from pypgflow.engines.base import StartRequest
+from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.errors import InvalidArgument, MapInputError
-from pypgflow.ids import new_run_id
+from pypgflow.ids import new_run_id, new_run_ids
 from pypgflow.records import RunInfo
 from pypgflow.serialization import check_text, dumps
 from pypgflow.status import RunStatus, StepStatus
@@ -72,7 +72,7 @@ def prepare_starts(
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,
     what: Callable[[int], str] = lambda index: f"input {index}",
-) -> list[StartRequest]:
+) -> Sequence[StartRequest]:
     """A run of ``flow`` on each input, the options shared by all checked once; as
     :func:`prepare_start` (an idempotency key is one run's: none here). ``what(index)`` names an
     input in errors."""
@@ -85,36 +85,47 @@ def prepare_starts(
             raise InvalidArgument("give delay= or run_at=, not both")
         if not isinstance(run_at, datetime) or run_at.tzinfo is None:
             raise InvalidArgument("run_at must be a timezone-aware datetime")
-    requests = []
+    texts = [
+        dumps(input, what=partial(_input_name, what, index, flow.name))
+        for index, input in enumerate(inputs)
+    ]
+    run_ids = new_run_ids(len(texts))
     # A run's state at start depends on its input only through a root map step: without one,
-    # every run of the batch starts as the first one did, so the first is built by
-    # orchestration and the others are made from it (a tenth of the cost of a large batch).
-    template: StartRequest | None = None
-    same_start = not any(step.is_map and not step.depends_on for step in flow.steps.values())
-    for index, input in enumerate(inputs):
-        input_json = dumps(input, what=partial(_input_name, what, index, flow.name))
-        if template is not None:
-            requests.append(_like(template, new_run_id(), input_json))
-            continue
-        changes = orchestration.Changes()
-        run = orchestration.new_run(
-            flow,
-            run_id=new_run_id(),
-            input_json=input_json,
-            queue=queue,
-            priority=priority,
-            changes=changes,
-        )
-        if run.status is RunStatus.FAILED:  # a root map step over an input that is not a list
-            message = run.error.message if run.error is not None else "invalid input"
-            raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
-        request = StartRequest(
-            run=run, changes=changes, idempotency_key=None, delay=seconds, run_at=run_at
-        )
-        requests.append(request)
-        if same_start:
-            template = request
-    return requests
+    # every run of the batch starts as the first one does, so the first is built by
+    # orchestration and the batch is that template, the runs' ids and their inputs.
+    if texts and not any(step.is_map and not step.depends_on for step in flow.steps.values()):
+        template = _new_start(flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
+        return UniformStarts(template, run_ids, texts)
+    return [
+        _new_start(flow, run_id, text, queue, priority, seconds, run_at)
+        for run_id, text in zip(run_ids, texts, strict=True)
+    ]
+
+
+def _new_start(
+    flow: Workflow,
+    run_id: str,
+    input_json: str,
+    queue: str,
+    priority: int,
+    delay: float,
+    run_at: datetime | None,
+) -> StartRequest:
+    """The start of a run, built by orchestration; MapInputError for a root map step over an
+    input that is not a list."""
+    changes = orchestration.Changes()
+    run = orchestration.new_run(
+        flow,
+        run_id=run_id,
+        input_json=input_json,
+        queue=queue,
+        priority=priority,
+        changes=changes,
+    )
+    if run.status is RunStatus.FAILED:
+        message = run.error.message if run.error is not None else "invalid input"
+        raise MapInputError(f"cannot start workflow {flow.name!r}: {message}")
+    return StartRequest(run=run, changes=changes, delay=delay, run_at=run_at)
 
 
 def prepare_fork(
@@ -167,31 +178,6 @@ def prepare_fork(
 
 def _input_name(what: Callable[[int], str], index: int, workflow: str) -> str:
     return f"{what(index)} of workflow {workflow!r}"
-
-
-def _like(template: StartRequest, run_id: str, input_json: str) -> StartRequest:
-    """A start request as ``template`` for another run and input. The runs share their step
-    states, which is safe since a start request is only read: engines insert it as it is."""
-    run = template.run
-    new_tasks = [replace(task, run_id=run_id) for task in template.changes.new_tasks]
-    return StartRequest(
-        run=orchestration.RunState(
-            id=run_id,
-            workflow=run.workflow,
-            status=run.status,
-            queue=run.queue,
-            priority=run.priority,
-            remaining_steps=run.remaining_steps,
-            steps=run.steps,
-            input=input_json,
-            output=run.output,
-            version=run.version,
-        ),
-        changes=orchestration.Changes(new_tasks=new_tasks),
-        idempotency_key=None,
-        delay=template.delay,
-        run_at=template.run_at,
-    )
 
 
 def check_queue(queue: Any) -> str:

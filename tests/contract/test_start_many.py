@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -63,3 +64,47 @@ def test_start_many_async(make_app: Callable[..., App]) -> None:
     runs = asyncio.run(app.start_many_async(flow, [2, 3]))
     with running_worker(app):
         assert [r.result(timeout=5) for r in runs] == [4, 9]
+
+
+def test_a_batch_starts_each_run_as_a_single_start_would(make_app: Callable[..., App]) -> None:
+    """A batch of runs that start alike (no root map step) is written in one go: the runs get
+    every root task, with its attempt budget and delay, and run as runs started one by one."""
+    flow = Workflow("fork-join")
+    flow.step(name="left", max_attempts=2)(lambda input: input + 1)
+    flow.step(name="right", max_attempts=4, depends_on=[])(lambda input: input * 10)
+    flow.wait_for("approval", signal="approve", depends_on=[], timeout=3600)
+    flow.step(name="join", depends_on=["left", "right", "approval"])(
+        lambda left, right, approval: left + right if approval else None
+    )
+    app = make_app(flow)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    waiting = app.start_many(flow, [1, 2], run_at=later)
+    runs = app.start_many(flow, range(70))
+    single = app.start(flow, 5)
+
+    def steps(run_id: str) -> list[tuple[str, str, int]]:
+        return [(s.name, s.status.value, s.attempts) for s in app.get_run(run_id).steps]
+
+    assert (
+        steps(runs[5].id)
+        == steps(single.id)
+        == [
+            ("left", "ready", 0),
+            ("right", "ready", 0),
+            ("approval", "ready", 0),
+            ("join", "waiting", 0),
+        ]
+    )
+    approval = {s.name: s for s in app.get_run(runs[0].id).steps}["approval"]
+    assert approval.due_at is not None
+    assert timedelta(minutes=59) < approval.due_at - datetime.now(UTC) <= timedelta(hours=1)
+    for run in waiting:
+        info = app.get_run(run.id)
+        assert info.scheduled_at == later
+        assert {s.name: s.due_at for s in info.steps}["left"] == later
+    for run in [*runs, single]:
+        app.signal(run.id, "approve", True)
+    with running_worker(app):
+        assert [r.result(timeout=10) for r in runs] == [n + 1 + n * 10 for n in range(70)]
+        assert single.result(timeout=10) == 56
+    assert [r.status() for r in waiting] == [RunStatus.PENDING] * 2

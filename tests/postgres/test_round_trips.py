@@ -1,6 +1,7 @@
 """Batches cost a fixed number of statements, whatever their size: a start inserts its run and
-tasks in one statement, a large batch of starts streams them in two COPYs; a batch of outcomes runs one statement per kind of change, and
-announcing the runs it finishes costs none."""
+tasks in one statement, and so does a batch of runs that start alike; a large batch of runs that
+start each in its own way streams them in two COPYs; a batch of outcomes runs one statement per
+kind of change, and announcing the runs it finishes costs none."""
 
 from __future__ import annotations
 
@@ -52,30 +53,48 @@ def fan_flow() -> Workflow:
     return flow
 
 
+def map_flow() -> Workflow:
+    flow = Workflow("each")
+    flow.map(over=None, name="double")(lambda item: item * 2)
+    return flow
+
+
 def test_a_start_is_one_statement_and_a_batch_the_same_few_whatever_its_size(
     pg_url: str, statements: list[str]
 ) -> None:
-    flow = fan_flow()
-    app = App(pg_url, workflows=[flow])
+    flow, each = fan_flow(), map_flow()
+    app = App(pg_url, workflows=[flow, each])
     try:
         app.start(flow, 0)  # open the pool and check the schema first
+        app.start(each, [0])
         statements.clear()
         app.start_many(flow, [1])
         assert len(statements) == 1, statements
         assert "INSERT" in statements[0].upper()  # runs and tasks in one statement
+        # Runs that start alike (no root map step): one statement, whatever the batch's size.
         statements.clear()
         app.start_many(flow, range(100))
         hundred = list(statements)
         statements.clear()
         runs = app.start_many(flow, range(1000))
         assert statements == hundred
+        assert len(statements) == 1, statements
+        assert "INSERT" in statements[0].upper()
+        # Runs that start each in its own way (a root map step over their input): two COPYs.
+        statements.clear()
+        app.start_many(each, [[i] for i in range(100)])
+        mapped = list(statements)
+        statements.clear()
+        doubled = app.start_many(each, [[i, i + 1] for i in range(1000)])
+        assert statements == mapped
         copied = [line for s in statements for line in s.splitlines() if line.startswith("COPY")]
         assert [line.split()[1] for line in copied] == ['"pypgflow".runs', '"pypgflow".tasks']
         assert not [s for s in statements if "INSERT" in s.upper()]
-        assert len(app.list_runs(limit=2000)) == 1102
+        assert len(app.list_runs(limit=3000)) == 2203
         with running_worker(app, {"default": 50}):
             assert runs[-1].result(timeout=10) == {"b": 999, "c": 999}
             assert runs[0].result(timeout=10) == {"b": 0, "c": 0}
+            assert doubled[-1].result(timeout=10) == [1998, 2000]
     finally:
         app.close()
 

@@ -107,6 +107,28 @@ def test_one_trace_from_the_request_through_every_step(
     assert run_span.end_time >= stored.end_time
 
 
+def test_every_run_of_a_batch_joins_the_trace_it_was_started_in(
+    make_app: Callable[..., App], spans: InMemorySpanExporter
+) -> None:
+    app = make_app(traced)
+    tracing = otel.instrument(app)
+    with trace.get_tracer("tests").start_as_current_span("request") as request:
+        runs = app.start_many(traced, [{"n": n} for n in range(100)])
+    with running_worker(app):
+        assert [r.result() for r in runs] == [2 * n for n in range(100)]
+        wait_for_spans(spans, "pypgflow.run", 100)
+    tracing.close()
+    finished = spans.get_finished_spans()
+    (start,) = by_name(finished, "pypgflow.start")
+    assert start.parent is not None
+    assert start.parent.span_id == request.get_span_context().span_id
+    steps = by_name(finished, "pypgflow.step")
+    assert len(steps) == 200
+    assert {s.context.trace_id for s in steps} == {request.get_span_context().trace_id}
+    assert {s.parent.span_id for s in steps if s.parent} == {start.context.span_id}
+    assert len({(s.attributes or {})["pypgflow.run_id"] for s in steps}) == 100
+
+
 def test_runs_started_without_tracing_run_as_before(
     make_app: Callable[..., App], spans: InMemorySpanExporter
 ) -> None:

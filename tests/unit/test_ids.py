@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from pypgflow.ids import new_run_id, prefix_bounds, short_ids
+from pypgflow.ids import new_run_id, new_run_ids, prefix_bounds, short_ids
 
 
 def test_a_run_id_is_a_version_7_uuid_of_now() -> None:
@@ -26,6 +26,27 @@ def test_run_ids_sort_in_the_order_they_were_made() -> None:
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == ids
     assert sorted(ids, key=uuid.UUID) == ids  # as PostgreSQL's uuid compares them
+
+
+def test_a_batch_of_ids_is_as_many_made_one_by_one() -> None:
+    before = time.time_ns() // 1_000_000
+    # more than the 4,096 ids one millisecond holds: the batch borrows the next ones
+    batch = new_run_ids(10_000)
+    after = new_run_id()
+    assert len(batch) == 10_000
+    assert len(set(batch)) == 10_000
+    assert sorted(batch, key=uuid.UUID) == batch == sorted(batch)
+    assert batch[-1] < after  # the next id counts on from the batch's last
+    values = [uuid.UUID(text) for text in batch]
+    assert all(
+        str(v) == t and v.version == 7 and v.variant == uuid.RFC_4122
+        for v, t in zip(values, batch, strict=True)
+    )
+    assert values[0].int >> 80 >= before
+    assert new_run_ids(0) == []
+    # the 62 bits after the variant are random: no two batches share them
+    tails = {text[19:] for text in batch + new_run_ids(1000)}
+    assert len(tails) == 11_000
 
 
 def test_threads_making_ids_at_once_get_distinct_ones() -> None:

@@ -1,12 +1,17 @@
-"""prepare_starts: a batch's runs are built once and copied when their state cannot differ."""
+"""prepare_starts: a batch's runs are built once and copied when their state cannot differ: such
+a batch is kept as UniformStarts (a template, the ids, the inputs), whose requests are what
+building each run would have given."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from pypgflow import Workflow
+from pypgflow.engines.starts import UniformStarts
 from pypgflow.errors import MapInputError, SerializationError
-from pypgflow.starting import prepare_starts
+from pypgflow.starting import prepare_start, prepare_starts
 
 
 def diamond() -> Workflow:
@@ -47,3 +52,45 @@ def test_a_root_map_step_makes_each_run_from_its_own_input() -> None:
 def test_an_input_that_is_not_json_is_named_by_its_position() -> None:
     with pytest.raises(SerializationError, match="input 2 of workflow 'diamond'"):
         prepare_starts(diamond(), [1, 2, {3}], queue="q", priority=0)
+
+
+def test_a_uniform_batch_reads_as_the_runs_built_one_by_one() -> None:
+    flow = Workflow("two-roots")
+    flow.step(name="a", max_attempts=2)(lambda input: input)
+    flow.step(name="b", max_attempts=5, depends_on=[])(lambda input: input)
+    flow.step(name="c", depends_on=["a", "b"])(lambda a, b: a)
+    batch = prepare_starts(flow, range(5), queue="q", priority=2, delay=30)
+    assert isinstance(batch, UniformStarts)
+    assert len(batch) == 5
+    assert batch.inputs == ["0", "1", "2", "3", "4"]
+    for index, request in enumerate(batch):
+        alone = prepare_start(flow, index, queue="q", priority=2, delay=30)
+        assert request.run.id == batch.run_ids[index]
+        # what an engine reads of a start: the request but its changes, and their new tasks
+        # (``changed`` is a transaction's bookkeeping, which a start does not read)
+        assert replace(request, changes=alone.changes) == replace(
+            alone, run=replace(alone.run, id=request.run.id, changed=request.run.changed)
+        )
+        assert request.changes.new_tasks == [
+            replace(t, run_id=request.run.id) for t in alone.changes.new_tasks
+        ]
+        assert [t.max_attempts for t in request.changes.new_tasks] == [2, 5]
+    assert [r.run.id for r in batch[1:3]] == batch.run_ids[1:3]
+    assert batch[-1].run.id == batch.run_ids[4]
+    with pytest.raises(IndexError):
+        batch[5]
+    traced = batch.with_trace_context('{"traceparent": "00-ab-cd-01"}')
+    assert {r.trace_context for r in traced} == {'{"traceparent": "00-ab-cd-01"}'}
+    assert [r.run.id for r in traced] == batch.run_ids
+
+
+def test_uniform_starts_refuse_what_they_cannot_stand_for() -> None:
+    batch = prepare_starts(diamond(), [1, 2], queue="q", priority=0)
+    assert isinstance(batch, UniformStarts)
+    keyed = replace(batch.template, idempotency_key="k")
+    with pytest.raises(ValueError, match="not a template"):
+        UniformStarts(keyed, batch.run_ids, batch.inputs)
+    with pytest.raises(ValueError, match="ids and inputs"):
+        UniformStarts(batch.template, batch.run_ids, batch.inputs[:1])
+    with pytest.raises(ValueError, match="first run"):
+        UniformStarts(batch.template, batch.run_ids[::-1], batch.inputs)

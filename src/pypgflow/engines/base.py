@@ -5,7 +5,8 @@ completion or a failure means: :mod:`pypgflow.orchestration` does, the same for 
 The App and the worker talk to engines only through this interface.
 
 Why one module: the interface is meant to be read in one sitting, every verb beside the records
-it takes and gives (starts, claimed tasks, outcomes, rescues), as one contract for every engine.
+it takes and gives (claimed tasks, outcomes, rescues), as one contract for every engine. What it
+is given to start runs has two shapes, and a module of its own: :mod:`pypgflow.engines.starts`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from pypgflow.cron import Schedule
+from pypgflow.engines.starts import StartRequest
 from pypgflow.errors import AttemptError, NotSupported
 from pypgflow.insight import (
     Failures,
@@ -32,7 +34,7 @@ from pypgflow.insight import (
     WorkflowStats,
 )
 from pypgflow.limits import Admission, Gate, GateRequest
-from pypgflow.orchestration import Changes, RunState, Verdict
+from pypgflow.orchestration import Verdict
 from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.status import RunStatus
 
@@ -41,24 +43,6 @@ from pypgflow.status import RunStatus
 #: from there instead of over the index entries of the runs deleted before it (dead until a
 #: VACUUM): a pass costs what it deletes, not the square of it.
 PrunePosition = Any
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """A run ready to insert: its state built by orchestration, and when it may start."""
-
-    run: RunState
-    changes: Changes
-    idempotency_key: str | None = None
-    delay: float = 0.0
-    run_at: datetime | None = None
-    #: the trace context the run is started in (a W3C carrier as JSON text; see pypgflow.events)
-    trace_context: str | None = None
-    #: the run this one is forked from (App.fork)
-    forked_from: str | None = None
-    #: for a child run: its parent run, and the parent's task that waits for it
-    parent_run_id: str | None = None
-    parent_task_id: int | None = None
 
 
 @dataclass(frozen=True)

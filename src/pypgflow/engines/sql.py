@@ -26,12 +26,12 @@ from pypgflow.engines.base import (
     FinishResult,
     Outcome,
     RunResult,
-    StartRequest,
 )
 from pypgflow.engines.fleet import FleetVerbs
 from pypgflow.engines.gates import GateVerbs
 from pypgflow.engines.insight import InsightVerbs
 from pypgflow.engines.sqlbase import C, Row, canonical_run_id, ended_unfinished, finished_runs
+from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.errors import AttemptError, IdempotencyConflict, RunFinished, RunNotFound
 from pypgflow.orchestration import Changes, RunState
 from pypgflow.records import RunInfo, StepInfo
@@ -454,12 +454,16 @@ class SqlEngine(FleetVerbs[C], InsightVerbs[C], GateVerbs[C]):
 def finished_at_start(requests: Sequence[StartRequest], inserted: set[str]) -> set[str]:
     """The runs inserted already finished: a map over something other than a list fails at
     start, an empty map completes there."""
+    if isinstance(requests, UniformStarts):
+        return set()  # none: no root map step
     return {r.run.id for r in requests if r.run.id in inserted and r.run.status.finished}
 
 
 def keys_taken(requests: Sequence[StartRequest], inserted: set[str]) -> list[dict[str, str]]:
     """The (workflow, idempotency key) pairs of the requests whose run was not inserted, as
     rows for runs_by_idempotency_key: a run of that workflow holds each."""
+    if isinstance(requests, UniformStarts):
+        return []  # no idempotency key
     return [
         {"workflow": r.run.workflow, "key": r.idempotency_key}
         for r in requests
@@ -474,6 +478,8 @@ def resolved_ids(
     (``existing``: the ``(id, workflow, idempotency_key, input)`` rows of
     runs_by_idempotency_key), provided that run was started with the same input (compared as
     JSON values); IdempotencyConflict if not."""
+    if isinstance(requests, UniformStarts):
+        return list(requests.run_ids)  # no idempotency key: each run is inserted
     by_key = {(workflow, key): (run_id, input) for run_id, workflow, key, input in existing}
     ids = []
     for request in requests:

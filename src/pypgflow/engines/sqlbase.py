@@ -23,7 +23,8 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pypgflow import orchestration
-from pypgflow.engines.base import Engine, FinishedRun, Outcome, StartRequest
+from pypgflow.engines.base import Engine, FinishedRun, Outcome
+from pypgflow.engines.starts import StartRequest
 from pypgflow.engines.steps import steps_from_text, steps_text
 from pypgflow.errors import AttemptError, SchemaNotMigrated
 from pypgflow.orchestration import Changes, RunState

@@ -3,11 +3,11 @@
 Every statement lives in ``queries.sql``; this module owns what PostgreSQL does its own way:
 the connection pool, driver errors wrapped into pypgflow's, lists and batches as one text
 parameter each (params.py), the claim, starts in one statement (also inside a caller's
-transaction, sync or async) or, for a large batch, by COPY, and LISTEN/NOTIFY (listen.py): new
-work on one channel (``{schema}_work``, for workers), finished runs on another
-(``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends it). Everything else is
-:class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is one round trip per claim and a
-handful per batch of outcomes, whatever the batch size.
+transaction, sync or async) or, for a large batch of runs that do not start alike, by COPY,
+and LISTEN/NOTIFY (listen.py): new work on one channel (``{schema}_work``, for workers),
+finished runs on another (``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends
+it). Everything else is :class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is one round
+trip per claim and a handful per batch of outcomes, whatever the batch size.
 
 Why one module: each hook that PostgreSQL does its own way sits beside the connection pool and
 the translation of driver errors that all of them share.
@@ -32,10 +32,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pypgflow.engines.base import (
-    ClaimedTask,
-    StartRequest,
-)
+from pypgflow.engines.base import ClaimedTask
 from pypgflow.engines.gates import STALE_HOLDERS_KEPT
 from pypgflow.engines.postgres.deadline import DEFAULT_ANSWER_TIMEOUT, AnswerDeadline
 from pypgflow.engines.postgres.listen import ListenTarget, listen_thread
@@ -51,6 +48,7 @@ from pypgflow.engines.postgres.params import (
 )
 from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
+from pypgflow.engines.starts import StartRequest
 from pypgflow.errors import (
     AttemptError,
     ConfigurationError,

@@ -9,7 +9,8 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from pypgflow.engines.base import ClaimedTask, StartRequest
+from pypgflow.engines.base import ClaimedTask
+from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.engines.steps import steps_text
 from pypgflow.serialization import outputs_by_step
 
@@ -18,7 +19,7 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
     """The statement that inserts a batch of starts (but a large plain one: see
     :func:`copyable`), and its parameters: insert_run for one run whose root tasks are plain
     steps (most single starts: plain parameters, cheaper for the server than the JSON
-    documents), else insert_runs."""
+    documents), insert_uniform_runs for runs that start alike, else insert_runs."""
     if len(requests) == 1:
         request = requests[0]
         tasks = request.changes.new_tasks
@@ -28,7 +29,34 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
                 "task_steps": array_literal(task.step for task in tasks),
                 "task_max_attempts": array_literal(task.max_attempts for task in tasks),
             }
+    if isinstance(requests, UniformStarts):
+        return "insert_uniform_runs", uniform_params(requests)
     return "insert_runs", start_params(requests)
+
+
+def uniform_params(starts: UniformStarts) -> dict[str, Any]:
+    """The parameters of insert_uniform_runs: the template's values, and two arrays (the runs'
+    ids and inputs) as text, parsed by the server in one go each."""
+    template = starts.template
+    run = template.run
+    tasks = template.changes.new_tasks
+    return {
+        "workflow": run.workflow,
+        "status": run.status.value,
+        "queue": run.queue,
+        "priority": run.priority,
+        "remaining_steps": run.remaining_steps,
+        "run_at": template.run_at,
+        "delay": template.delay,
+        "steps": steps_text(run.steps),
+        "trace_context": template.trace_context,
+        "version": run.version,
+        "ids": array_literal(starts.run_ids),
+        "inputs": array_literal(starts.inputs),
+        "task_steps": array_literal(task.step for task in tasks),
+        "task_max_attempts": array_literal(task.max_attempts for task in tasks),
+        "task_delays": array_literal(task.delay for task in tasks),
+    }
 
 
 def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
@@ -89,9 +117,12 @@ COPY_FROM = 64
 
 
 def copyable(requests: Sequence[StartRequest]) -> bool:
-    """Whether a batch of starts can be written by COPY: large enough to gain by it, and made
-    of plain starts, due now by the server's clock (the columns' default; no root step delayed),
-    since COPY cannot skip a run whose idempotency key is taken nor compute a time."""
+    """Whether a batch of starts is best written by COPY: large enough to gain by it, made of
+    plain starts, due now by the server's clock (the columns' default; no root step delayed),
+    since COPY cannot skip a run whose idempotency key is taken nor compute a time, and not
+    uniform (insert_uniform_runs costs less)."""
+    if isinstance(requests, UniformStarts):
+        return False
     return len(requests) >= COPY_FROM and all(
         r.idempotency_key is None
         and r.forked_from is None

@@ -115,6 +115,40 @@ WITH new_run AS (
 )
 SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_run;
 
+-- name: insert_uniform_runs
+-- A batch of runs that start alike (engines.starts.UniformStarts: a start_many of a workflow
+-- without a root map step): every value but the id and the input is the batch's, given once, so
+-- that the server parses the steps column once and reads the runs from two arrays. Each run gets
+-- the root tasks of the template (its steps, attempt budgets and delays, in the order of the
+-- run's steps), in the batch's order: the ids are UUIDv7s made in that order, and claims take
+-- equal tasks oldest (lowest id) first. The workers of the queue are notified in the same
+-- statement: one round trip in autocommit mode, at a third of COPY's cost for the client.
+WITH new_runs AS (
+    INSERT INTO {schema}.runs
+        (id, workflow, status, queue, priority, input, remaining_steps, scheduled_at, steps,
+         trace_context, version)
+    SELECT r.id, %(workflow)s, %(status)s, %(queue)s, %(priority)s, r.input,
+           %(remaining_steps)s,
+           coalesce(%(run_at)s::timestamptz, now() + %(delay)s::float8 * interval '1 second'),
+           %(steps)s::jsonb, %(trace_context)s::text, %(version)s::text
+    FROM unnest(%(ids)s::uuid[], %(inputs)s::jsonb[]) AS r(id, input)
+    RETURNING id, scheduled_at
+), new_tasks AS (
+    INSERT INTO {schema}.tasks
+        (run_id, step, workflow, queue, priority, max_attempts, run_at, version)
+    SELECT n.id, t.step, %(workflow)s, %(queue)s, %(priority)s, t.max_attempts,
+           n.scheduled_at + t.delay * interval '1 second', %(version)s::text
+    FROM new_runs n
+    CROSS JOIN unnest(%(task_steps)s::text[], %(task_max_attempts)s::int[],
+                      %(task_delays)s::float8[]) WITH ORDINALITY
+        AS t(step, max_attempts, delay, ord)
+    ORDER BY n.id, t.ord
+    RETURNING queue
+), notified AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM new_tasks) AS q
+)
+SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
+
 -- name: copy_runs
 -- A large batch of plain starts, rows streamed by COPY (see params.copyable), in one
 -- transaction with copy_tasks and notify: due now (scheduled_at and created_at default to the

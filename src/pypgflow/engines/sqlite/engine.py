@@ -33,10 +33,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pypgflow.engines.base import (
-    ClaimedTask,
-    StartRequest,
-)
+from pypgflow.engines.base import ClaimedTask
 from pypgflow.engines.sql import SqlEngine, finished_at_start
 from pypgflow.engines.sqlbase import Row
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
@@ -51,6 +48,7 @@ from pypgflow.engines.sqlite.params import (
 )
 from pypgflow.engines.sqlite.script import run_script
 from pypgflow.engines.sqlite.url import MEMORY, check_synchronous, parse_url
+from pypgflow.engines.starts import StartRequest
 from pypgflow.errors import (
     ConfigurationError,
     DatabaseError,

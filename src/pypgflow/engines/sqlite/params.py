@@ -12,8 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pypgflow.engines.base import StartRequest
 from pypgflow.engines.sqlbase import task_rows
+from pypgflow.engines.starts import StartRequest
 from pypgflow.engines.steps import steps_text
 from pypgflow.serialization import loads
 
