@@ -60,6 +60,8 @@ def prepare_start(
         run_at=run_at,
         what=lambda _: what,
     )
+    if idempotency_key is None:
+        return request
     return replace(request, idempotency_key=idempotency_key)
 
 
@@ -93,7 +95,10 @@ def prepare_starts(
     # A run's state at start depends on its input only through a root map step: without one,
     # every run of the batch starts as the first one does, so the first is built by
     # orchestration and the batch is that template, the runs' ids and their inputs.
-    if texts and not any(step.is_map and not step.depends_on for step in flow.steps.values()):
+    # (a single start is a request alone: the engines write one run by statements of its own)
+    if len(texts) > 1 and not any(
+        step.is_map and not step.depends_on for step in flow.steps.values()
+    ):
         template = _new_start(flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
         return UniformStarts(template, run_ids, texts)
     return [

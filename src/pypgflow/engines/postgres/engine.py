@@ -144,7 +144,12 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             min_size=min_connections,
             max_size=max_connections,
             open=False,
-            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            # Every statement prepared on a connection's first use of it, as asyncpg does: a
+            # start or a claim sent fewer than psycopg's default 5 times would be parsed and
+            # planned each time (a millisecond for the CTEs of a start), which a producer's or
+            # an idle worker's first calls would pay. The statements are a fixed set, fewer
+            # than the 100 a connection keeps; scripts (several statements) are not prepared.
+            kwargs={"connect_timeout": max(1, int(connect_timeout)), "prepare_threshold": 0},
             configure=_configure,
             name=f"pypgflow-{schema}",
         )
@@ -350,7 +355,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             yield conn
 
     def _run_script(self, conn: psycopg.Connection[Any], script: Any) -> None:
-        conn.execute(self._compose(script) if isinstance(script, str) else script)
+        conn.execute(self._compose(script) if isinstance(script, str) else script, prepare=False)
 
     def _installed_version(self, conn: psycopg.Connection[Any]) -> int | None:
         table = f'"{self.schema}".migrations'

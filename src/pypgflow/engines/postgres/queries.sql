@@ -199,6 +199,16 @@ JOIN {schema}.runs r ON r.workflow = k.workflow AND r.idempotency_key = k.key;
 -- correlated subqueries (primary-key and tasks_run_step_index lookups per task) rather than
 -- joins the planner could turn into scans. A dependency that is a map step gives its elements'
 -- results in order ([] for none).
+--
+-- A claim commits asynchronously (synchronous_commit off for its transaction alone): the
+-- worker gets its tasks without waiting for the write-ahead log to reach the disk, a flush
+-- that is most of a claim's time and, on a start's way to its first step, one of the two
+-- between the producer's call and the step. Nothing is lost but the claim itself: a crash of
+-- the server (not a restart, which flushes the log) may forget the claims of its last fraction
+-- of a second (3 x wal_writer_delay), whose tasks are then queued again and run again, as
+-- after the crash of their worker (at least once, as always). An outcome commits
+-- synchronously, which flushes the log up to it, its claim included: no outcome outlives its
+-- claim, and each task still ends once (the guards of complete_tasks and the like).
 WITH picked AS (
     SELECT id FROM {schema}.tasks
     WHERE status = 'queued' AND queue = %(queue)s AND run_at <= now()
@@ -214,6 +224,8 @@ WITH picked AS (
     SET status = 'running', attempt = t.attempt + 1, instance_id = %(instance_id)s,
         started_at = coalesce(t.started_at, now())
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
+      -- (evaluated once, before the update: see "A claim commits asynchronously" above)
+      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
     RETURNING t.id, t.run_id, t.step, t.task_index, t.workflow, t.attempt, t.max_attempts, t.input,
               t.priority, t.run_at, t.version, t.child_run_id
 )
