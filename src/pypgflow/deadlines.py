@@ -1,5 +1,6 @@
-"""The timeouts of the ``async def`` steps running on one event loop, kept on one loop timer
-(the worker's and the in-process executor's alike: ``running_loop_deadlines``).
+"""The timeouts of the steps running on one event loop, kept on one loop timer (the worker's
+and the in-process executor's alike: ``running_loop_deadlines``): ``async def`` steps, and the
+sync steps the loop waits for in threads (invocation.ThreadHandoff).
 
 Why not ``asyncio.timeout`` per step: it makes a timer handle for each call and pushes it on the
 loop's heap, then cancels it when the step returns, which nearly every step does long before

@@ -110,9 +110,6 @@ def _timeout(step: Step, timeout: float) -> StepTimeout:
 # -- in a thread of a pool, handed back to the loop in bursts ---------------------------------------
 
 
-_TIMED_OUT: Any = object()  # the waiter's result when the deadline came first
-
-
 class ThreadHandoff:
     """Runs sync steps in a thread pool and hands their outcomes back to one event loop, in bursts.
 
@@ -127,9 +124,10 @@ class ThreadHandoff:
     - a finished call appends itself to ``_finished``, and only the call that finds that list
       empty wakes the loop: one wake-up per burst, however many calls end meanwhile;
     - the loop takes the whole list and resolves each caller's future in one go;
-    - each call keeps its own deadline, a plain loop timer (``call_later``). At the deadline the
-      caller gets :class:`StepTimeout` at once; the call is marked abandoned, so that it does not
-      start if it is still queued, while a thread already running it runs on to the end.
+    - each call's deadline is kept by the loop's :class:`~pypgflow.deadlines.Deadlines`, as an
+      ``async def`` step's (one timer for all). At the deadline the caller gets
+      :class:`StepTimeout` at once; the call is marked abandoned, so that it does not start if
+      it is still queued, while a thread already running it runs on to the end.
 
     One instance serves any number of calls on the loop it was created on (the running one).
     """
@@ -158,19 +156,26 @@ class ThreadHandoff:
             # Another executor: it may drop the call unrun (shutdown(cancel_futures=True)).
             future = loop.run_in_executor(None, call) if pool is None else pool.submit(call)
             future.add_done_callback(call.pool_done)
-        timer = None if math.isinf(timeout) else loop.call_later(timeout, _expire, waiter)
+        if math.isinf(timeout):
+            try:
+                return await waiter
+            except BaseException:  # its error, or this task cancelled
+                call.abandoned = True
+                raise
+        deadlines = running_loop_deadlines()
+        token = deadlines.watch(timeout)
         try:
-            result = await waiter
-        except BaseException:  # its error, or this task cancelled
+            return await waiter
+        except asyncio.CancelledError:
+            call.abandoned = True
+            if deadlines.expired(token):
+                raise _timeout(step, timeout) from None
+            raise
+        except BaseException:  # its error
             call.abandoned = True
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-        if result is _TIMED_OUT:
-            call.abandoned = True
-            raise _timeout(step, timeout)
-        return result
+            deadlines.unwatch(token)
 
     def _finish(self, call: _ThreadCall) -> None:
         """Queue a finished call for the loop (from any thread); wake the loop once per burst."""
@@ -192,11 +197,6 @@ class ThreadHandoff:
                 call.waiter.set_result(call.result)
             else:
                 call.waiter.set_exception(call.error)
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(_TIMED_OUT)
 
 
 class _ThreadCall:
