@@ -45,10 +45,11 @@ from pypgflow.engines.postgres.params import (
     run_rows,
     start_statement,
     storable,
+    uniform_ids,
 )
 from pypgflow.engines.sql import SqlEngine, finished_at_start, keys_taken, resolved_ids
 from pypgflow.engines.sqlfile import load_queries, migration_files, read_sql
-from pypgflow.engines.starts import StartRequest
+from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.errors import (
     AttemptError,
     ConfigurationError,
@@ -390,6 +391,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
     ) -> list[str]:
         statement, params = start_statement(requests)
         params["channel"] = self.channel
+        if isinstance(requests, UniformStarts):
+            return uniform_ids(requests, self._fetch(conn, statement, params))
         inserted = {row[0] for row in self._fetch(conn, statement, params)}
         ids = self._resolve_ids(conn, requests, inserted)
         # Runs finished at start (an empty map) are rare: their announcement is one more statement.
@@ -427,6 +430,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             # Tuples whatever the row factory of the caller's connection.
             async with connection.cursor(row_factory=tuple_row) as cursor:
                 await cursor.execute(self._q(statement), params)
+                if isinstance(requests, UniformStarts):
+                    return uniform_ids(requests, await cursor.fetchall())
                 inserted = {row[0] for row in await cursor.fetchall()}
                 taken = keys_taken(requests, inserted)
                 existing: list[tuple[Any, ...]] = []

@@ -12,6 +12,7 @@ from typing import Any
 from pypgflow.engines.base import ClaimedTask
 from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.engines.steps import steps_text
+from pypgflow.errors import DatabaseError
 from pypgflow.serialization import outputs_by_step
 
 
@@ -57,6 +58,14 @@ def uniform_params(starts: UniformStarts) -> dict[str, Any]:
         "task_max_attempts": array_literal(task.max_attempts for task in tasks),
         "task_delays": array_literal(task.delay for task in tasks),
     }
+
+
+def uniform_ids(starts: UniformStarts, rows: Sequence[Sequence[Any]]) -> list[str]:
+    """The run ids of insert_uniform_runs, which says how many it inserted: all of them."""
+    ((inserted, _notified),) = rows
+    if inserted != len(starts):  # a bug, not a state the database can be in
+        raise DatabaseError(f"insert_uniform_runs inserted {inserted} of {len(starts)} runs")
+    return list(starts.run_ids)
 
 
 def start_params(requests: Sequence[StartRequest]) -> dict[str, Any]:
