@@ -1,9 +1,10 @@
 """pypgflow behind PgBouncer in session pooling, as docs/how-to/postgresql.md says it works.
 
 A PgBouncer of the test's own, on a free port of the loopback, pools the test database in session
-mode; an App goes through it for everything: migrations, starts (one at a time, more often than
-psycopg's threshold for preparing a statement, and a batch streamed by COPY), the worker's claims
-and outcomes, and the LISTEN connections that wake the worker and the waiting caller. Skipped
+mode; an App goes through it for everything: migrations, starts (one at a time, each statement
+prepared on first use; a batch of runs that start alike, in one statement; a batch of runs of a
+root map step, streamed by COPY), the worker's claims and outcomes, and the LISTEN connections
+that wake the worker and the waiting caller. Skipped
 where pgbouncer is not installed (`apt-get install pgbouncer`; .ci/run installs it).
 """
 
@@ -97,7 +98,9 @@ def _flow() -> Workflow:
 @pytest.mark.timeout(60)
 def test_everything_works_through_a_session_pooled_pgbouncer(pg_url: str, tmp_path: Path) -> None:
     with pgbouncer(pg_url, "session", tmp_path) as pooled_url:
-        app = App(pooled_url, workflows=[_flow()])
+        each = Workflow("pooled-map")
+        each.map(over=None, name="triple")(lambda n: n * 3)
+        app = App(pooled_url, workflows=[_flow(), each])
         try:
             app.migrate()
             # poll_interval 1 s: without its LISTEN, each run would wait for the worker's poll and
@@ -106,10 +109,13 @@ def test_everything_works_through_a_session_pooled_pgbouncer(pg_url: str, tmp_pa
                 began = time.monotonic()
                 results = [app.start("pooled", n).result(timeout=10) for n in range(30)]
                 one_by_one = time.monotonic() - began
-                batch = app.start_many("pooled", list(range(200)))  # streamed by COPY
+                batch = app.start_many("pooled", list(range(200)))  # one statement
                 batch_results = [run.result(timeout=30) for run in batch]
+                mapped = app.start_many("pooled-map", [[n] for n in range(100)])  # by COPY
+                mapped_results = [run.result(timeout=30) for run in mapped]
         finally:
             app.close()
     assert results == [(n + 1) * 2 for n in range(30)]
     assert batch_results == [(n + 1) * 2 for n in range(200)]
+    assert mapped_results == [[n * 3] for n in range(100)]
     assert one_by_one < 10, f"30 runs took {one_by_one:.1f} s: notifications did not arrive"
