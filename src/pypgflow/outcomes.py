@@ -7,6 +7,11 @@ has been running a while, which are running now. On a database outage a batch is
 are idempotent (a guarded update ignores a stale or duplicate one), so no state is lost or
 written twice. A batch that fails for another reason is recorded outcome by outcome, so that one
 bad outcome cannot hold the others back.
+
+When steps end faster than the database records them, outcomes wait for the next batch: the
+writer says it is :attr:`~OutcomeWriter.full` once ``limit`` of them wait, and the worker claims
+no more until a batch takes them. Without that bound, a worker draining a backlog would pile up
+thousands of outcomes (and their runs' completions) in memory, and hold their tasks all the while.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from pypgflow.errors import DatabaseUnavailable
 #: a step of a pending run that runs longer than this (seconds) has its run marked running at
 #: once; a shorter one's outcome marks it (claims do not write runs)
 MARK_RUNNING_AFTER = 0.05
+#: the fewest outcomes waiting for the next batch that stop a worker's claims (a worker stops at
+#: twice its slots if that is more): a batch this large amortizes its round trips and commit
+UNRECORDED_LIMIT = 1000
 
 
 class OutcomeWriter:
@@ -39,7 +47,9 @@ class OutcomeWriter:
 
     ``call(fn, *args)`` runs a database call off the loop; ``on_recorded(result)`` is told what
     each batch changed (which queues got new work); ``replacement(outcome, exc)`` turns a
-    completion the engine refused to store into a failed attempt (None: drop it).
+    completion the engine refused to store into a failed attempt (None: drop it). ``limit``:
+    how many outcomes waiting make the writer :attr:`full`; ``on_room()`` is called when a batch
+    takes them.
     """
 
     def __init__(
@@ -50,6 +60,8 @@ class OutcomeWriter:
         on_recorded: Callable[[FinishResult], None],
         replacement: Callable[[Completed, Exception], Failed | None],
         log: ContextLogger,
+        limit: int = UNRECORDED_LIMIT,
+        on_room: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self._call = call
@@ -60,6 +72,8 @@ class OutcomeWriter:
         #: the batch being written: its tasks are still the worker's until it is recorded
         self._writing: Sequence[Outcome] = ()
         self._needed = asyncio.Event()
+        self.limit = limit
+        self._on_room = on_room
 
     def add(self, outcome: Outcome) -> None:
         """Buffer an outcome; the writer records it with the next batch."""
@@ -75,6 +89,11 @@ class OutcomeWriter:
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def full(self) -> bool:
+        """Whether ``limit`` outcomes wait for the next batch: claims should wait for it."""
+        return len(self._pending) >= self.limit
+
     async def run(self) -> None:
         """Write batches as outcomes arrive, until cancelled."""
         while True:
@@ -89,6 +108,8 @@ class OutcomeWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             self._writing = batch
+            if len(batch) >= self.limit:
+                self._on_room()  # claims may go on while this batch is written
             try:
                 try:
                     result = await self._call(self.engine.finish_tasks, batch)

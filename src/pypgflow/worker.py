@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from pypgflow import defaults, observing
+from pypgflow import defaults, observing, outcomes
 from pypgflow.admission import Gatekeeper, request_of, token_stale, undeclared_rate_limits
 from pypgflow.context import StepContext, context_logger
 from pypgflow.definitions import Definitions
@@ -188,6 +188,8 @@ class Worker:
             on_recorded=self._on_recorded,
             replacement=self.runner.unrecordable,
             log=self.log,
+            limit=max(outcomes.UNRECORDED_LIMIT, 2 * sum(self.queues.values())),
+            on_room=self._wake_up,
         )
         #: pending runs whose step runs a while are marked running (see pypgflow.outcomes)
         self.start_notes = StartNotes(self.outcomes, running=self._held.__contains__)
@@ -359,7 +361,7 @@ class Worker:
             if self.registration.cut_off:  # what it claims may be rescued elsewhere meanwhile
                 await self._sleep_or_wake(self.poll_interval)
                 continue
-            if not self.slots.has_room():  # every slot busy, as many claimed ahead: wait for one
+            if not self._may_claim():
                 await self._sleep_or_wake(self.poll_interval)
                 continue
             try:
@@ -380,7 +382,7 @@ class Worker:
                     self.log.warning("cannot claim work (%s); retrying in %.1f s", exc, pause)
                 await self._sleep_or_wake(pause)
                 continue
-            if claimed_full and self.slots.has_room():
+            if claimed_full and self._may_claim():
                 continue  # a backlog: claim again at once
             wait = self.poll_interval
             if not claimed_full and not self._gate_blocked:
@@ -389,6 +391,12 @@ class Worker:
                 idle_checks += 1
                 wait = await self._idle_wait(check_unknown=idle_checks % 30 == 1)
             await self._sleep_or_wake(wait)
+
+    def _may_claim(self) -> bool:
+        """Whether to claim now: not while every slot is busy and as many tasks are claimed
+        ahead, nor while the outcomes not yet recorded fill their limit (see pypgflow.outcomes);
+        a freed slot or a batch taken wakes the claim loop."""
+        return self.slots.has_room() and not self.outcomes.full
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         assert self._wake is not None  # noqa: S101  a type narrowing: run() makes it first

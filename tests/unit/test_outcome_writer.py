@@ -39,7 +39,7 @@ def completed(task_id: int) -> Completed:
     return Completed(task, "1")
 
 
-def writer(recorder: Recorder, recorded: list[FinishResult]) -> OutcomeWriter:
+def writer(recorder: Recorder, recorded: list[FinishResult], **options: Any) -> OutcomeWriter:
     async def call(fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
@@ -49,6 +49,7 @@ def writer(recorder: Recorder, recorded: list[FinishResult]) -> OutcomeWriter:
         on_recorded=recorded.append,
         replacement=lambda outcome, exc: None,
         log=context_logger("pypgflow.test"),
+        **options,
     )
 
 
@@ -122,3 +123,28 @@ def test_the_tasks_of_the_batch_being_written_are_still_owned() -> None:
 
     asyncio.run(scenario())
     assert recorder.batches == [[1], [2]]
+
+
+def test_the_writer_is_full_at_its_limit_until_a_batch_takes_the_outcomes() -> None:
+    recorder, recorded = Recorder(), []
+    recorder.release.clear()
+    rooms: list[int] = []
+
+    async def scenario() -> None:
+        outcomes = writer(recorder, recorded, limit=3, on_room=lambda: rooms.append(len(outcomes)))
+        outcomes.add(completed(1))
+        flushing = asyncio.create_task(outcomes.flush())
+        await asyncio.to_thread(recorder.entered.wait, 5)
+        assert rooms == []  # a batch below the limit: the writer was never full
+        for task_id in (2, 3):
+            outcomes.add(completed(task_id))
+        assert not outcomes.full
+        outcomes.add(completed(4))
+        assert outcomes.full  # three wait behind the batch being written
+        recorder.release.set()
+        await flushing
+        assert not outcomes.full
+
+    asyncio.run(scenario())
+    assert recorder.batches == [[1], [2, 3, 4]]
+    assert rooms == [0]  # told once, as the full batch was taken (nothing waits behind it)
