@@ -44,7 +44,7 @@ def test_a_half_open_connection_fails_the_call_after_answer_timeout_then_work_go
                 app.get_run(run.id)  # the pool's one connection, left half open
             assert time.monotonic() - began < 1.0 + 2.0
             assert app.get_run(run.id).input == {"n": 1}  # a new connection, at once
-            assert engine._deadline.expired >= 1
+            assert engine._connections.deadline.expired >= 1
 
 
 def test_a_listening_connection_left_half_open_is_noticed_and_replaced(

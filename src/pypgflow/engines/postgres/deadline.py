@@ -49,10 +49,17 @@ class AnswerDeadline:
     @contextlib.contextmanager
     def watch(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
         """While the block runs, ``conn`` is closed if no answer came within the deadline."""
+        token = self.begin(conn)
+        try:
+            yield
+        finally:
+            self.end(token)
+
+    def begin(self, conn: psycopg.Connection[Any]) -> int | None:
+        """Watch ``conn`` until :meth:`end` is given the token returned (None: no deadline)."""
         seconds = self.seconds
         if seconds is None:
-            yield
-            return
+            return None
         with self._lock:
             token = self._next
             self._next += 1
@@ -62,9 +69,10 @@ class AnswerDeadline:
                     target=self._run, name="pypgflow-answer-deadline", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        finally:
+        return token
+
+    def end(self, token: int | None) -> None:
+        if token is not None:
             with self._lock:
                 self._watched.pop(token, None)  # (gone if it expired)
 

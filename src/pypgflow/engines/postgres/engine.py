@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import select
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -30,11 +28,11 @@ import psycopg.conninfo
 import psycopg.errors
 from psycopg import sql
 from psycopg.rows import tuple_row
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pypgflow.engines.base import ClaimedTask
 from pypgflow.engines.gates import STALE_HOLDERS_KEPT
-from pypgflow.engines.postgres.deadline import DEFAULT_ANSWER_TIMEOUT, AnswerDeadline
+from pypgflow.engines.postgres.connections import PooledConnections, describe_url
+from pypgflow.engines.postgres.deadline import DEFAULT_ANSWER_TIMEOUT
 from pypgflow.engines.postgres.listen import ListenTarget, listen_thread
 from pypgflow.engines.postgres.params import (
     array_literal,
@@ -53,8 +51,6 @@ from pypgflow.engines.starts import StartRequest, UniformStarts
 from pypgflow.errors import (
     AttemptError,
     ConfigurationError,
-    DatabaseError,
-    DatabaseUnavailable,
     InvalidArgument,
     NotSupported,
     SchemaNotMigrated,
@@ -67,16 +63,6 @@ _PACKAGE = "pypgflow.engines.postgres"
 _MIGRATIONS = f"{_PACKAGE}.migrations"
 _MIGRATE_LOCK = 0x7079_7067_666C  # pg_advisory_xact_lock key held while migrating
 MAX_SCHEMA_BYTES = 63 - len("_work")  # identifiers' limit, channels' ("{schema}_work") too
-
-
-def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<invalid connection string>"
-    host = parts.get("host", "localhost")
-    return f"{parts.get('user', '')}@{host}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
 class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
@@ -119,16 +105,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         #: are not woken by them
         self.done_channel = f"{schema}_done"
         self.connect_timeout = connect_timeout
-        if answer_timeout is not None and (
-            isinstance(answer_timeout, bool)
-            or not isinstance(answer_timeout, int | float)
-            or not answer_timeout > 0
-        ):
-            raise InvalidArgument(
-                f"answer_timeout must be a number of seconds > 0 or None, got {answer_timeout!r}"
-            )
-        #: a call waiting longer for the server's answer loses its connection (see deadline.py)
-        self._deadline = AnswerDeadline(answer_timeout, where=describe_url(url))
         self._queries = {
             name: self._compose(text)
             for name, text in load_queries(
@@ -140,21 +116,15 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         self._schema_sql = self._compose(read_sql(_PACKAGE, "schema.sql"))
         self._migrations = migration_files(_MIGRATIONS)
         self.latest_version = self._migrations[-1][0]
-        self._pool = ConnectionPool(
+        self._connections = PooledConnections(
             url,
+            name=f"pypgflow-{schema}",
             min_size=min_connections,
             max_size=max_connections,
-            open=False,
-            # Every statement prepared on a connection's first use of it, as asyncpg does: a
-            # start or a claim sent fewer than psycopg's default 5 times would be parsed and
-            # planned each time (a millisecond for the CTEs of a start), which a producer's or
-            # an idle worker's first calls would pay. The statements are a fixed set, fewer
-            # than the 100 a connection keeps; scripts (several statements) are not prepared.
-            kwargs={"connect_timeout": max(1, int(connect_timeout)), "prepare_threshold": 0},
-            configure=_configure,
-            name=f"pypgflow-{schema}",
+            connect_timeout=connect_timeout,
+            answer_timeout=answer_timeout,
+            schema_missing=self._missing_schema_error,
         )
-        self._opened = False
         self._schema_checked = False
         self._open_lock = threading.Lock()
 
@@ -163,97 +133,29 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     # -- connections -----------------------------------------------------------------------
 
-    def _open(self) -> None:
-        if self._opened:
-            return
-        self._open_locked()
-
-    def _open_locked(self) -> None:
-        with self._open_lock:
-            if self._opened:
-                return
-            try:  # a direct connection first: its error says what is wrong, a pool timeout would not
-                psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout))).close()
-            except psycopg.Error as exc:
-                raise DatabaseUnavailable(
-                    f"cannot connect to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
-                ) from None
-            self._pool.open(wait=False)
-            self._opened = True
-
-    @contextmanager
     def _connection(
         self, *, check_schema: bool = True, autocommit: bool = False
-    ) -> Iterator[psycopg.Connection[Any]]:
+    ) -> AbstractContextManager[psycopg.Connection[Any]]:
         """A pooled connection, in a transaction committed on success (``autocommit``: each
         statement its own transaction, for a block of one statement); errors become pypgflow's."""
-        self._open()
+        self._connections.open()
         if check_schema and not self._schema_checked:
             self.check_schema()
-        with self._translated_errors(), self._pooled(autocommit=autocommit) as conn:
-            yield conn
+        return self._connections.session(autocommit=autocommit)
 
-    @contextmanager
-    def _pooled(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
-        """A live connection from the pool, in a transaction committed on success, or in
-        autocommit mode for the block.
+    def _fetch_alone(self, name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of the named statement, run in a transaction of its own: a start's or a
+        claim's one round trip (see connections.py)."""
+        self._connections.open()
+        if not self._schema_checked:
+            self.check_schema()
+        return self._connections.fetch_alone(self._q(name), params)
 
-        A connection is checked with a round trip only when the server has sent it something
-        while it sat in the pool (a backend terminated, a server shutting down: a readable
-        socket, found without a round trip); a dead one is discarded at once and the next one
-        tried, since after a server restart every idle connection is dead and the pool's own
-        check would back off for seconds between them. A connection cut without a word (a lost
-        network) fails on its first statement instead, as it would after any check.
-        """
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            conn = self._pool.getconn(timeout=max(0.1, deadline - time.monotonic()))
-            if not _has_unread_input(conn):
-                break
-            try:
-                ConnectionPool.check_connection(conn)
-            except psycopg.Error:
-                self._pool.putconn(conn)  # broken: the pool closes it and opens a new one
-                if time.monotonic() >= deadline:
-                    raise
-                continue
-            break
-        try:
-            with self._deadline.watch(conn):
-                if autocommit:
-                    conn.autocommit = True
-                    try:
-                        yield conn
-                    finally:
-                        if not conn.closed:
-                            conn.autocommit = False
-                else:
-                    with conn:
-                        yield conn
-        finally:
-            self._pool.putconn(conn)
-
-    @contextmanager
-    def _translated_errors(self) -> Iterator[None]:
-        """Driver errors raised in the block become pypgflow's."""
-        try:
-            yield
-        except psycopg.errors.UndefinedTable as exc:
-            self._schema_checked = False
-            raise SchemaNotMigrated(
-                f"{self._schema_missing}: run `pypgflow migrate` (or app.migrate())"
-            ) from exc
-        except PoolTimeout as exc:  # before OperationalError, its base class
-            raise DatabaseUnavailable(
-                f"no connection to PostgreSQL at {describe_url(self.url)} within "
-                f"{self.connect_timeout:g} s"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"lost the connection to PostgreSQL at {describe_url(self.url)}: {str(exc).strip()}"
-            ) from exc
-        except psycopg.Error as exc:
-            raise DatabaseError(f"PostgreSQL error: {str(exc).strip()}") from exc
+    def _missing_schema_error(self) -> SchemaNotMigrated:
+        self._schema_checked = False
+        return SchemaNotMigrated(
+            f"{self._schema_missing}: run `pypgflow migrate` (or app.migrate())"
+        )
 
     def _compose(self, text: str) -> sql.SQL:
         """A statement or script of this package's files, with its schema and channel names,
@@ -325,16 +227,13 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         return json.dumps(storable(error.to_dict()), ensure_ascii=False, default=str)
 
     def close(self) -> None:
-        if self._opened:
-            self._pool.close()
-            self._opened = False
-        self._deadline.close()
+        self._connections.close()
 
     @property
     def answer_timeout(self) -> float | None:
         """Seconds a call waits for the server's answer before its connection is closed and it
         fails with ``DatabaseUnavailable`` (None: as long as the socket stays open)."""
-        return self._deadline.seconds
+        return self._connections.answer_timeout
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -376,21 +275,33 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
                     "connection= takes a psycopg (3) Connection; for an AsyncConnection use "
                     "start_async"
                 )
-            with self._translated_errors():
+            with self._connections.translated_errors():
                 return self._insert_runs(connection, requests)
         if copyable(requests):
             with self._connection() as conn:
                 return self._copy_runs(conn, requests)
         # One statement inserts the runs, their steps and tasks and wakes the workers: in
-        # autocommit mode it is its own transaction, and a start is one round trip.
+        # autocommit mode it is its own transaction, and a start is one round trip. Most starts
+        # need nothing more: no idempotency key to look up, no run that finished as it started.
+        if isinstance(requests, UniformStarts) or all(
+            r.idempotency_key is None and not r.run.status.finished for r in requests
+        ):
+            rows = self._fetch_alone(*self._start_statement(requests))
+            if isinstance(requests, UniformStarts):
+                return uniform_ids(requests, rows)
+            return resolved_ids(requests, {row[0] for row in rows}, ())
         with self._connection(autocommit=True) as conn:
             return self._insert_runs(conn, requests)
+
+    def _start_statement(self, requests: Sequence[StartRequest]) -> tuple[str, dict[str, Any]]:
+        statement, params = start_statement(requests)
+        params["channel"] = self.channel
+        return statement, params
 
     def _insert_runs(
         self, conn: psycopg.Connection[Any], requests: Sequence[StartRequest]
     ) -> list[str]:
-        statement, params = start_statement(requests)
-        params["channel"] = self.channel
+        statement, params = self._start_statement(requests)
         if isinstance(requests, UniformStarts):
             return uniform_ids(requests, self._fetch(conn, statement, params))
         inserted = {row[0] for row in self._fetch(conn, statement, params)}
@@ -424,9 +335,8 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             raise InvalidArgument("connection= takes a psycopg (3) AsyncConnection in start_async")
         if not requests:
             return []
-        statement, params = start_statement(requests)
-        params["channel"] = self.channel
-        with self._translated_errors():
+        statement, params = self._start_statement(requests)
+        with self._connections.translated_errors():
             # Tuples whatever the row factory of the caller's connection.
             async with connection.cursor(row_factory=tuple_row) as cursor:
                 await cursor.execute(self._q(statement), params)
@@ -521,18 +431,16 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         versions: Sequence[str] | None = None,
     ) -> list[ClaimedTask]:  # fmt: skip
         # One statement: in autocommit mode it is its own transaction (one round trip).
-        with self._connection(autocommit=True) as conn:
-            rows = self._fetch(
-                conn,
-                "claim_tasks",
-                {
-                    "queue": queue,
-                    "limit": limit,
-                    "instance_id": instance_id,
-                    "workflows": self._ids(workflows),
-                    "versions": None if versions is None else self._ids(versions),
-                },
-            )
+        rows = self._fetch_alone(
+            "claim_tasks",
+            {
+                "queue": queue,
+                "limit": limit,
+                "instance_id": instance_id,
+                "workflows": self._ids(workflows),
+                "versions": None if versions is None else self._ids(versions),
+            },
+        )
         return claimed_tasks(rows, queue)
 
     # -- notifications ----------------------------------------------------------------------
@@ -557,7 +465,7 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
 
     def _listen_target(self, statement: str) -> ListenTarget:
         return ListenTarget(
-            self.url, self._q(statement), self.connect_timeout, self._deadline.seconds
+            self.url, self._q(statement), self.connect_timeout, self._connections.answer_timeout
         )
 
     # -- the operators' reads (engines/insight.py) -------------------------------------------
@@ -581,28 +489,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
         total, values, freqs = rows[0]
         statuses = values.strip("{}").split(",") if values else []
         return {status: round(total * freq) for status, freq in zip(statuses, freqs, strict=False)}
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    """Each new pooled connection: no JIT compilation. pypgflow's statements take milliseconds,
-    but a few are estimated far costlier than they run (a run's steps with a map of thousands
-    of elements, aggregated: estimated at a million, run in 13 ms), and past
-    ``jit_above_cost`` PostgreSQL would spend a third of a second compiling each."""
-    conn.execute("SET jit = off")
-    conn.commit()
-
-
-def _has_unread_input(conn: psycopg.Connection[Any]) -> bool:
-    """Whether an idle connection's socket has something to read: the server spoke while it sat
-    in the pool (an error before closing it, or the close itself). A zero-timeout poll, not a
-    round trip."""
-    if conn.closed:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
 
 
 __all__ = ["NotSupported", "PostgresEngine"]
