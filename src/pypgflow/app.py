@@ -375,7 +375,7 @@ class App:
                 "registered"
             )
         # checked as a start is, nothing written (a schedule is defined at import time)
-        request = self._request(flow, input, queue, priority, None, None, None, store=False)
+        (request,) = self._request(flow, input, queue, priority, None, None, None, store=False)
         defined = Schedule(
             name=name,
             cron=cron,
@@ -441,11 +441,11 @@ class App:
         ``connection``: a psycopg connection whose transaction the run joins; it exists only if
         that transaction commits.
         """
-        request = self._request(
+        requests = self._request(
             workflow, input, queue, priority, delay, run_at, idempotency_key, version
         )
         self._check_connection(connection)
-        (run_id,) = self._start_runs([request], connection)
+        (run_id,) = self._start_runs(requests, connection)
         return Run(self, run_id)
 
     async def start_async(
@@ -461,11 +461,11 @@ class App:
         connection: Any = None,
         version: str | None = None,
     ) -> Run:
-        request = self._request(
+        requests = self._request(
             workflow, input, queue, priority, delay, run_at, idempotency_key, version
         )
         self._check_connection(connection)
-        (run_id,) = await self._start_runs_async([request], connection)
+        (run_id,) = await self._start_runs_async(requests, connection)
         return Run(self, run_id)
 
     def start_many(
@@ -572,21 +572,35 @@ class App:
         version: str | None = None,
         *,
         store: bool = True,
-    ) -> StartRequest:
-        """A start of ``workflow`` (a name this app registers, or a Workflow) prepared by
-        :func:`pypgflow.starting.prepare_start`, on the workflow's queue unless one is given."""
+    ) -> Sequence[StartRequest]:
+        """A start of ``workflow`` (a name this app registers, or a Workflow), on the
+        workflow's queue unless one is given, as the engines take it: prepared by
+        :func:`pypgflow.starting.prepare_starts` (for most workflows, a batch of one from the
+        workflow's template), or by ``prepare_start`` for an idempotency key."""
         flow = self._startable(workflow, version) if store else self.workflow(workflow, version)
         if queue is None:
             queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
-        return prepare_start(
-            flow,
-            input,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            idempotency_key=idempotency_key,
-        )
+        if idempotency_key is None:
+            return prepare_starts(
+                flow,
+                [input],
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                what=lambda _: "the input",
+            )
+        return [
+            prepare_start(
+                flow,
+                input,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                idempotency_key=idempotency_key,
+            )
+        ]
 
     # -- runs ----------------------------------------------------------------------------------
 

@@ -91,20 +91,43 @@ def prepare_starts(
         dumps(input, what=partial(_input_name, what, index, flow.name))
         for index, input in enumerate(inputs)
     ]
+    if not texts:
+        return []
     run_ids = new_run_ids(len(texts))
     # A run's state at start depends on its input only through a root map step: without one,
-    # every run of the batch starts as the first one does, so the first is built by
-    # orchestration and the batch is that template, the runs' ids and their inputs.
-    # (a single start is a request alone: the engines write one run by statements of its own)
-    if len(texts) > 1 and not any(
-        step.is_map and not step.depends_on for step in flow.steps.values()
-    ):
-        template = _new_start(flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
+    # every run starts in the state of a template built by orchestration, and a batch (a single
+    # start too) is that template, the runs' ids and their inputs.
+    if not flow.derived("root map step", partial(_has_root_map_step, flow)):
+        template = _template(flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
         return UniformStarts(template, run_ids, texts)
     return [
         _new_start(flow, run_id, text, queue, priority, seconds, run_at)
         for run_id, text in zip(run_ids, texts, strict=True)
     ]
+
+
+def _has_root_map_step(flow: Workflow) -> bool:
+    return any(step.is_map and not step.depends_on for step in flow.steps.values())
+
+
+def _template(
+    flow: Workflow,
+    run_id: str,
+    input_json: str,
+    queue: str,
+    priority: int,
+    delay: float,
+    run_at: datetime | None,
+) -> StartRequest:
+    """The start every run of ``flow`` without a root map step makes with these options (as the
+    run ``run_id`` on ``input_json`` would). Kept by the workflow for starts due at once: their
+    options are few (a queue, a priority), and a start then builds no state of its own."""
+    if delay or run_at is not None:
+        return _new_start(flow, run_id, input_json, queue, priority, delay, run_at)
+    return flow.derived(
+        ("start", queue, priority),
+        partial(_new_start, flow, run_id, input_json, queue, priority, 0.0, None),
+    )
 
 
 def _new_start(

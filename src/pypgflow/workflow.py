@@ -20,12 +20,12 @@ import json
 import math
 import re
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from pypgflow.backoff import DEFAULT_BACKOFF, Backoff
 from pypgflow.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
@@ -38,6 +38,10 @@ from pypgflow.errors import (
 from pypgflow.values import Decoder, decoder_for
 
 F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D")
+
+#: the most values a workflow keeps derived from its steps (see Workflow.derived)
+DERIVED_KEPT = 256
 Isolation = Literal["thread", "process"]
 StepRef = str | Callable[..., Any]
 
@@ -348,6 +352,8 @@ class Workflow:
         self._order: tuple[str, ...] | None = None
         self._options: dict[tuple[Any, ...], StepOptions] = {}
         self._fingerprint: str | None = None
+        #: what other modules derive from the steps (see derived), until a step is added
+        self._derived: dict[Hashable, Any] = {}
 
     # -- definition ---------------------------------------------------------------------------
 
@@ -760,6 +766,7 @@ class Workflow:
         self._order = None
         self._options.clear()
         self._fingerprint = None
+        self._derived.clear()
         cycle = _find_cycle(self._steps)
         if cycle:
             del self._steps[step_name]
@@ -800,6 +807,20 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, steps={list(self._steps)!r})"
+
+    def derived(self, key: Hashable, make: Callable[[], D]) -> D:
+        """``make()``, made once for ``key`` and kept until a step is added: what other modules
+        derive from the steps and would otherwise make again at every use (the state a run
+        starts in: see pypgflow.starting). At most :data:`DERIVED_KEPT` are kept."""
+        try:
+            return cast(D, self._derived[key])
+        except KeyError:
+            pass
+        value = make()
+        if len(self._derived) >= DERIVED_KEPT:
+            self._derived.clear()
+        self._derived[key] = value
+        return value
 
     @property
     def version(self) -> str:

@@ -1,10 +1,12 @@
 """prepare_starts: a batch's runs are built once and copied when their state cannot differ: such
 a batch is kept as UniformStarts (a template, the ids, the inputs), whose requests are what
-building each run would have given."""
+building each run would have given. A single start is such a batch of one, whose template its
+workflow keeps for the next starts with the same options, until a step is added."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -92,5 +94,37 @@ def test_uniform_starts_refuse_what_they_cannot_stand_for() -> None:
         UniformStarts(keyed, batch.run_ids, batch.inputs)
     with pytest.raises(ValueError, match="ids and inputs"):
         UniformStarts(batch.template, batch.run_ids, batch.inputs[:1])
-    with pytest.raises(ValueError, match="first run"):
-        UniformStarts(batch.template, batch.run_ids[::-1], batch.inputs)
+
+
+def uniform_starts(flow: Workflow, inputs: list[int], **options: Any) -> UniformStarts:
+    starts = prepare_starts(flow, inputs, queue="q", **options)
+    assert isinstance(starts, UniformStarts)
+    return starts
+
+
+def test_a_single_start_is_a_batch_of_one_from_the_template_its_workflow_keeps() -> None:
+    flow = diamond()
+    first = uniform_starts(flow, [1], priority=3)
+    second = uniform_starts(flow, [2], priority=3)
+    assert second.template is first.template  # built once
+    (one,), (two,) = first, second
+    assert (one.run.input, two.run.input) == ("1", "2")
+    assert one.run.id != two.run.id
+    assert [t.run_id for t in two.changes.new_tasks] == [two.run.id]
+    assert prepare_start(flow, 2, queue="q", priority=3).run.id not in {one.run.id, two.run.id}
+    # other options, another template; none kept for a delayed start (its delays are many)
+    assert uniform_starts(flow, [1], priority=4).template is not first.template
+    delayed = uniform_starts(flow, [1], priority=3, delay=5)
+    assert delayed.template is not uniform_starts(flow, [1], priority=3, delay=5).template
+    assert delayed[0].delay == 5.0
+
+
+def test_a_step_added_after_a_start_is_in_the_next_start() -> None:
+    flow = Workflow("growing")
+    flow.step(name="a")(lambda input: input)
+    (before,) = prepare_starts(flow, [1], queue="q", priority=0)
+    flow.step(name="b", depends_on=[])(lambda input: input)  # a second root step
+    (after,) = prepare_starts(flow, [1], queue="q", priority=0)
+    assert [t.step for t in before.changes.new_tasks] == ["a"]
+    assert [t.step for t in after.changes.new_tasks] == ["a", "b"]
+    assert after.run.remaining_steps == 2

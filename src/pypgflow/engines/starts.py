@@ -6,7 +6,8 @@ two shapes, and the second exists for speed alone. A workflow without a root map
 every run in the same state whatever its input (its root steps ready, nothing else), so a batch
 of its runs is one template, the runs' ids and their inputs. Kept that way, a batch of 1,000
 costs a tenth of building 1,000 requests, and PostgreSQL writes it as one row shape and two
-arrays (insert_uniform_runs); an engine that reads it as requests gets them made on the way.
+arrays (insert_uniform_runs); an engine that reads it as requests gets them made on the way. A
+single start is such a batch of one, its template kept by its workflow (see pypgflow.starting).
 """
 
 from __future__ import annotations
@@ -39,17 +40,15 @@ class StartRequest:
 
 class UniformStarts(Sequence[StartRequest]):
     """Runs that start as ``template`` does, each with its own id and input (JSON text): the
-    template is the first of them. Plain starts only: no idempotency key (a batch has none), no
-    fork nor parent, root tasks that are plain steps, possibly delayed (no map element, no
-    output), which is what :func:`uniform` checks."""
+    template's own id and input are none of theirs. Plain starts only: no idempotency key (a
+    batch has none), no fork nor parent, root tasks that are plain steps, possibly delayed (no
+    map element, no output), which is what :func:`uniform` checks."""
 
     __slots__ = ("inputs", "run_ids", "template")
 
     def __init__(self, template: StartRequest, run_ids: list[str], inputs: list[str]) -> None:
         if not uniform(template) or len(run_ids) != len(inputs) or not run_ids:
             raise ValueError("not a template of uniform starts, or ids and inputs that differ")
-        if run_ids[0] != template.run.id or inputs[0] != template.run.input:
-            raise ValueError("the template is the first run of its batch")
         self.template = template
         self.run_ids = run_ids
         self.inputs = inputs
@@ -78,9 +77,8 @@ class UniformStarts(Sequence[StartRequest]):
 
     def _request(self, index: int) -> StartRequest:
         """The start of run ``index``: the template's state with the run's id and input. The
-        runs share their step states, which is safe since a start request is only read."""
-        if index == 0:
-            return self.template
+        runs share their step states (with every start of the template), which is safe since a
+        start request is only read."""
         template = self.template
         run = template.run
         run_id = self.run_ids[index]

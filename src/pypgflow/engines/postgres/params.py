@@ -21,6 +21,8 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
     :func:`copyable`), and its parameters: insert_run for one run whose root tasks are plain
     steps (most single starts: plain parameters, cheaper for the server than the JSON
     documents), insert_uniform_runs for runs that start alike, else insert_runs."""
+    if isinstance(requests, UniformStarts):
+        return "insert_uniform_runs", uniform_params(requests)
     if len(requests) == 1:
         request = requests[0]
         tasks = request.changes.new_tasks
@@ -30,8 +32,6 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
                 "task_steps": array_literal(task.step for task in tasks),
                 "task_max_attempts": array_literal(task.max_attempts for task in tasks),
             }
-    if isinstance(requests, UniformStarts):
-        return "insert_uniform_runs", uniform_params(requests)
     return "insert_runs", start_params(requests)
 
 
