@@ -41,6 +41,32 @@ def prepare_start(
 ) -> StartRequest:
     """A run of ``flow`` on ``input``, ready to insert; InvalidArgument (or SerializationError,
     MapInputError) naming the problem if anything is wrong. ``what`` names the input in errors."""
+    (request,) = prepare_single_start(
+        flow,
+        input,
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+        what=what,
+    )
+    return request
+
+
+def prepare_single_start(
+    flow: Workflow,
+    input: Any,
+    *,
+    queue: str,
+    priority: int,
+    delay: float | timedelta | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    what: str = "the input",
+) -> Sequence[StartRequest]:
+    """:func:`prepare_start` as the engines take it: for most workflows a batch of one from the
+    workflow's template (see :func:`prepare_starts`), a request alone with an idempotency key."""
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str)
         or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
@@ -51,7 +77,7 @@ def prepare_start(
         )
     if idempotency_key is not None:
         check_text(idempotency_key, "idempotency_key")
-    (request,) = prepare_starts(
+    starts = prepare_starts(
         flow,
         [input],
         queue=queue,
@@ -61,8 +87,8 @@ def prepare_start(
         what=lambda _: what,
     )
     if idempotency_key is None:
-        return request
-    return replace(request, idempotency_key=idempotency_key)
+        return starts
+    return [replace(starts[0], idempotency_key=idempotency_key)]
 
 
 def prepare_starts(

@@ -4,8 +4,8 @@ whose driver errors become pypgflow's.
 
 Why apart from the engine: every statement passes through here, the hottest ones (a start, a
 claim: one statement in a transaction of its own) by :meth:`PooledConnections.fetch_alone`, the
-same steps as :meth:`PooledConnections.session` written out without its context managers. On a
-start, those cost about 50 µs of the client's 250 µs of processor time.
+same steps as :meth:`PooledConnections.session` written out without its context managers: in a
+producer's loop of starts, about 50 µs less of the client's processor time per start (of 250).
 """
 
 from __future__ import annotations

@@ -1,23 +1,22 @@
 """The PostgreSQL engine: runs and tasks in their own schema; claims with SKIP LOCKED.
 
 Every statement lives in ``queries.sql``; this module owns what PostgreSQL does its own way:
-the connection pool, driver errors wrapped into pypgflow's, lists and batches as one text
-parameter each (params.py), the claim, starts in one statement (also inside a caller's
+connections from a pool, driver errors wrapped into pypgflow's (connections.py), lists and
+batches as one text parameter each (params.py), the claim, starts in one statement (also inside a caller's
 transaction, sync or async) or, for a large batch of runs that do not start alike, by COPY,
 and LISTEN/NOTIFY (listen.py): new work on one channel (``{schema}_work``, for workers),
 finished runs on another (``{schema}_done``, for ``result()`` waiters; ``update_runs`` sends
 it). Everything else is :class:`pypgflow.engines.sql.SqlEngine`'s. The hot path is one round
 trip per claim and a handful per batch of outcomes, whatever the batch size.
 
-Why one module: each hook that PostgreSQL does its own way sits beside the connection pool and
-the translation of driver errors that all of them share.
+Why one module: each hook that PostgreSQL does its own way is here, beside the others; what
+they share (the pool, the translation of errors) is in connections.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -126,7 +125,6 @@ class PostgresEngine(SqlEngine[psycopg.Connection[Any]]):
             schema_missing=self._missing_schema_error,
         )
         self._schema_checked = False
-        self._open_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresEngine({describe_url(self.url)!r}, schema={self.schema!r})"
