@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pypgflow import Workflow
+from pypgflow.engines.postgres.params import uniform_params
 from pypgflow.engines.starts import UniformStarts
 from pypgflow.errors import MapInputError, SerializationError
 from pypgflow.starting import prepare_start, prepare_starts
@@ -128,3 +129,17 @@ def test_a_step_added_after_a_start_is_in_the_next_start() -> None:
     assert [t.step for t in before.changes.new_tasks] == ["a"]
     assert [t.step for t in after.changes.new_tasks] == ["a", "b"]
     assert after.run.remaining_steps == 2
+
+
+def test_the_postgresql_parameters_of_a_template_are_made_once_and_not_for_its_copies() -> None:
+    flow = diamond()
+    first, second = uniform_starts(flow, [1], priority=0), uniform_starts(flow, [2], priority=0)
+    one, two = uniform_params(first), uniform_params(second)
+    assert (one["ids"], one["inputs"]) == (f'{{"{first.run_ids[0]}"}}', '{"1"}')
+    assert (two["ids"], two["inputs"]) == (f'{{"{second.run_ids[0]}"}}', '{"2"}')
+    assert first.template.memo["insert_uniform_runs"] is second.template.memo["insert_uniform_runs"]
+    assert (one["task_steps"], one["trace_context"]) == ('{"a"}', None)
+    # a copy of the template (here in a trace context) has parameters of its own
+    traced = first.with_trace_context('{"traceparent": "00-ab-cd-01"}')
+    assert uniform_params(traced)["trace_context"] == '{"traceparent": "00-ab-cd-01"}'
+    assert uniform_params(first)["trace_context"] is None

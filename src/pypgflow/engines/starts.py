@@ -13,9 +13,9 @@ single start is such a batch of one, its template kept by its workflow (see pypg
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import overload
+from typing import Any, overload
 
 from pypgflow.orchestration import Changes, RunState
 
@@ -36,6 +36,9 @@ class StartRequest:
     #: for a child run: its parent run, and the parent's task that waits for it
     parent_run_id: str | None = None
     parent_task_id: int | None = None
+    #: what an engine derives from this request when it is given it again (a workflow's start
+    #: template, see UniformStarts), by the engine's own keys; a copy starts with none
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 class UniformStarts(Sequence[StartRequest]):

@@ -37,8 +37,20 @@ def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, An
 
 def uniform_params(starts: UniformStarts) -> dict[str, Any]:
     """The parameters of insert_uniform_runs: the template's values, and two arrays (the runs'
-    ids and inputs) as text, parsed by the server in one go each."""
+    ids and inputs) as text, parsed by the server in one go each. The template's are made once
+    per template (a workflow keeps the one of its single starts: see pypgflow.starting)."""
     template = starts.template
+    constant = template.memo.get("insert_uniform_runs")
+    if constant is None:
+        constant = template.memo["insert_uniform_runs"] = _template_params(template)
+    return {
+        **constant,
+        "ids": array_literal(starts.run_ids),
+        "inputs": array_literal(starts.inputs),
+    }
+
+
+def _template_params(template: StartRequest) -> dict[str, Any]:
     run = template.run
     tasks = template.changes.new_tasks
     return {
@@ -52,8 +64,6 @@ def uniform_params(starts: UniformStarts) -> dict[str, Any]:
         "steps": steps_text(run.steps),
         "trace_context": template.trace_context,
         "version": run.version,
-        "ids": array_literal(starts.run_ids),
-        "inputs": array_literal(starts.inputs),
         "task_steps": array_literal(task.step for task in tasks),
         "task_max_attempts": array_literal(task.max_attempts for task in tasks),
         "task_delays": array_literal(task.delay for task in tasks),
