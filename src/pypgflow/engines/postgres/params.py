@@ -18,9 +18,10 @@ from pypgflow.serialization import outputs_by_step
 
 def start_statement(requests: Sequence[StartRequest]) -> tuple[str, dict[str, Any]]:
     """The statement that inserts a batch of starts (but a large plain one: see
-    :func:`copyable`), and its parameters: insert_run for one run whose root tasks are plain
-    steps (most single starts: plain parameters, cheaper for the server than the JSON
-    documents), insert_uniform_runs for runs that start alike, else insert_runs."""
+    :func:`copyable`), and its parameters: insert_uniform_runs for runs that start alike (most
+    starts, single ones too), insert_run for another single run whose root tasks are plain
+    steps (a start with an idempotency key, a child run: plain parameters, cheaper for the
+    server than the JSON documents), else insert_runs."""
     if isinstance(requests, UniformStarts):
         return "insert_uniform_runs", uniform_params(requests)
     if len(requests) == 1:

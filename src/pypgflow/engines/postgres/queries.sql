@@ -85,9 +85,11 @@ WITH new_runs AS (
 SELECT id::text, (SELECT count(*) FROM notified) AS notified FROM new_runs;
 
 -- name: insert_run
--- insert_runs for one run whose root tasks are plain steps (no map element), the most common
--- start: its values as plain parameters, the tasks' steps and attempt budgets as two arrays in
--- the order of the run's steps. The same results, and the same notification.
+-- insert_runs for one run whose root tasks are plain steps (no map element) that is not one of
+-- UniformStarts (those are most starts: insert_uniform_runs), such as a start with an
+-- idempotency key or a child run: its values as plain parameters, the tasks' steps and attempt
+-- budgets as two arrays in the order of the run's steps. The same results, and the same
+-- notification.
 WITH new_run AS (
     INSERT INTO {schema}.runs
         (id, workflow, status, queue, priority, idempotency_key, input, remaining_steps,
