@@ -41,7 +41,7 @@ from pypgflow.records import InstanceInfo, RunInfo, ScheduleInfo
 from pypgflow.registry import default_instance_id
 from pypgflow.results import ResultWaiters
 from pypgflow.serialization import dumps
-from pypgflow.starting import check_queue, prepare_fork, prepare_single_start, prepare_starts
+from pypgflow.starting import check_queue, prepare_fork, prepare_start, prepare_starts
 from pypgflow.status import RunStatus
 from pypgflow.workflow import Workflow, check_signal_name, children_of
 
@@ -575,12 +575,12 @@ class App:
     ) -> Sequence[StartRequest]:
         """A start of ``workflow`` (a name this app registers, or a Workflow), on the
         workflow's queue unless one is given, as the engines take it: prepared by
-        :func:`pypgflow.starting.prepare_single_start` (for most workflows, a batch of one from
+        :func:`pypgflow.starting.prepare_start` (for most workflows, a batch of one from
         the workflow's template)."""
         flow = self._startable(workflow, version) if store else self.workflow(workflow, version)
         if queue is None:
             queue = self.default_queues.get(flow.name, defaults.DEFAULT_QUEUE)
-        return prepare_single_start(
+        return prepare_start(
             flow,
             input,
             queue=queue,

@@ -141,7 +141,7 @@ class StepRunner:
     def child_started(self, task: ClaimedTask, child: Workflow, child_input: Any) -> ChildStarted:
         """A subflow step's function returned ``child_input``: the child run to start, on the
         parent's queue and priority, recorded with its parent (its task then waits for it)."""
-        request = prepare_start(
+        (request,) = prepare_start(
             child,
             child_input,
             queue=task.queue or DEFAULT_QUEUE,

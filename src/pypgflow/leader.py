@@ -415,7 +415,7 @@ class Leader:
                 f"schedule {schedule.name!r} starts workflow {schedule.workflow!r}, which this "
                 "app does not register"
             )
-        return prepare_start(
+        (request,) = prepare_start(
             flow,
             json.loads(schedule.input_json),
             queue=schedule.queue,
@@ -423,6 +423,7 @@ class Leader:
             run_at=tick,  # the run is due at once, and shows its tick as scheduled_at
             idempotency_key=schedule.idempotency_key(tick),
         )
+        return request
 
     def _log_foreign(self, states: dict[str, ScheduleState]) -> None:
         for name in sorted(states.keys() - self.app.defined_schedules.keys()):

@@ -38,35 +38,11 @@ def prepare_start(
     run_at: datetime | None = None,
     idempotency_key: str | None = None,
     what: str = "the input",
-) -> StartRequest:
-    """A run of ``flow`` on ``input``, ready to insert; InvalidArgument (or SerializationError,
-    MapInputError) naming the problem if anything is wrong. ``what`` names the input in errors."""
-    (request,) = prepare_single_start(
-        flow,
-        input,
-        queue=queue,
-        priority=priority,
-        delay=delay,
-        run_at=run_at,
-        idempotency_key=idempotency_key,
-        what=what,
-    )
-    return request
-
-
-def prepare_single_start(
-    flow: Workflow,
-    input: Any,
-    *,
-    queue: str,
-    priority: int,
-    delay: float | timedelta | None = None,
-    run_at: datetime | None = None,
-    idempotency_key: str | None = None,
-    what: str = "the input",
 ) -> Sequence[StartRequest]:
-    """:func:`prepare_start` as the engines take it: for most workflows a batch of one from the
-    workflow's template (see :func:`prepare_starts`), a request alone with an idempotency key."""
+    """A run of ``flow`` on ``input``, ready to insert, as the engines take it: for most
+    workflows a batch of one from the workflow's template (see :func:`prepare_starts`), a
+    request alone with an idempotency key. InvalidArgument (or SerializationError,
+    MapInputError) naming the problem if anything is wrong; ``what`` names the input in errors."""
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str)
         or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
@@ -122,9 +98,13 @@ def prepare_starts(
     run_ids = new_run_ids(len(texts))
     # A run's state at start depends on its input only through a root map step: without one,
     # every run starts in the state of a template built by orchestration, and a batch (a single
-    # start too) is that template, the runs' ids and their inputs.
+    # start too) is that template, the runs' ids and their inputs. The workflow keeps the
+    # template of starts due at once: their options are few (a queue, a priority), and a start
+    # then builds no state of its own.
     if not flow.derived("root map step", partial(_has_root_map_step, flow)):
-        template = _template(flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
+        build = partial(_new_start, flow, run_ids[0], texts[0], queue, priority, seconds, run_at)
+        due_now = not seconds and run_at is None
+        template = flow.derived(("start", queue, priority), build) if due_now else build()
         return UniformStarts(template, run_ids, texts)
     return [
         _new_start(flow, run_id, text, queue, priority, seconds, run_at)
@@ -134,26 +114,6 @@ def prepare_starts(
 
 def _has_root_map_step(flow: Workflow) -> bool:
     return any(step.is_map and not step.depends_on for step in flow.steps.values())
-
-
-def _template(
-    flow: Workflow,
-    run_id: str,
-    input_json: str,
-    queue: str,
-    priority: int,
-    delay: float,
-    run_at: datetime | None,
-) -> StartRequest:
-    """The start every run of ``flow`` without a root map step makes with these options (as the
-    run ``run_id`` on ``input_json`` would). Kept by the workflow for starts due at once: their
-    options are few (a queue, a priority), and a start then builds no state of its own."""
-    if delay or run_at is not None:
-        return _new_start(flow, run_id, input_json, queue, priority, delay, run_at)
-    return flow.derived(
-        ("start", queue, priority),
-        partial(_new_start, flow, run_id, input_json, queue, priority, 0.0, None),
-    )
 
 
 def _new_start(

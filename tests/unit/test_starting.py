@@ -67,7 +67,7 @@ def test_a_uniform_batch_reads_as_the_runs_built_one_by_one() -> None:
     assert len(batch) == 5
     assert batch.inputs == ["0", "1", "2", "3", "4"]
     for index, request in enumerate(batch):
-        alone = prepare_start(flow, index, queue="q", priority=2, delay=30)
+        (alone,) = prepare_start(flow, index, queue="q", priority=2, delay=30)
         assert request.run.id == batch.run_ids[index]
         # what an engine reads of a start: the request but its changes, and their new tasks
         # (``changed`` is a transaction's bookkeeping, which a start does not read)
@@ -112,7 +112,8 @@ def test_a_single_start_is_a_batch_of_one_from_the_template_its_workflow_keeps()
     assert (one.run.input, two.run.input) == ("1", "2")
     assert one.run.id != two.run.id
     assert [t.run_id for t in two.changes.new_tasks] == [two.run.id]
-    assert prepare_start(flow, 2, queue="q", priority=3).run.id not in {one.run.id, two.run.id}
+    (third,) = prepare_start(flow, 2, queue="q", priority=3)
+    assert third.run.id not in {one.run.id, two.run.id}
     # other options, another template; none kept for a delayed start (its delays are many)
     assert uniform_starts(flow, [1], priority=4).template is not first.template
     delayed = uniform_starts(flow, [1], priority=3, delay=5)
